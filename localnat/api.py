@@ -1,0 +1,185 @@
+"""The Python API: a `Scorer` that loads the student once and scores many batches, and the
+one-call `score_responses`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .config import ScoreConfig, Window
+from .packing import Segment, make_batches, pack_rows
+from .prepare import Prepared, Preparer
+from .scoring import forward_rows
+from .student import context_length, load_model, load_tokenizer
+from .windows import plan_windows, step_means
+
+
+def result_schema(windows: Sequence[Window]) -> pa.Schema:
+    """Columns of a score table, in order."""
+    return pa.schema(
+        [
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("global_nat", pa.float64()),
+            ("local_nat", pa.float64()),
+            *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
+            ("step_starts", pa.list_(pa.int64())),
+            ("step_ends", pa.list_(pa.int64())),
+            ("step_tokens", pa.list_(pa.int32())),
+            ("step_logprobs", pa.list_(pa.float64())),
+            ("n_prompt_tokens", pa.int64()),
+            ("n_response_tokens", pa.int64()),
+            ("n_steps", pa.int64()),
+            ("global_truncated", pa.bool_()),
+            ("window_truncated", pa.bool_()),
+        ]
+    )
+
+
+class Scorer:
+    """Holds one student; scores prepared pairs with packed, prompt-sharing forwards.
+
+    Example:
+        scorer = Scorer(ScoreConfig(student="path/to/model", windows=(4, 0.25)))
+        table = scorer.score(prompts, responses)
+    """
+
+    def __init__(self, cfg: ScoreConfig, model=None, tokenizer=None):
+        self.model = model if model is not None else load_model(cfg)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
+        max_tokens = cfg.max_tokens or context_length(self.model)
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        self.cfg = replace(
+            cfg,
+            max_tokens=max_tokens,
+            max_window_tokens=min(cfg.max_window_tokens or 4096, max_tokens),
+            batch_tokens=cfg.batch_tokens or (32768 if cuda else 4096),
+        )
+        self.prepare = Preparer(self.tokenizer, self.cfg)
+        self.schema = result_schema(self.cfg.windows)
+        self.stats = {"forward_s": 0.0, "padded_tokens": 0, "tokens": 0, "batches": 0,
+                      "oom_splits": 0}
+
+    def score(self, prompts: Sequence, responses: Sequence, steps: Sequence | None = None):
+        """Score pairs; returns a pyarrow Table (schema `result_schema`), one row per pair."""
+        if len(prompts) != len(responses) or (steps is not None and len(steps) != len(prompts)):
+            raise ValueError("prompts, responses (and steps) must have the same length")
+        items = [
+            self.prepare(p, r, None if steps is None else steps[i])
+            for i, (p, r) in enumerate(zip(prompts, responses))
+        ]
+        return pa.Table.from_pylist(self.score_prepared(items), schema=self.schema)
+
+    def score_prepared(self, items: list[Prepared]) -> list[dict]:
+        """Score prepared items; one result dict per item, in order, errors included."""
+        cfg = self.cfg
+        plans, segments = {}, []
+        errors = {r: item.error for r, item in enumerate(items) if item.error}
+        for r, item in enumerate(items):
+            if item.error:
+                continue
+            try:
+                plans[r] = plan_windows(
+                    item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens,
+                    cfg.max_window_tokens,
+                )
+            except ValueError as err:
+                errors[r] = str(err)
+                continue
+            group = item.prompt_ids.tobytes()
+            for a, (lo, end) in plans[r].segments.items():
+                tokens = item.response_ids[a:end]
+                segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
+
+        logprobs: dict[tuple[int, int], np.ndarray] = {}
+        for batch in make_batches(pack_rows(segments, cfg.pack_tokens), cfg.batch_tokens):
+            for row, lp in self._forward(batch, errors):
+                offset = 0
+                for key, n in row.parts:
+                    assert key not in logprobs, f"segment {key} scored twice"
+                    logprobs[key] = lp[offset : offset + n]
+                    offset += n
+
+        results = []
+        for r, item in enumerate(items):
+            if r in errors:
+                results.append({"status": "error", "error": errors[r]})
+                continue
+            plan = plans[r]
+            lps = {a: logprobs[(r, a)] for a in plan.segments}  # KeyError = a slot never filled
+            means = [step_means(plan, lps, s) for s in range(len(cfg.windows))]
+            local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(cfg.windows, means)}
+            results.append(
+                {
+                    "status": "ok",
+                    "error": None,
+                    "global_nat": float(lps[0][: plan.n_keep].mean()),
+                    "local_nat": local[f"local_nat_{cfg.windows[0].name}"],
+                    **local,
+                    "step_starts": [s for s, _ in item.spans],
+                    "step_ends": [e for _, e in item.spans],
+                    "step_tokens": np.diff(item.bounds).tolist(),
+                    "step_logprobs": means[0].tolist(),
+                    "n_prompt_tokens": len(item.prompt_ids),
+                    "n_response_tokens": int(item.bounds[-1]),
+                    "n_steps": len(item.spans),
+                    "global_truncated": plan.global_truncated,
+                    "window_truncated": plan.window_truncated,
+                }
+            )
+        return results
+
+    def _forward(self, batch, errors: dict):
+        """Yield (row, log-probs). An out-of-memory batch is split in halves and retried; a
+        single row that still does not fit fails only the responses it holds."""
+        try:
+            start = time.perf_counter()
+            out = forward_rows(self.model, batch, self.cfg.head_chunk)
+            self.stats["forward_s"] += time.perf_counter() - start
+            self.stats["batches"] += 1
+            self.stats["tokens"] += sum(len(r) for r in batch)
+            self.stats["padded_tokens"] += len(batch) * max(len(r) for r in batch)
+            yield from zip(batch, out)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) > 1:
+                self.stats["oom_splits"] += 1
+                mid = len(batch) // 2
+                yield from self._forward(batch[:mid], errors)
+                yield from self._forward(batch[mid:], errors)
+                return
+            for key, _ in batch[0].parts:
+                errors[key[0]] = f"out of memory on a packed row of {len(batch[0])} tokens"
+
+
+def score_responses(
+    prompts: Sequence,
+    responses: Sequence,
+    student: str | None = None,
+    windows: Sequence = (4,),
+    segmenter: str = "sentence",
+    steps: Sequence | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    **options,
+) -> pa.Table:
+    """Score (prompt, response) pairs with a student; one result row per pair.
+
+    Args:
+        prompts, responses: equal-length sequences of strings (bad values give error rows).
+        student: local directory or hub id; None = the offline default student.
+        windows: window settings, e.g. `(4, 0.25)`; the first is reported as `local_nat`.
+        segmenter: `sentence`, `line`, `paragraph` or `column:NAME` (then pass `steps`).
+        steps: per pair, a list of step strings or start offsets (for `column:NAME`).
+        device, dtype: `auto` picks CUDA + bf16 when present, else CPU + fp32.
+        **options: any other `ScoreConfig` field (max_tokens, batch_tokens, ...).
+    """
+    cfg = ScoreConfig(student=student, windows=tuple(windows), segmenter=segmenter,
+                      device=device, dtype=dtype, **options)
+    return Scorer(cfg).score(prompts, responses, steps)

@@ -1,0 +1,131 @@
+"""One typed configuration for scoring, validated when built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+SEGMENTERS = ("sentence", "line", "paragraph")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window setting: a fixed number of preceding steps `k`, or a fraction `w` of them."""
+
+    k: int | None = None
+    w: float | None = None
+
+    def __post_init__(self):
+        if (self.k is None) == (self.w is None):
+            raise ValueError("a window is either a fixed k (int >= 1) or a fraction w in (0, 1]")
+        if self.k is not None and (isinstance(self.k, bool) or self.k < 1):
+            raise ValueError(f"window k must be an int >= 1, got {self.k!r}")
+        if self.w is not None and not (0 < self.w <= 1):
+            raise ValueError(f"window fraction w must be in (0, 1], got {self.w!r}")
+
+    @classmethod
+    def parse(cls, value: int | float | str | Window) -> Window:
+        """Ints are k, floats <= 1 are w: `4`, `"4"`, `"k4"` -> k=4; `0.25`, `"0.25"`,
+        `"w0.25"` -> w=0.25; `1.0` / `"1.0"` -> w=1 (every preceding step)."""
+        if isinstance(value, Window):
+            return value
+        if isinstance(value, bool):
+            raise ValueError(f"not a window setting: {value!r}")
+        if isinstance(value, int):
+            return cls(k=value)
+        if isinstance(value, float):
+            return cls(k=int(value)) if value > 1 and value.is_integer() else cls(w=value)
+        text = str(value).strip().lower()
+        try:
+            if text.startswith("k"):
+                return cls(k=int(text[1:]))
+            if text.startswith("w"):
+                return cls(w=float(text[1:]))
+            if text.isdigit():
+                return cls(k=int(text))
+            return cls.parse(float(text))
+        except ValueError as err:
+            raise ValueError(f"not a window setting: {value!r} ({err})") from None
+
+    def preceding(self, i: int) -> int:
+        """Number of preceding steps step i (1-based) may see."""
+        if self.k is not None:
+            return self.k
+        return max(1, math.ceil(self.w * (i - 1)))
+
+    @property
+    def name(self) -> str:
+        """Column suffix: k=4 -> 'k4', w=0.25 -> 'w25', w=0.125 -> 'w12_5'."""
+        if self.k is not None:
+            return f"k{self.k}"
+        pct = f"{self.w * 100:.6g}".replace(".", "_")
+        return f"w{pct}"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Everything the scorer needs. Defaults follow DESIGN.md section 1.
+
+    Attributes:
+        student: local directory or hub id of a causal LM; None = the offline default student.
+        windows: window settings; the first one is reported as `local_nat`.
+        segmenter: `sentence`, `line`, `paragraph` or `column:NAME`.
+        device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        dtype: `float32`, `bfloat16`, `float16` or `auto` (bf16 on CUDA, fp32 on CPU).
+        max_tokens: cap on prompt + response for the global pass (default: model context).
+        max_window_tokens: cap on one local window, prompt included (default: min(4096, max_tokens)).
+        batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 32768 on CUDA).
+        pack_tokens: longest packed row (prompt + several windows) (default: 2048).
+        head_chunk: scored positions per LM-head chunk (bounds the [n, vocab] logits).
+        max_chars: longer prompts or responses are rejected rather than scored.
+        system_prompt: optional system message for the chat template.
+        trust_remote_code: only when the user asks for it.
+        revision: model revision (hub ids only).
+    """
+
+    student: str | None = None
+    windows: tuple[Window, ...] = (Window(k=4),)
+    segmenter: str = "sentence"
+    device: str = "auto"
+    dtype: str = "auto"
+    max_tokens: int | None = None
+    max_window_tokens: int | None = None
+    batch_tokens: int | None = None
+    pack_tokens: int = 2048
+    head_chunk: int = 2048
+    max_chars: int = 1_000_000
+    system_prompt: str | None = None
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str | None = None
+
+    def __post_init__(self):
+        windows = self.windows
+        if isinstance(windows, (int, float, str, Window)):
+            windows = (windows,)
+        windows = tuple(Window.parse(w) for w in windows)
+        if not windows:
+            raise ValueError("at least one window setting is required")
+        names = [w.name for w in windows]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate window settings: {names}")
+        object.__setattr__(self, "windows", windows)
+        seg = self.segmenter
+        if seg not in SEGMENTERS and not (seg.startswith("column:") and len(seg) > 7):
+            raise ValueError(
+                f"unknown segmenter {seg!r}: use one of {', '.join(SEGMENTERS)} or column:NAME"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        for name in ("max_tokens", "max_window_tokens", "batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 8:
+                raise ValueError(f"{name} must be >= 8, got {value}")
+        if self.pack_tokens < 8 or self.head_chunk < 1:
+            raise ValueError("pack_tokens must be >= 8 and head_chunk >= 1")
+
+    @property
+    def step_column(self) -> str | None:
+        return self.segmenter[7:] if self.segmenter.startswith("column:") else None

@@ -1,0 +1,126 @@
+"""Window planning: which token log-probs each step score needs, and the fewest segments
+that produce them all.
+
+Token offsets are into the response's one token sequence. Step i (1-based) holds tokens
+bounds[i-1]:bounds[i]. Its window for a setting is
+
+    prompt | tokens of steps first..i-1 | tokens of step i          first = max(1, i - k_i)
+             a                            b                  c
+
+and its score needs log p(t | prompt, tokens a..t-1) for t in [b, c): a *piece* (a, b, c).
+
+Causality makes pieces that share a context start `a` answerable by one forward over
+prompt + tokens[a:e] with e the largest end among them: the log-prob of token t in that
+sequence sees exactly prompt + tokens[a:t]. So pieces are grouped into *segments* keyed by
+`a`. Every piece with a == 0 lies inside the global pass (prompt + tokens[0:n_keep]), so the
+global pass is segment 0. This is exact, not an approximation; the tests hold it against a
+one-forward-per-window reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Window
+
+Piece = tuple[int, int, int]  # (context start a, target start b, target end c), token offsets
+
+
+@dataclass
+class Plan:
+    """What to compute for one response and how to read step scores back.
+
+    Attributes:
+        n_keep: response tokens in the global pass (all of them unless truncated).
+        segments: context start a -> (first scored token, end): the forward over
+            prompt + tokens[a:end] scores tokens [first, end). Key 0 is the global pass.
+        pieces: pieces[s][i] lists the pieces whose tokens make up step i+1 under setting s.
+    """
+
+    n_keep: int
+    global_truncated: bool
+    window_truncated: bool
+    segments: dict[int, tuple[int, int]]
+    pieces: list[list[list[Piece]]]
+
+
+def plan_windows(
+    bounds: np.ndarray,
+    n_prompt: int,
+    windows: tuple[Window, ...],
+    max_tokens: int,
+    max_window_tokens: int,
+) -> Plan:
+    """Plan the global pass and every local window of one response.
+
+    Args:
+        bounds: [n_steps + 1] token offsets of the steps (from `steps.assign_tokens`).
+        n_prompt: prompt tokens, shared context of every window.
+        windows: the window settings.
+        max_tokens: cap on prompt + response for the global pass.
+        max_window_tokens: cap on prompt + window; must not exceed max_tokens.
+
+    Raises:
+        ValueError: when the prompt alone leaves no room for a response token.
+    """
+    assert max_window_tokens <= max_tokens, "caller clamps max_window_tokens to max_tokens"
+    n_tokens = int(bounds[-1])
+    room = max_window_tokens - n_prompt  # response tokens a window may hold
+    if room < 1:
+        raise ValueError(
+            f"prompt has {n_prompt} tokens, leaving no room under max_window_tokens="
+            f"{max_window_tokens}"
+        )
+    n_keep = min(n_tokens, max_tokens - n_prompt)
+    segments: dict[int, tuple[int, int]] = {0: (0, n_keep)}
+    truncated = False
+    pieces: list[list[list[Piece]]] = []
+    for window in windows:
+        per_step = []
+        for i in range(1, len(bounds)):
+            first = max(1, i - window.preceding(i))
+            step_pieces, cut = _fit(int(bounds[first - 1]), int(bounds[i - 1]), int(bounds[i]), room)
+            truncated |= cut
+            for a, b, c in step_pieces:
+                if a == 0:
+                    # room <= max_tokens - n_prompt, so c <= n_keep: the global pass has it.
+                    assert c <= n_keep
+                    continue
+                lo, hi = segments.get(a, (b, c))
+                segments[a] = (min(lo, b), max(hi, c))
+            per_step.append(step_pieces)
+        pieces.append(per_step)
+    return Plan(n_keep, n_keep < n_tokens, truncated, segments, pieces)
+
+
+def _fit(a: int, b: int, c: int, room: int) -> tuple[list[Piece], bool]:
+    """Make window (a, b, c) fit `room` response tokens.
+
+    Too long: keep the target step whole and drop context from the left. A step longer than
+    `room` is split into chunks of room // 2 tokens; each chunk keeps as much of the context
+    before it (earlier chunks included) as fits, so no chunk is scored blind.
+    """
+    if c - a <= room:
+        return [(a, b, c)], False
+    if c - b <= room:
+        return [(c - room, b, c)], True
+    size = max(1, room // 2)
+    ends = [min(s + size, c) for s in range(b, c, size)]
+    return [(max(a, e - room), s, e) for s, e in zip(range(b, c, size), ends)], True
+
+
+def step_means(plan: Plan, logprobs: dict[int, np.ndarray], setting: int) -> np.ndarray:
+    """Per-step mean log-prob for one setting, from the segments' scored log-probs.
+
+    `logprobs[a]` holds the log-probs of tokens segments[a][0] .. segments[a][1] - 1.
+    """
+    out = np.empty(len(plan.pieces[setting]), dtype=np.float64)
+    for i, step_pieces in enumerate(plan.pieces[setting]):
+        parts = []
+        for a, b, c in step_pieces:
+            lo = plan.segments[a][0]
+            parts.append(logprobs[a][b - lo : c - lo])
+        out[i] = np.concatenate(parts).mean()
+    return out

@@ -1,0 +1,49 @@
+"""The naive reference: one plain forward per window, unbatched, fp32, full logits.
+
+Written from DESIGN.md section 1 as plainly as possible; every fast path must match it.
+Segmentation and the token-to-step rule come from `localnat.steps` (tested on their own).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from localnat.steps import assign_tokens, segment
+from localnat.student import encode_prompt
+
+
+def token_logprobs(model, ids: list[int]) -> torch.Tensor:
+    """log p(ids[t] | ids[:t]) for t >= 1, from one forward with full logits."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+
+def reference_scores(model, tok, prompt, response, windows, segmenter="sentence", steps=None,
+                     max_tokens=10_000):
+    """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
+    prompt_ids = encode_prompt(tok, prompt)
+    enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
+    resp = enc["input_ids"]
+    bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
+    P = len(prompt_ids)
+    n_keep = min(len(resp), max_tokens - P)
+    glob = token_logprobs(model, prompt_ids + resp[:n_keep])[P - 1 :]
+    gn = glob.mean().item()
+    ln, per_step = {}, {}
+    n_steps = len(bounds) - 1
+    for kind, value in windows:
+        scores = []
+        for i in range(1, n_steps + 1):
+            k_i = value if kind == "k" else max(1, math.ceil(value * (i - 1)))
+            first = max(1, i - k_i)
+            a, b, c = bounds[first - 1], bounds[i - 1], bounds[i]
+            window = prompt_ids + resp[a:c]
+            lp = token_logprobs(model, window)[P - 1 :]  # log-probs of resp[a:c]
+            scores.append(lp[b - a :].mean().item())
+        per_step[(kind, value)] = scores
+        ln[(kind, value)] = sum(scores) / len(scores)
+    return gn, ln, per_step
