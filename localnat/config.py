@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 SEGMENTERS = ("sentence", "line", "paragraph")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,55 @@ class ScoreConfig:
     @property
     def step_column(self) -> str | None:
         return self.segmenter[7:] if self.segmenter.startswith("column:") else None
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """The curation job: where data comes from and goes, columns, selection, Ray sizing."""
+
+    inputs: tuple[str, ...] = ()
+    input_format: str = "auto"
+    output: str = "./localnat-out"
+    run_id: str | None = None
+    overwrite: bool = False
+    dry_run: bool = False
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    teacher_column: str = "teacher"
+    prompt_id_column: str = "prompt_id"
+    correct_column: str | None = None
+    select_by: str = "local"
+    seed: int = 0
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 0.5
+    batch_rows: int = 64
+    ray_address: str | None = None
+    score: ScoreConfig = ScoreConfig()
+
+    def __post_init__(self):
+        if self.select_by not in ("local", "global", "random"):
+            raise ValueError(f"select_by must be local, global or random, got {self.select_by!r}")
+        if self.input_format not in ("auto", "parquet", "jsonl"):
+            raise ValueError(f"input_format must be auto, parquet or jsonl: {self.input_format!r}")
+        if self.actors < 1 or self.batch_rows < 1:
+            raise ValueError("actors and batch_rows must be >= 1")
+        if self.gpus_per_actor < 0 or self.cpus_per_actor <= 0:
+            raise ValueError("gpus_per_actor must be >= 0 and cpus_per_actor > 0")
+        if self.run_id is not None and not _SAFE_ID.fullmatch(self.run_id):
+            raise ValueError(f"run_id may hold letters, digits, '.', '_', '-' only: {self.run_id!r}")
+        if self.score.step_column and self.score.step_column in self.columns.values():
+            raise ValueError("the step column must differ from the other input columns")
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Role -> input column name (the correctness column only when configured)."""
+        cols = {
+            "prompt": self.prompt_column,
+            "response": self.response_column,
+            "teacher": self.teacher_column,
+            "prompt_id": self.prompt_id_column,
+        }
+        if self.correct_column:
+            cols["is_correct"] = self.correct_column
+        return cols
