@@ -1,0 +1,177 @@
+"""Every fast path against the naive one-forward-per-window reference, fp32, 1e-4 per step."""
+
+import numpy as np
+import pytest
+import torch
+from reference import reference_scores, token_logprobs
+
+from localnat import ScoreConfig, Scorer
+from localnat.steps import assign_tokens, segment
+from localnat.student import encode_prompt
+
+TOL = 1e-4
+PROMPTS = ["What is 2+3?", "Compute the integral.", "What is 2+3?", "Find the total cost."]
+RESPONSES = [
+    "First, note that 2 + 3 = 5. Wait, let me double-check. Yes. The answer is 5! Done here.\n"
+    "Final: \\boxed{5}.",
+    "We compute $a^2 + b^2 = c^2$. \\[ \\int_0^1 x \\, dx = 0.5 \\] therefore done. Okay so it is "
+    "0.5 e.g. half. Hmm.\n\nSecond paragraph here.",
+    "Okay, so we need to find the value. 2 + 3 = 5.\nThe answer is \\boxed{5}.",
+    "The total cost is $5.00 for apples and $3 for pears.\r\nSo 8 dollars. Emoji 🙂 café 数学!",
+]
+WINDOWS = [("k", 4), ("k", 1), ("k", 2), ("w", 0.25), ("w", 1.0)]
+
+
+def as_setting(kind, value):
+    return value if kind == "k" else float(value)
+
+
+def scorer(model, tok, **kw):
+    kw.setdefault("windows", tuple(as_setting(*w) for w in WINDOWS))
+    return Scorer(ScoreConfig(student="tiny", **kw), model=model, tokenizer=tok)
+
+
+def check_against_reference(table, model, tok, prompts, responses, windows=WINDOWS, **ref_kw):
+    rows = table.to_pylist()
+    for row, p, y in zip(rows, prompts, responses):
+        assert row["status"] == "ok", row["error"]
+        gn, ln, per_step = reference_scores(model, tok, p, y, windows, **ref_kw)
+        assert abs(row["global_nat"] - gn) < TOL
+        for (kind, value), name in zip(windows, [c for c in table.column_names
+                                                 if c.startswith("local_nat_")]):
+            assert abs(row[name] - ln[(kind, value)]) < TOL, name
+        np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
+        assert abs(row["local_nat"] - ln[windows[0]]) < TOL
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),  # defaults: everything in one pack
+        dict(pack_tokens=48, batch_tokens=96),  # many rows and batches, padding
+        dict(pack_tokens=8, batch_tokens=8, head_chunk=3),  # one segment per row, tiny chunks
+    ],
+)
+def test_matches_reference(model, tok, options):
+    table = scorer(model, tok, **options).score(PROMPTS, RESPONSES)
+    check_against_reference(table, model, tok, PROMPTS, RESPONSES)
+
+
+def test_batching_does_not_change_scores(model, tok):
+    s = scorer(model, tok, pack_tokens=64, batch_tokens=200)
+    together = s.score(PROMPTS, RESPONSES).to_pylist()
+    alone = [s.score([p], [y]).to_pylist()[0] for p, y in zip(PROMPTS, RESPONSES)]
+    for a, b in zip(together, alone):
+        assert abs(a["local_nat"] - b["local_nat"]) < 1e-5
+        assert abs(a["global_nat"] - b["global_nat"]) < 1e-5
+
+
+def test_prompt_is_shared_within_a_pack(model, tok):
+    s = scorer(model, tok, windows=(4,))
+    s.score(PROMPTS[:1], RESPONSES[:1])
+    n_prompt = len(encode_prompt(tok, PROMPTS[0]))
+    # one pack: the prompt once plus segment tokens; a window-per-row loop repeats the prompt
+    table = s.score(PROMPTS[:1], RESPONSES[:1]).to_pylist()[0]
+    assert s.stats["batches"] == 2  # one per call
+    naive_tokens = n_prompt * (table["n_steps"] + 1) + table["n_response_tokens"]
+    assert s.stats["tokens"] / 2 < naive_tokens
+
+
+def test_one_step_response_has_local_equal_global(model, tok):
+    row = scorer(model, tok).score(["Q?"], ["Just one step without a break"]).to_pylist()[0]
+    assert row["n_steps"] == 1
+    assert abs(row["local_nat"] - row["global_nat"]) < 1e-6
+
+
+def test_no_chat_template_uses_prompt_and_blank_line(model, tok_plain):
+    ids = encode_prompt(tok_plain, "Hi there")
+    assert ids == tok_plain("Hi there\n\n")["input_ids"]
+    table = scorer(model, tok_plain).score(PROMPTS, RESPONSES)
+    check_against_reference(table, model, tok_plain, PROMPTS, RESPONSES)
+
+
+@pytest.mark.parametrize("segmenter", ["line", "paragraph"])
+def test_other_segmenters(model, tok, segmenter):
+    table = scorer(model, tok, segmenter=segmenter).score(PROMPTS, RESPONSES)
+    check_against_reference(table, model, tok, PROMPTS, RESPONSES, segmenter=segmenter)
+
+
+def test_given_steps(model, tok):
+    y = RESPONSES[0]
+    steps = [[0, 28, 60], ["First, note that 2 + 3 = 5.", y[28:]]]
+    table = scorer(model, tok, segmenter="column:steps").score([PROMPTS[0]] * 2, [y, y], steps)
+    rows = table.to_pylist()
+    assert rows[0]["step_starts"] == [0, 28, 60] and rows[1]["step_starts"] == [0, 28]
+    for row, st in zip(rows, steps):
+        gn, ln, _ = reference_scores(model, tok, PROMPTS[0], y, WINDOWS, "column:steps", st)
+        assert abs(row["local_nat"] - ln[("k", 4)]) < TOL
+
+
+def test_response_longer_than_max_tokens(model, tok):
+    windows = [("k", 1)]  # short windows: only the global pass is cut
+    table = scorer(model, tok, max_tokens=75, windows=(1,)).score(PROMPTS, RESPONSES)
+    rows = table.to_pylist()
+    for row in rows:
+        assert row["global_truncated"] == (row["n_prompt_tokens"] + row["n_response_tokens"] > 75)
+    assert any(r["global_truncated"] for r in rows)
+    assert not any(r["window_truncated"] for r in rows)
+    check_against_reference(table, model, tok, PROMPTS, RESPONSES, windows, max_tokens=75)
+
+
+def test_step_longer_than_max_window_tokens(model, tok):
+    y = "A " + "very long step with many words and no break at all " * 6 + ". Short end here."
+    table = scorer(model, tok, max_window_tokens=40).score([PROMPTS[0]], [y])
+    row = table.to_pylist()[0]
+    assert row["status"] == "ok" and row["window_truncated"]
+    assert max(row["step_tokens"]) > 40 - row["n_prompt_tokens"]
+    # naive check of the chunk rule for the long step: each chunk of room//2 tokens scored with
+    # as much context as fits in room response tokens
+    prompt = encode_prompt(tok, PROMPTS[0])
+    enc = tok(y, add_special_tokens=False, return_offsets_mapping=True)
+    bounds, _ = assign_tokens(y, enc["offset_mapping"], segment(y, "sentence"))
+    ids, room = enc["input_ids"], 40 - len(prompt)
+    b, c = int(bounds[0]), int(bounds[1])
+    lps = []
+    for s in range(b, c, room // 2):
+        e = min(s + room // 2, c)
+        a = max(0, e - room)
+        lps.extend(token_logprobs(model, prompt + ids[a:e])[len(prompt) - 1 :][s - a :].tolist())
+    assert abs(row["step_logprobs"][0] - np.mean(lps)) < TOL
+
+
+def test_bad_rows_get_errors_and_others_are_kept(model, tok):
+    prompts = ["Q?", None, "Q?", "Q?", "Q?", "", "Q?", "x" * 50]
+    responses = ["Good answer. Yes.", "ok", None, 5, b"\xff\xfe", "ok", "   \n ", "A fine answer."]
+    rows = scorer(model, tok, max_chars=40).score(prompts, responses).to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] + ["error"] * 7
+    errors = [r["error"] for r in rows[1:]]
+    for err, expected in zip(errors, ["prompt is missing", "response is missing", "not a string",
+                                      "not valid UTF-8", "prompt is empty", "response is empty",
+                                      "over max_chars"]):
+        assert expected in err
+    assert rows[0]["local_nat"] is not None and rows[1]["local_nat"] is None
+
+
+def test_prompt_too_long_for_a_window_is_an_error_row(model, tok):
+    rows = scorer(model, tok, max_window_tokens=30).score(["long " * 40, "Q"], ["A. B.", "Fine."])
+    assert rows.column("status").to_pylist() == ["error", "ok"]
+    assert "no room" in rows.column("error")[0].as_py()
+
+
+def test_oom_batch_is_split_not_dropped(model, tok, monkeypatch):
+    import localnat.api as api
+
+    real = api.forward_rows
+    calls = []
+
+    def flaky(model_, rows, chunk):
+        calls.append(len(rows))
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model_, rows, chunk)
+
+    monkeypatch.setattr(api, "forward_rows", flaky)
+    s = scorer(model, tok, pack_tokens=48, batch_tokens=400)
+    table = s.score(PROMPTS, RESPONSES)
+    assert s.stats["oom_splits"] > 0 and max(calls) > 1
+    check_against_reference(table, model, tok, PROMPTS, RESPONSES)
