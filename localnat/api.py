@@ -12,9 +12,9 @@ import pyarrow as pa
 import torch
 
 from .config import ScoreConfig, Window
-from .packing import Segment, make_batches, pack_rows
+from .batching import Segment, make_batches
 from .prepare import Prepared, Preparer
-from .scoring import forward_rows
+from .scoring import encode_prompt_state, forward_segments
 from .student import context_length, load_model, load_tokenizer
 from .windows import plan_windows, step_means
 
@@ -42,7 +42,7 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
 
 
 class Scorer:
-    """Holds one student; scores prepared pairs with packed, prompt-sharing forwards.
+    """Holds one student; scores prepared pairs, each prompt computed once per call.
 
     Example:
         scorer = Scorer(ScoreConfig(student="path/to/model", windows=(4, 0.25)))
@@ -58,7 +58,7 @@ class Scorer:
             cfg,
             max_tokens=max_tokens,
             max_window_tokens=min(cfg.max_window_tokens or 4096, max_tokens),
-            batch_tokens=cfg.batch_tokens or (32768 if cuda else 4096),
+            batch_tokens=cfg.batch_tokens or (32768 if cuda else 2048),
         )
         self.prepare = Preparer(self.tokenizer, self.cfg)
         self.schema = result_schema(self.cfg.windows)
@@ -96,14 +96,17 @@ class Scorer:
                 tokens = item.response_ids[a:end]
                 segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
 
+        prompts = {}
+        for seg in segments:
+            if seg.group not in prompts:
+                prompts[seg.group] = encode_prompt_state(self.model, seg.prompt)
+                self.stats["tokens"] += len(seg.prompt)
+                self.stats["padded_tokens"] += len(seg.prompt)
         logprobs: dict[tuple[int, int], np.ndarray] = {}
-        for batch in make_batches(pack_rows(segments, cfg.pack_tokens), cfg.batch_tokens):
-            for row, lp in self._forward(batch, errors):
-                offset = 0
-                for key, n in row.parts:
-                    assert key not in logprobs, f"segment {key} scored twice"
-                    logprobs[key] = lp[offset : offset + n]
-                    offset += n
+        for batch in make_batches(segments, cfg.batch_tokens):
+            for seg, lp in self._forward(batch, prompts, errors):
+                assert seg.key not in logprobs, f"segment {seg.key} scored twice"
+                logprobs[seg.key] = lp
 
         results = []
         for r, item in enumerate(items):
@@ -134,16 +137,16 @@ class Scorer:
             )
         return results
 
-    def _forward(self, batch, errors: dict):
-        """Yield (row, log-probs). An out-of-memory batch is split in halves and retried; a
-        single row that still does not fit fails only the responses it holds."""
+    def _forward(self, batch: list[Segment], prompts: dict, errors: dict):
+        """Yield (segment, log-probs). An out-of-memory batch is split in halves and retried;
+        a single segment that still does not fit fails only its response."""
         try:
             start = time.perf_counter()
-            out = forward_rows(self.model, batch, self.cfg.head_chunk)
+            out = forward_segments(self.model, batch, prompts, self.cfg.head_chunk)
             self.stats["forward_s"] += time.perf_counter() - start
             self.stats["batches"] += 1
-            self.stats["tokens"] += sum(len(r) for r in batch)
-            self.stats["padded_tokens"] += len(batch) * max(len(r) for r in batch)
+            self.stats["tokens"] += sum(len(s.tokens) for s in batch)
+            self.stats["padded_tokens"] += len(batch) * max(len(s.tokens) for s in batch)
             yield from zip(batch, out)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
@@ -151,11 +154,11 @@ class Scorer:
             if len(batch) > 1:
                 self.stats["oom_splits"] += 1
                 mid = len(batch) // 2
-                yield from self._forward(batch[:mid], errors)
-                yield from self._forward(batch[mid:], errors)
+                yield from self._forward(batch[:mid], prompts, errors)
+                yield from self._forward(batch[mid:], prompts, errors)
                 return
-            for key, _ in batch[0].parts:
-                errors[key[0]] = f"out of memory on a packed row of {len(batch[0])} tokens"
+            seg = batch[0]
+            errors[seg.key[0]] = f"out of memory on a window of {len(seg.tokens)} tokens"
 
 
 def score_responses(

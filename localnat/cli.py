@@ -57,7 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--max-tokens", type=int, help="global-pass cap (default: model context)")
     sc.add_argument("--max-window-tokens", type=int, help="one window's cap (default 4096)")
     sc.add_argument("--batch-tokens", type=int, help="padded tokens per forward")
-    sc.add_argument("--pack-tokens", type=int, default=2048, help="longest packed row")
     sc.add_argument("--max-chars", type=int, default=1_000_000,
                     help="longer prompts/responses are rejected")
     sel = p.add_argument_group("selection")
@@ -120,7 +119,6 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         max_tokens=args.max_tokens,
         max_window_tokens=args.max_window_tokens,
         batch_tokens=args.batch_tokens,
-        pack_tokens=args.pack_tokens,
         max_chars=args.max_chars,
         system_prompt=args.system_prompt,
         trust_remote_code=args.trust_remote_code,

@@ -76,8 +76,7 @@ class ScoreConfig:
         dtype: `float32`, `bfloat16`, `float16` or `auto` (bf16 on CUDA, fp32 on CPU).
         max_tokens: cap on prompt + response for the global pass (default: model context).
         max_window_tokens: cap on one local window, prompt included (default: min(4096, max_tokens)).
-        batch_tokens: padded tokens per forward pass (default: 4096 on CPU, 32768 on CUDA).
-        pack_tokens: longest packed row (prompt + several windows) (default: 2048).
+        batch_tokens: padded response tokens per forward pass (default: 2048 CPU, 32768 CUDA).
         head_chunk: scored positions per LM-head chunk (bounds the [n, vocab] logits).
         max_chars: longer prompts or responses are rejected rather than scored.
         system_prompt: optional system message for the chat template.
@@ -93,7 +92,6 @@ class ScoreConfig:
     max_tokens: int | None = None
     max_window_tokens: int | None = None
     batch_tokens: int | None = None
-    pack_tokens: int = 2048
     head_chunk: int = 2048
     max_chars: int = 1_000_000
     system_prompt: str | None = None
@@ -125,8 +123,8 @@ class ScoreConfig:
             value = getattr(self, name)
             if value is not None and value < 8:
                 raise ValueError(f"{name} must be >= 8, got {value}")
-        if self.pack_tokens < 8 or self.head_chunk < 1:
-            raise ValueError("pack_tokens must be >= 8 and head_chunk >= 1")
+        if self.head_chunk < 1:
+            raise ValueError("head_chunk must be >= 1")
 
     @property
     def step_column(self) -> str | None:

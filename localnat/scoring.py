@@ -1,55 +1,67 @@
-"""The scoring math: one forward over a batch of packed rows, log-probs at scored positions.
+"""The scoring math: a prompt computed once into a key/value cache, then batches of
+segments that attend to it; log-probs only at scored positions.
 
-Only the hidden states that predict a scored token go through the LM head, in chunks, with
-an fp32 log-softmax, so [tokens, vocab] is never built for context tokens.
+One batch row, for a segment of n tokens after a prompt of P tokens (left-padded to Pmax):
+
+    cache index:  0 .. Pmax-P-1 | Pmax-P .. Pmax-1 | Pmax .. Pmax+n-1 | padding
+    content:      (pad, masked) | prompt (cached)  | segment tokens   | (masked)
+    position id:                | 0 .. P-1         | P .. P+n-1       |
+
+Causal attention over cache indices makes segment token j see the whole prompt and
+segment tokens 0..j: exactly the window as a fresh sequence. Segment token j is predicted
+by the hidden state of token j-1, and token 0 by the prompt's last hidden state.
+The LM head runs only on those states, in chunks, with an fp32 log-softmax, so
+[tokens, vocab] is never built for context tokens.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import inspect
+
 import numpy as np
 import torch
 
-from .packing import PAD, PROMPT, Row
+from .batching import Segment
 
 
-def block_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive 4D mask [B, 1, L, L]: query q sees key k <= q of its own segment or of the
-    prompt; padding sees only itself (so no row of the softmax is empty)."""
-    q = segment_ids[:, :, None]  # [B, L, 1]
-    k = segment_ids[:, None, :]  # [B, 1, L]
-    length = segment_ids.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
-    allowed = ((q == k) | (k == PROMPT)) & (k != PAD) & causal
-    allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[:, None]
+@dataclass
+class PromptState:
+    keys: list[torch.Tensor]  # per layer [kv_heads, P, head_dim]
+    values: list[torch.Tensor]
+    last_hidden: torch.Tensor  # [H], predicts the first response token
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[1]
 
 
-def collate(rows: list[Row], device: torch.device, dtype: torch.dtype, pad_id: int = 0):
-    """Pad rows to one length and build model inputs plus the flat scored positions."""
-    length = max(len(r) for r in rows)
-    batch = len(rows)
-    ids = np.full((batch, length), pad_id, dtype=np.int64)
-    pos = np.zeros((batch, length), dtype=np.int64)
-    sid = np.full((batch, length), PAD, dtype=np.int64)
-    flat_pred, targets = [], []
-    for b, row in enumerate(rows):
-        n = len(row)
-        ids[b, :n], pos[b, :n], sid[b, :n] = row.input_ids, row.positions, row.segment_ids
-        flat_pred.append(b * length + row.predictor)
-        targets.append(row.targets)
-    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    sid_t = to(sid)
-    return {
-        "input_ids": to(ids),
-        "position_ids": to(pos),
-        "attention_mask": block_mask(sid_t, dtype),
-    }, to(np.concatenate(flat_pred)), to(np.concatenate(targets))
+def _base(model):
+    return getattr(model, model.base_model_prefix)
+
+
+def _cache_kwarg(model) -> str:
+    # transformers renamed `past_key_values` to `cache` (5.2x); take whichever forward has.
+    params = inspect.signature(_base(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.inference_mode()
+def encode_prompt_state(model, prompt_ids: np.ndarray) -> PromptState:
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(prompt_ids, device=device)[None]
+    out = _base(model)(input_ids=ids, use_cache=True)
+    layers = (getattr(out, "cache", None) or out.past_key_values).layers
+    return PromptState(
+        [layer.keys[0] for layer in layers],
+        [layer.values[0] for layer in layers],
+        out.last_hidden_state[0, -1],
+    )
 
 
 def scored_logprobs(
-    hidden: torch.Tensor,  # [N, H] hidden states that predict the targets
+    hidden: torch.Tensor,  # [N, H] states that predict the targets
     targets: torch.Tensor,  # [N]
     head: torch.nn.Module,
     chunk: int,
@@ -67,19 +79,58 @@ def scored_logprobs(
 
 
 @torch.inference_mode()
-def forward_rows(model, rows: list[Row], head_chunk: int) -> list[np.ndarray]:
-    """Run one batch of packed rows; return each row's scored log-probs (float64)."""
-    param = next(model.parameters())
-    inputs, flat_pred, targets = collate(rows, param.device, param.dtype, _pad_id(model))
-    base = getattr(model, model.base_model_prefix)
-    hidden = base(**inputs, use_cache=False).last_hidden_state  # [B, L, H], final norm applied
-    hidden = hidden.reshape(-1, hidden.shape[-1])[flat_pred]  # [N, H]
+def forward_segments(
+    model, segments: list[Segment], prompts: dict, head_chunk: int
+) -> list[np.ndarray]:
+    """Score one batch of segments; `prompts[seg.group]` is its PromptState. Returns each
+    segment's scored log-probs (float64), in order."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    states = [prompts[s.group] for s in segments]
+    batch, width = len(segments), max(len(s.tokens) for s in segments)
+    p_max = max(st.length for st in states)
+
+    ids = np.zeros((batch, width), dtype=np.int64)
+    pos = np.zeros((batch, width), dtype=np.int64)
+    mask = np.zeros((batch, p_max + width), dtype=np.int64)
+    pred, targets = [], []
+    for b, (seg, st) in enumerate(zip(segments, states)):
+        n, p = len(seg.tokens), st.length
+        ids[b, :n] = seg.tokens
+        pos[b] = p + np.arange(width)
+        mask[b, p_max - p : p_max + n] = 1
+        j = np.arange(seg.score_from, n)
+        # flat index into [batch * width hidden states | batch prompt states]
+        pred.append(np.where(j == 0, batch * width + b, b * width + j - 1))
+        targets.append(seg.tokens[seg.score_from :])
+
+    cache = DynamicCache(config=model.config)
+    for layer in range(len(states[0].keys)):
+        cache.update(
+            _left_pad([st.keys[layer] for st in states], p_max),
+            _left_pad([st.values[layer] for st in states], p_max),
+            layer,
+        )
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    hidden = _base(model)(
+        input_ids=t(ids), attention_mask=t(mask), position_ids=t(pos),
+        use_cache=True, **{_cache_kwarg(model): cache},
+    ).last_hidden_state  # [B, W, H], final norm applied
+    hidden = torch.cat([hidden.reshape(batch * width, -1), torch.stack([st.last_hidden for st in states])])
+    hidden = hidden[t(np.concatenate(pred))]  # [N, H]
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    logp = scored_logprobs(hidden, targets, model.get_output_embeddings(), head_chunk, softcap)
+    logp = scored_logprobs(
+        hidden, t(np.concatenate(targets)), model.get_output_embeddings(), head_chunk, softcap
+    )
     logp = logp.double().cpu().numpy()
-    return np.split(logp, np.cumsum([len(r.targets) for r in rows])[:-1])
+    return np.split(logp, np.cumsum([s.n_scored for s in segments])[:-1])
 
 
-def _pad_id(model) -> int:
-    pad = getattr(model.config, "pad_token_id", None)
-    return pad if isinstance(pad, int) and pad >= 0 else 0
+def _left_pad(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
+    """[kv_heads, P_i, head_dim] each -> [B, kv_heads, length, head_dim], zeros on the left."""
+    first = tensors[0]
+    out = first.new_zeros((len(tensors), first.shape[0], length, first.shape[2]))
+    for b, x in enumerate(tensors):
+        out[b, :, length - x.shape[1] :] = x
+    return out

@@ -47,9 +47,9 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
 @pytest.mark.parametrize(
     "options",
     [
-        dict(),  # defaults: everything in one pack
-        dict(pack_tokens=48, batch_tokens=96),  # many rows and batches, padding
-        dict(pack_tokens=8, batch_tokens=8, head_chunk=3),  # one segment per row, tiny chunks
+        dict(),  # defaults: a few large batches mixing prompts of different lengths
+        dict(batch_tokens=96),  # many batches, padding
+        dict(batch_tokens=8, head_chunk=3),  # one segment per batch, tiny head chunks
     ],
 )
 def test_matches_reference(model, tok, options):
@@ -58,7 +58,7 @@ def test_matches_reference(model, tok, options):
 
 
 def test_batching_does_not_change_scores(model, tok):
-    s = scorer(model, tok, pack_tokens=64, batch_tokens=200)
+    s = scorer(model, tok, batch_tokens=200)
     together = s.score(PROMPTS, RESPONSES).to_pylist()
     alone = [s.score([p], [y]).to_pylist()[0] for p, y in zip(PROMPTS, RESPONSES)]
     for a, b in zip(together, alone):
@@ -66,15 +66,15 @@ def test_batching_does_not_change_scores(model, tok):
         assert abs(a["global_nat"] - b["global_nat"]) < 1e-5
 
 
-def test_prompt_is_shared_within_a_pack(model, tok):
-    s = scorer(model, tok, windows=(4,))
-    s.score(PROMPTS[:1], RESPONSES[:1])
-    n_prompt = len(encode_prompt(tok, PROMPTS[0]))
-    # one pack: the prompt once plus segment tokens; a window-per-row loop repeats the prompt
-    table = s.score(PROMPTS[:1], RESPONSES[:1]).to_pylist()[0]
-    assert s.stats["batches"] == 2  # one per call
-    naive_tokens = n_prompt * (table["n_steps"] + 1) + table["n_response_tokens"]
-    assert s.stats["tokens"] / 2 < naive_tokens
+def test_prompt_is_computed_once_per_call(model, tok, monkeypatch):
+    import localnat.api as api
+
+    encoded = []
+    real = api.encode_prompt_state
+    monkeypatch.setattr(api, "encode_prompt_state", lambda m, p: encoded.append(p) or real(m, p))
+    table = scorer(model, tok).score(PROMPTS[:1] * 3 + PROMPTS[1:2], RESPONSES[:4])
+    assert len(encoded) == 2  # two distinct prompts, dozens of windows
+    check_against_reference(table, model, tok, PROMPTS[:1] * 3 + PROMPTS[1:2], RESPONSES[:4])
 
 
 def test_one_step_response_has_local_equal_global(model, tok):
@@ -161,17 +161,17 @@ def test_prompt_too_long_for_a_window_is_an_error_row(model, tok):
 def test_oom_batch_is_split_not_dropped(model, tok, monkeypatch):
     import localnat.api as api
 
-    real = api.forward_rows
+    real = api.forward_segments
     calls = []
 
-    def flaky(model_, rows, chunk):
-        calls.append(len(rows))
-        if len(rows) > 1:
+    def flaky(model_, segs, prompts, chunk):
+        calls.append(len(segs))
+        if len(segs) > 1:
             raise torch.OutOfMemoryError("simulated")
-        return real(model_, rows, chunk)
+        return real(model_, segs, prompts, chunk)
 
-    monkeypatch.setattr(api, "forward_rows", flaky)
-    s = scorer(model, tok, pack_tokens=48, batch_tokens=400)
+    monkeypatch.setattr(api, "forward_segments", flaky)
+    s = scorer(model, tok, batch_tokens=400)
     table = s.score(PROMPTS, RESPONSES)
     assert s.stats["oom_splits"] > 0 and max(calls) > 1
     check_against_reference(table, model, tok, PROMPTS, RESPONSES)

@@ -1,0 +1,41 @@
+"""Group segments into token-budget batches, longest first.
+
+A segment is one forward's worth of work: its prompt (computed once per prompt, kept as a
+key/value cache) followed by response tokens, of which tokens[score_from:] are scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Segment:
+    key: Hashable  # where its log-probs go
+    group: Hashable  # its prompt: segments of one group share one prompt cache
+    prompt: np.ndarray  # [P] int64
+    tokens: np.ndarray  # [n] int64
+    score_from: int
+
+    @property
+    def n_scored(self) -> int:
+        return len(self.tokens) - self.score_from
+
+
+def make_batches(segments: list[Segment], batch_tokens: int) -> list[list[Segment]]:
+    """Longest first (an out-of-memory shows at once), each batch padded to its first
+    segment's length and holding at most batch_tokens padded tokens (one segment at least).
+    Sorting by length keeps the padding small."""
+    segments = sorted(segments, key=lambda s: len(s.tokens), reverse=True)
+    batches, current = [], []
+    for seg in segments:
+        if current and (len(current) + 1) * len(current[0].tokens) > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(seg)
+    if current:
+        batches.append(current)
+    return batches
