@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .config import ScoreConfig, Window
 from .batching import Segment, make_batches
+from .config import ScoreConfig, Window
 from .prepare import Prepared, Preparer
 from .scoring import encode_prompt_state, forward_segments
 from .student import context_length, load_model, load_tokenizer

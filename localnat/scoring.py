@@ -16,9 +16,8 @@ The LM head runs only on those states, in chunks, with an fp32 log-softmax, so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import inspect
+from dataclasses import dataclass
 
 import numpy as np
 import torch

@@ -1,0 +1,246 @@
+"""Filesystems, input discovery, reading files into row batches, small JSON outputs.
+
+Credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION) or the cloud identity; `redact` strips
+them from anything we print or write.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+INPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "HF_TOKEN")
+_URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Remove credentials (env secrets, user:pass@ in URIs) from a string."""
+    text = _URI_CREDENTIALS.sub("***@", str(text))
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path, s3:// or gs:// URI."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        return _s3(), parsed.netloc + parsed.path
+    if parsed.scheme in ("gs", "gcs"):
+        return pafs.GcsFileSystem(), parsed.netloc + parsed.path
+    if parsed.scheme in ("", "file"):
+        path = parsed.path if parsed.scheme == "file" else uri
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
+    raise ValueError(f"unsupported URI scheme {parsed.scheme!r} in {redact(uri)}")
+
+
+def _s3() -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs = {}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs["access_key"] = os.environ["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+        kwargs["session_token"] = os.environ.get("AWS_SESSION_TOKEN")
+    # Transient errors (throttling, 5xx, dropped connections) retried with backoff.
+    kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=8)
+    return pafs.S3FileSystem(allow_bucket_creation=True, **kwargs)
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
+    """Expand files, directories and globs into sorted (input file URI, root) pairs; the root
+    is the directory that hive partitions (`teacher=x/`) are read relative to."""
+    found: dict[str, str] = {}
+    for uri in uris:
+        fs, path = filesystem(uri)
+        remote = "://" in uri and not uri.startswith("file://")
+        scheme = uri.split("://", 1)[0] + "://" if remote else ""
+        to_uri = (lambda p, s=scheme: s + p)  # noqa: E731
+        if any(ch in path for ch in "*?["):
+            root = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+            selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+            matches = [i.path for i in fs.get_file_info(selector)
+                       if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+            if not matches:
+                raise FileNotFoundError(f"no input file matches {redact(uri)}")
+            found.update({to_uri(m): to_uri(root) for m in matches})
+            continue
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            found[to_uri(path)] = to_uri(path.rsplit("/", 1)[0])
+        elif info.type == pafs.FileType.Directory:
+            selector = pafs.FileSelector(path, recursive=True)
+            files = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File
+                     and i.path.endswith(INPUT_SUFFIXES) and not _hidden(i.path, path)]
+            if not files:
+                raise FileNotFoundError(f"no Parquet or JSONL files under {redact(uri)}")
+            found.update({to_uri(f): to_uri(path) for f in files})
+        else:
+            raise FileNotFoundError(f"input not found: {redact(uri)}")
+    return sorted(found.items())
+
+
+def _hidden(path: str, root: str) -> bool:
+    return any(p.startswith((".", "_")) for p in path[len(root):].split("/") if p)
+
+
+def hive_columns(uri: str, root: str) -> dict[str, str]:
+    """`root/teacher=qwq/split=a/part-0.parquet` -> {"teacher": "qwq", "split": "a"}."""
+    rel = uri[len(root):].strip("/").split("/")[:-1]
+    return dict(p.split("=", 1) for p in rel if "=" in p and p.split("=", 1)[0])
+
+
+def file_format(uri: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    return "parquet" if uri.endswith(".parquet") or ".parquet" in uri.rsplit("/", 1)[-1] else "jsonl"
+
+
+def input_columns(uri: str, fmt: str = "auto") -> list[str]:
+    """Column names of an input file (Parquet footer, or the first JSONL record)."""
+    fs, path = filesystem(uri)
+    if file_format(uri, fmt) == "parquet":
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).schema_arrow.names
+    with fs.open_input_stream(path) as f:
+        stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
+        for line in _lines(stream):
+            if line.strip():
+                return list(json.loads(line))
+    return []
+
+
+def _lines(stream) -> Iterator[bytes]:
+    buf = b""
+    while chunk := stream.read(1 << 20):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        yield from lines
+    if buf:
+        yield buf
+
+
+def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) -> Iterator[list]:
+    """Yield lists of (row index, record dict | error string) from one file, chunk by chunk.
+
+    A JSONL line that is not valid UTF-8 or JSON yields an error string for that row; the
+    other rows go on. An unreadable file raises (the caller rejects the file).
+    """
+    fs, path = filesystem(uri)
+    if file_format(uri, fmt) == "parquet":
+        with fs.open_input_file(path) as f:
+            pfile = pq.ParquetFile(f)
+            names = pfile.schema_arrow.names
+            wanted = [c for c in columns if c in names] if columns is not None else None
+            index = 0
+            for batch in pfile.iter_batches(batch_size=chunk_rows, columns=wanted):
+                rows = batch.to_pylist()
+                yield list(enumerate(rows, start=index))
+                index += len(rows)
+        return
+    with fs.open_input_stream(path) as f:
+        stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
+        out, index = [], 0
+        for line in _lines(stream):
+            if line.strip():
+                out.append((index, _parse_line(line)))
+                if len(out) >= chunk_rows:
+                    yield out
+                    out = []
+            index += 1
+        if out:
+            yield out
+
+
+def _parse_line(line: bytes) -> dict | str:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"line is not valid UTF-8 ({err.reason} at byte {err.start})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"line is not valid JSON ({err.msg} at column {err.colno})"
+    return record if isinstance(record, dict) else "line is not a JSON object"
+
+
+def stable_id(*parts) -> int:
+    """A positive int64 from the parts: stable across runs, machines and Python versions."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def write_table(table: pa.Table, uri: str) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, filesystem=fs, compression="zstd")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode())
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    fs, path = filesystem(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def read_text(uri: str) -> str | None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def list_files(uri: str) -> list[str]:
+    """Files directly or recursively under a directory URI ([] when it does not exist)."""
+    fs, path = filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    base = uri.rstrip("/")
+    return sorted(base + i.path[len(path.rstrip("/")):] for i in infos
+                  if i.type == pafs.FileType.File)
+
+
+def delete(uri: str) -> None:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        fs.delete_file(path)
+    elif info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+
+
+def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | None:
+    files = [f for f in list_files(uri) if f.endswith(".parquet")]
+    if not files:
+        return None
+    fs, _ = filesystem(uri)
+    tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -1,0 +1,320 @@
+"""Run a curation job end to end: plan, resume, stream the Ray pipeline, reduce, report.
+
+Layout of OUTPUT/RUN_ID/:
+    scores/ rejects/       one part per input file and batch, f000012-<uuid>.parquet
+    _done/f000012.json     a file's rows are all written (resume skips it)
+    selected/              one row per prompt, original columns + scores
+    duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
+    teachers.json .md .png the leaderboard
+    manifest.json          written last: its presence marks a complete run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from . import __version__
+from .aggregate import duplicates, leaderboard, select
+from .config import CurateConfig
+from .io import (
+    delete,
+    hive_columns,
+    input_columns,
+    join,
+    list_files,
+    list_inputs,
+    read_parquet_dir,
+    read_rows,
+    read_text,
+    redact,
+    write_bytes,
+    write_table,
+    write_text,
+)
+from .records import prompt_hash
+from .report import markdown, png
+from .student import DEFAULT_STUDENT, model_fingerprint
+
+SAMPLE = Path(__file__).parent / "sample" / "mip_math_sample.parquet"
+
+
+class InputError(ValueError):
+    """The input cannot be used as configured (raised before any model is loaded)."""
+
+
+def log(msg: str) -> None:
+    print(f"[localnat] {redact(msg)}", flush=True)
+
+
+def run_job(cfg: CurateConfig) -> dict:
+    started = time.time()
+    timings: dict[str, float] = {}
+    if not cfg.inputs:
+        # The embedded default: the bundled sample, graded, with the offline student.
+        cfg = replace(cfg, inputs=(str(SAMPLE),), correct_column=cfg.correct_column or "is_correct")
+    now = datetime.now(timezone.utc)
+    run_id = cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ")
+    run_dir = join(cfg.output.replace("{date}", now.strftime("%Y-%m-%d")), run_id)
+
+    previous = read_text(join(run_dir, "manifest.json"))
+    if previous and not cfg.overwrite and not cfg.dry_run:
+        log(f"run {run_id} is complete at {run_dir} (use --overwrite to redo it)")
+        manifest = json.loads(previous)
+        return {**manifest, "report": read_text(join(run_dir, "teachers.md")) or ""}
+    if cfg.overwrite and not cfg.dry_run:
+        delete(run_dir)
+
+    files = [(i, uri, root) for i, (uri, root) in enumerate(list_inputs(list(cfg.inputs)))]
+    check_columns(files, cfg)
+    if cfg.dry_run:
+        return dry_run(files, cfg, run_dir)
+
+    done = completed_files(run_dir)
+    todo = [f for f in files if f[0] not in done]
+    for index, _, _ in todo:  # parts of a file left by an interrupted run are redone
+        for sub in ("scores", "rejects"):
+            for part in list_files(join(run_dir, sub)):
+                if part.rsplit("/", 1)[-1].startswith(f"f{index:06d}-"):
+                    delete(part)
+    log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
+    timings["plan"] = time.time() - started
+
+    if todo:
+        t = time.time()
+        stream(todo, cfg, run_dir)
+        timings["score"] = time.time() - t
+    counts = file_counts(run_dir, files)
+
+    t = time.time()
+    scores = read_parquet_dir(join(run_dir, "scores"), ["row_id", "source", "prompt_id", "teacher",
+                                                        "is_correct", "content_hash", "local_nat",
+                                                        "global_nat", "n_response_tokens"])
+    if scores is None:
+        raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
+    df = scores.to_pandas()
+    dups = duplicates(df)
+    if len(dups):
+        write_table(pa.Table.from_pandas(dups, preserve_index=False),
+                    join(run_dir, "duplicates.parquet"))
+    df = df[~df["row_id"].isin(dups["row_id"])]
+    chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
+    board = leaderboard(df, cfg.seed)
+    timings["reduce"] = time.time() - t
+
+    t = time.time()
+    write_selected(files, chosen, df, cfg, run_dir)
+    timings["select"] = time.time() - t
+
+    student = cfg.score.student or DEFAULT_STUDENT
+    board["student"] = student
+    board["metric_note"] = "mean per-token log-prob of the student; higher = more natural"
+    write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
+    report = markdown(board, student)
+    write_text(join(run_dir, "teachers.md"), report)
+    write_bytes(join(run_dir, "teachers.png"), png(board, student))
+
+    timings["total"] = time.time() - started
+    tokens = int(df["n_response_tokens"].sum())
+    manifest = {
+        "status": "complete",
+        "run_id": run_id,
+        "run_dir": redact(run_dir),
+        "localnat_version": __version__,
+        "finished_utc": datetime.now(timezone.utc).isoformat(),
+        "config": json.loads(redact(json.dumps(asdict(cfg), default=str))),
+        "student": {"id": student, "revision": cfg.score.revision,
+                    "fingerprint": _fingerprint(cfg.score.student)},
+        "inputs": [redact(uri) for _, uri, _ in files],
+        "counts": {
+            **counts,
+            "prompts": board["n_prompts"],
+            "matched_prompts": board["n_matched_prompts"],
+            "selected": len(chosen),
+            "duplicates": len(dups),
+        },
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "throughput": {
+            "response_tokens": tokens,
+            "response_tokens_per_s": round(tokens / timings["score"], 1)
+            if timings.get("score") else None,
+        },
+    }
+    write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
+    summary = summary_table(board, manifest)
+    log("done\n" + summary)
+    return {**manifest, "report": summary}
+
+
+def check_columns(files, cfg: CurateConfig) -> None:
+    """Fail before any model work when a file lacks a configured column."""
+    needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
+    needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
+    problems = []
+    for _, uri, root in files:
+        try:
+            present = set(input_columns(uri, cfg.input_format)) | set(hive_columns(uri, root))
+        except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
+            continue
+        missing = [c for c in needed if c not in present]
+        if missing:
+            problems.append(f"{redact(uri)}: missing {missing}; present: {sorted(present)}")
+    if problems:
+        raise InputError("input files lack configured columns (see --prompt-column etc.):\n  "
+                         + "\n  ".join(problems))
+
+
+def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
+    rows = {}
+    for _, uri, _ in files:
+        try:
+            rows[redact(uri)] = sum(len(c) for c in read_rows(uri, cfg.input_format, [], 4096))
+        except Exception as err:  # noqa: BLE001
+            rows[redact(uri)] = f"unreadable: {redact(str(err))}"
+    return {
+        "dry_run": True,
+        "run_dir": redact(run_dir),
+        "input_files": rows,
+        "input_rows": sum(v for v in rows.values() if isinstance(v, int)),
+        "plan": {"student": cfg.score.student or DEFAULT_STUDENT,
+                 "windows": [w.name for w in cfg.score.windows],
+                 "segmenter": cfg.score.segmenter, "actors": cfg.actors,
+                 "gpus_per_actor": cfg.gpus_per_actor, "select_by": cfg.select_by,
+                 "already_done_files": len(completed_files(run_dir))},
+    }
+
+
+def completed_files(run_dir: str) -> dict[int, dict]:
+    done = {}
+    for uri in list_files(join(run_dir, "_done")):
+        name = uri.rsplit("/", 1)[-1]
+        if name.startswith("f") and name.endswith(".json"):
+            done[int(name[1:-5])] = json.loads(read_text(uri))
+    return done
+
+
+def stream(todo, cfg: CurateConfig, run_dir: str) -> None:
+    """Run the Ray pipeline over the files to do; mark each file done when all its rows
+    are written."""
+    import ray
+
+    from .pipeline import build
+
+    if not ray.is_initialized():
+        local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+        # Ray hangs on small machines when actors hold every CPU: give it logical room.
+        extra = {"num_cpus": max(4, os.cpu_count() or 1)} if local else {}
+        ray.init(address=cfg.ray_address, log_to_driver=True, **extra)
+    if cfg.score.student is None:
+        from .student import default_student_dir
+
+        default_student_dir()  # convert once here, not in every actor at the same time
+    written: dict[int, dict] = {}
+    totals: dict[int, int] = {}
+    uris = {i: uri for i, uri, _ in todo}
+    for batch in build(todo, cfg, run_dir).iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            index = row["file_index"]
+            acc = written.setdefault(index, {"scored": 0, "rejected": 0, "response_tokens": 0,
+                                             "oom_splits": 0})
+            for key in acc:
+                acc[key] += row[key]
+            if row["file_rows"] is not None:
+                totals[index] = row["file_rows"]
+            if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
+                write_text(join(run_dir, "_done", f"f{index:06d}.json"),
+                           json.dumps({"uri": redact(uris[index]), **acc}))
+                log(f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected")
+    missing = sorted(set(uris) - set(completed_files(run_dir)))
+    if missing:
+        raise RuntimeError(f"input files not completed: {[redact(uris[i]) for i in missing]}")
+
+
+def file_counts(run_dir: str, files) -> dict:
+    done = completed_files(run_dir)
+    scored = sum(d["scored"] for d in done.values())
+    rejected = sum(d["rejected"] for d in done.values())
+    return {"input_files": len(files), "input_rows": scored + rejected, "scored": scored,
+            "rejected": rejected, "oom_splits": sum(d["oom_splits"] for d in done.values())}
+
+
+def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> None:
+    """Read the selected rows back from the inputs with all their columns, add the scores,
+    write one selected/ part per input file (schemas unified across parts)."""
+    src = scored.set_index("row_id")["source"]
+    wanted: dict[str, dict[int, dict]] = {}
+    for row in chosen.to_dict("records"):
+        uri, index = src[row["row_id"]].rsplit("#", 1)
+        wanted.setdefault(uri, {})[int(index)] = row
+    for old in list_files(join(run_dir, "selected")):
+        delete(old)
+    tables = []
+    for i, uri, root in files:
+        rows = wanted.get(redact(uri))
+        if not rows:
+            continue
+        hive = hive_columns(uri, root)
+        records = []
+        for chunk in read_rows(uri, cfg.input_format, None, 4096):
+            for index, rec in chunk:
+                if index in rows:
+                    s = rows[index]
+                    records.append({**hive, **rec, "row_id": s["row_id"],
+                                    "local_nat": s["local_nat"], "global_nat": s["global_nat"],
+                                    "n_candidates": s["n_candidates"],
+                                    "selected_by": s["selected_by"]})
+        for rec in records:
+            rec.setdefault(cfg.prompt_id_column, prompt_hash(rec[cfg.prompt_column]))
+        tables.append((i, pa.Table.from_pylist(records)))
+    if not tables:
+        return
+    schema = pa.unify_schemas([t.schema for _, t in tables], promote_options="permissive")
+    for i, table in tables:
+        for name in schema.names:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+        write_table(table.select(schema.names).cast(schema),
+                    join(run_dir, "selected", f"f{i:06d}.parquet"))
+
+
+def summary_table(board: dict, manifest: dict) -> str:
+    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
+    width = max(len(t) for t in teachers)
+    lines = [f"{'teacher':<{width}}  LN rank  local_nat  GN rank  global_nat  accuracy"]
+    for t in teachers:
+        s = board["per_teacher"][t]
+        acc = s.get("accuracy")
+        lines.append(
+            f"{t:<{width}}  {s['local']['rank']:>7}  {_fmt(s['local']['mean']):>9}  "
+            f"{s['global']['rank']:>7}  {_fmt(s['global']['mean']):>10}  "
+            f"{'' if acc is None else f'{acc:.2f}':>8}")
+    c = manifest["counts"]
+    lines += [
+        f"Kendall tau-b (LN vs GN ranking): {_fmt(board['kendall_tau_b'])}; "
+        f"{c['matched_prompts']} matched prompts of {c['prompts']}",
+        f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
+        f"{c['selected']} selected; {c['duplicates']} duplicates",
+        f"throughput: {manifest['throughput']['response_tokens_per_s']} response tokens/s",
+        f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
+        "teachers.png, manifest.json)",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _fingerprint(student: str | None) -> str:
+    if student is None:
+        from .student import default_student_dir
+
+        return model_fingerprint(str(default_student_dir()))
+    return model_fingerprint(student)
+

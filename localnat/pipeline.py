@@ -1,0 +1,197 @@
+"""The Ray Data graph, top to bottom in the order data flows:
+
+    input files -> read + validate (CPU tasks) -> tokenize + segment (CPU tasks)
+      -> score (actor pool, one student each) -> write scores/ and rejects/ parts
+
+Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
+a bad row carries `reject_reason` to the writer, which puts it in rejects/.
+Output parts are named by input file (f000012-<uuid>.parquet) so a resumed run can drop the
+parts of files it did not finish and redo exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .api import Scorer, result_schema
+from .config import CurateConfig
+from .io import hive_columns, join, read_rows, write_table
+from .prepare import Prepared, Preparer
+from .records import file_reject, normalize
+from .student import load_tokenizer
+
+READ_CHUNK_ROWS = 256
+_TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
+_ID_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "content_hash"]
+REJECT_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "prompt", "response",
+                  "reject_reason"]
+
+
+def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
+    """Dataset of per-batch write counts; iterating it runs the job."""
+    import ray.data
+
+    ds = ray.data.from_items(
+        [{"file_index": i, "uri": uri, "root": root} for i, uri, root in files],
+        override_num_blocks=max(1, len(files)),
+    )
+    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow",
+                        fn_kwargs={"cfg": cfg}, num_cpus=0.5)
+    ds = ds.map_batches(Tokenize, batch_size=cfg.batch_rows, batch_format="pyarrow",
+                        fn_constructor_kwargs={"cfg": cfg}, num_cpus=0.5,
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2))
+    ds = ds.map_batches(
+        Score, batch_size=cfg.batch_rows, batch_format="pyarrow",
+        fn_constructor_kwargs={"cfg": cfg},
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_gpus=cfg.gpus_per_actor or None, num_cpus=cfg.cpus_per_actor,
+        max_restarts=-1, max_task_retries=3,  # a killed actor restarts; its batch is retried
+    )
+    return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow",
+                          fn_kwargs={"run_dir": run_dir, "cfg": cfg}, num_cpus=0.25)
+
+
+def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
+    """Read + validate. The last chunk of each file carries `file_rows`, the file's total,
+    so the driver knows when a file is complete. An unreadable file becomes one reject row."""
+    wanted = [*cfg.columns.values()] + ([cfg.score.step_column] if cfg.score.step_column else [])
+    for item in batch.to_pylist():
+        index, uri = item["file_index"], item["uri"]
+        pending, n = None, 0
+        try:
+            hive = hive_columns(uri, item["root"])
+            for chunk in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
+                if pending is not None:
+                    yield _with_file_rows(pending, None)
+                pending = normalize(chunk, uri, index, hive, cfg)
+                n += pending.num_rows
+        except Exception as err:  # noqa: BLE001 - any unreadable file is a reject, not a crash
+            if pending is not None:
+                yield _with_file_rows(pending, None)
+            pending = file_reject(uri, index, f"{type(err).__name__}: {err}")
+            n += 1
+        if pending is None:
+            pending = file_reject(uri, index, "file has no rows")
+            n = 1
+        yield _with_file_rows(pending, n)
+
+
+def _with_file_rows(table: pa.Table, total: int | None) -> pa.Table:
+    values = [None] * table.num_rows
+    if total is not None:
+        values[-1] = total
+    return table.append_column("file_rows", pa.array(values, pa.int64()))
+
+
+class Tokenize:
+    """CPU stage: tokenize once with offsets, segment, apply the token-to-step rule."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.prepare = Preparer(load_tokenizer(cfg.score), cfg.score)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        cols = {name: [] for name in _TOKEN_COLUMNS}
+        reasons = table.column("reject_reason").to_pylist()
+        for i, row in enumerate(table.select(["prompt", "response", "steps_json"]).to_pylist()):
+            item = Prepared(error=reasons[i])
+            if item.error is None:
+                steps = None if row["steps_json"] is None else json.loads(row["steps_json"])
+                item = self.prepare(row["prompt"], row["response"], steps)
+            reasons[i] = item.error
+            ok = item.error is None
+            cols["prompt_ids"].append(item.prompt_ids.tolist() if ok else None)
+            cols["response_ids"].append(item.response_ids.tolist() if ok else None)
+            cols["bounds"].append(item.bounds.tolist() if ok else None)
+            cols["step_starts"].append([s for s, _ in item.spans] if ok else None)
+            cols["step_ends"].append([e for _, e in item.spans] if ok else None)
+        table = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
+                                 pa.array(reasons, pa.string()))
+        for name in _TOKEN_COLUMNS:
+            kind = pa.int64() if name.startswith("step") else pa.int32()
+            table = table.append_column(name, pa.array(cols[name], pa.list_(kind)))
+        return table
+
+
+class Score:
+    """GPU (or CPU) stage: one student per actor, loaded once."""
+
+    def __init__(self, cfg: CurateConfig):
+        import torch
+
+        if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
+            # Ray sets OMP threads to the actor's (fractional) CPUs; use the machine's share.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
+        self.scorer = Scorer(cfg.score)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        reasons = table.column("reject_reason").to_pylist()
+        items = []
+        for i, row in enumerate(table.select(_TOKEN_COLUMNS).to_pylist()):
+            if reasons[i] is not None:
+                items.append(Prepared(error=reasons[i]))
+                continue
+            items.append(Prepared(
+                np.asarray(row["prompt_ids"], dtype=np.int64),
+                np.asarray(row["response_ids"], dtype=np.int64),
+                np.asarray(row["bounds"], dtype=np.int64),
+                list(zip(row["step_starts"], row["step_ends"])),
+            ))
+        before = dict(self.scorer.stats)
+        try:
+            results = self.scorer.score_prepared(items)
+        except Exception:  # noqa: BLE001 - find the row that fails, keep the others
+            results = [self._score_one(item) for item in items]
+        scores = pa.Table.from_pylist(results, schema=self.scorer.schema)
+        reasons = [r.get("error") for r in results]
+        table = table.drop_columns(_TOKEN_COLUMNS)
+        table = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
+                                 pa.array(reasons, pa.string()))
+        for name in scores.column_names[2:]:  # all but status / error
+            table = table.append_column(name, scores.column(name))
+        oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
+        return table.append_column("oom_splits", pa.array([oom] + [0] * (table.num_rows - 1),
+                                                          pa.int64()))
+
+
+    def _score_one(self, item: Prepared) -> dict:
+        try:
+            return self.scorer.score_prepared([item])[0]
+        except Exception as err:  # noqa: BLE001
+            return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
+
+
+def score_columns(cfg: CurateConfig) -> list[str]:
+    return _ID_COLUMNS + result_schema(cfg.score.windows).names[2:]
+
+
+def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
+    """Write this batch's rows under scores/ and rejects/, one part per input file; return
+    per-file counts for the driver."""
+    counts = []
+    rejected = pc.is_valid(table.column("reject_reason"))
+    for index in sorted(set(table.column("file_index").to_pylist())):
+        mine = pc.equal(table.column("file_index"), index)
+        part = f"f{index:06d}-{uuid.uuid4().hex[:12]}.parquet"
+        scored = table.filter(pc.and_(mine, pc.invert(rejected)))
+        bad = table.filter(pc.and_(mine, rejected))
+        if scored.num_rows:
+            write_table(scored.select(score_columns(cfg)), join(run_dir, "scores", part))
+        if bad.num_rows:
+            write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))
+        totals = table.filter(mine).column("file_rows").drop_null().to_pylist()
+        counts.append({
+            "file_index": index,
+            "scored": scored.num_rows,
+            "rejected": bad.num_rows,
+            "file_rows": totals[0] if totals else None,
+            "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
+            "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
+        })
+    return pa.Table.from_pylist(counts)

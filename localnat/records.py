@@ -1,0 +1,127 @@
+"""Validate and normalize raw input records into the job's working columns.
+
+Every input row becomes exactly one working row: valid rows go on to scoring, bad rows carry
+a `reject_reason` and their fields (stringified where they were not strings), never dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pyarrow as pa
+
+from .config import CurateConfig
+from .io import redact, stable_id
+from .prepare import check_text
+
+WORK_SCHEMA = pa.schema(
+    [
+        ("row_id", pa.int64()),
+        ("file_index", pa.int32()),
+        ("source", pa.string()),
+        ("prompt_id", pa.string()),
+        ("teacher", pa.string()),
+        ("is_correct", pa.bool_()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("steps_json", pa.string()),
+        ("content_hash", pa.int64()),
+        ("reject_reason", pa.string()),
+    ]
+)
+_TRUE = {"true", "1", "yes", "correct", "t", "y"}
+_FALSE = {"false", "0", "no", "incorrect", "f", "n"}
+
+
+def prompt_hash(prompt: str) -> str:
+    return "p-" + hashlib.blake2b(prompt.encode(), digest_size=8).hexdigest()
+
+
+def file_reject(uri: str, file_index: int, reason: str) -> pa.Table:
+    """The one row an unreadable file becomes."""
+    row = {name: None for name in WORK_SCHEMA.names}
+    row.update(row_id=stable_id(uri, "file"), file_index=file_index, source=redact(uri),
+               reject_reason=f"unreadable file: {redact(reason)}")
+    return pa.Table.from_pylist([row], schema=WORK_SCHEMA)
+
+
+def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConfig) -> pa.Table:
+    """(row index, record | error) pairs from `io.read_rows` -> a WORK_SCHEMA table."""
+    cols = cfg.columns
+    step_col = cfg.score.step_column
+    max_chars = cfg.score.max_chars
+    out = []
+    for index, rec in rows:
+        row = {"row_id": stable_id(uri, index), "file_index": file_index,
+               "source": f"{redact(uri)}#{index}"}
+        reasons = []
+        if isinstance(rec, str):  # the line itself was unreadable
+            out.append({**row, "reject_reason": rec})
+            continue
+        rec = {**hive, **rec}
+        texts = {}
+        for role in ("prompt", "response"):
+            if cols[role] not in rec:
+                reasons.append(f"missing field {cols[role]!r}")
+                continue
+            text, err = check_text(rec[cols[role]], role, max_chars)
+            texts[role] = text if text is not None else _show(rec[cols[role]])
+            if err:
+                reasons.append(err)
+        teacher = rec.get(cols["teacher"])
+        if teacher is None or str(teacher).strip() == "":
+            reasons.append(f"teacher ({cols['teacher']!r}) is missing")
+        pid = rec.get(cols["prompt_id"])
+        if pid is None and texts.get("prompt") is not None:
+            pid = prompt_hash(texts["prompt"])
+        correct = None
+        if "is_correct" in cols:
+            correct = _as_bool(rec.get(cols["is_correct"]))
+        steps_json = None
+        if step_col:
+            if rec.get(step_col) is None:
+                reasons.append(f"steps ({step_col!r}) are missing")
+            else:
+                steps_json = json.dumps(_plain(rec[step_col]))
+        row.update(
+            prompt_id=None if pid is None else str(pid),
+            teacher=None if teacher is None else str(teacher),
+            is_correct=correct,
+            prompt=texts.get("prompt"),
+            response=texts.get("response"),
+            steps_json=steps_json,
+            reject_reason="; ".join(reasons) or None,
+        )
+        if not reasons:
+            row["content_hash"] = stable_id(row["prompt_id"], row["teacher"], row["response"])
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
+
+
+def _as_bool(value) -> bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return bool(value)
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _show(value) -> str | None:
+    """A printable form of a bad field for the reject row."""
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    if isinstance(value, str):
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return json.dumps(_plain(value), default=str)[:10_000]
+
+
+def _plain(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

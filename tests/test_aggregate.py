@@ -1,0 +1,102 @@
+"""Selection and leaderboard on hand-made tables where the right answer is known."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from localnat.aggregate import duplicates, kendall_tau_b, leaderboard, select
+
+
+def table(rows):
+    df = pd.DataFrame(rows, columns=["row_id", "prompt_id", "teacher", "local_nat", "global_nat",
+                                     "is_correct"])
+    df["content_hash"] = df["row_id"]
+    return df
+
+
+ROWS = [
+    # prompt p1: B best on LN (tie with C broken by smaller row_id), A best on GN
+    (1, "p1", "A", -1.0, -0.1, True),
+    (5, "p1", "C", -0.5, -0.9, True),
+    (3, "p1", "B", -0.5, -0.8, False),
+    # prompt p2: A best on LN but incorrect
+    (4, "p2", "A", -0.2, -0.5, False),
+    (2, "p2", "B", -0.7, -0.4, True),
+    (6, "p2", "C", -0.9, -0.3, True),
+    # prompt p3: answered by A only (unmatched)
+    (7, "p3", "A", -3.0, -3.0, True),
+]
+
+
+def test_select_local_with_ties_and_correctness():
+    df = table(ROWS)
+    got = select(df, "local").set_index("prompt_id")
+    assert got.loc["p1", "row_id"] == 3  # tie at -0.5: smallest row_id wins
+    assert got.loc["p2", "row_id"] == 4
+    assert got.loc["p1", "n_candidates"] == 3
+    correct = select(df, "local", correct_only=True).set_index("prompt_id")
+    assert correct.loc["p1", "row_id"] == 5 and correct.loc["p2", "row_id"] == 2
+    assert correct.loc["p2", "n_candidates"] == 2
+    assert set(correct["selected_by"]) == {"local"}
+
+
+def test_select_global_and_random_use_the_same_path():
+    df = table(ROWS)
+    assert select(df, "global").set_index("prompt_id").loc["p1", "row_id"] == 1
+    a, b = select(df, "random", seed=1), select(df, "random", seed=1)
+    assert a["row_id"].tolist() == b["row_id"].tolist()  # seeded
+    picks = {tuple(select(df, "random", seed=s)["row_id"]) for s in range(20)}
+    assert len(picks) > 1  # the seed matters
+    assert len(a) == 3
+
+
+def test_duplicates_keep_the_first_row():
+    df = table(ROWS)
+    df.loc[df.row_id == 6, "content_hash"] = 2  # row 6 repeats row 2
+    d = duplicates(df)
+    assert d.to_dict("records") == [{"row_id": 6, "duplicate_of": 2}]
+
+
+def test_leaderboard_on_matched_prompts():
+    board = leaderboard(table(ROWS), seed=0, n_boot=200)
+    assert board["n_prompts"] == 3 and board["n_matched_prompts"] == 2
+    per = board["per_teacher"]
+    # A: mean of p1, p2 only (p3 unmatched): (-1.0 + -0.2) / 2
+    assert per["A"]["local"]["mean"] == pytest.approx(-0.6)
+    assert per["B"]["local"]["mean"] == pytest.approx(-0.6)
+    assert per["C"]["local"]["mean"] == pytest.approx(-0.7)
+    assert per["C"]["local"]["rank"] == 3
+    assert per["A"]["global"]["rank"] == 1  # (-0.1 - 0.5) / 2 = -0.3
+    lo, hi = per["C"]["local"]["ci95"]
+    assert -0.9 <= lo <= -0.7 <= hi <= -0.5
+    # A beats B on p2, loses on p1 -> 0.5; C vs B: tie on p1 (0.5) and loses p2 -> 0.25
+    assert per["A"]["local"]["win_rate"]["B"] == pytest.approx(0.5)
+    assert per["C"]["local"]["win_rate"]["B"] == pytest.approx(0.25)
+    assert per["A"]["accuracy"] == pytest.approx(2 / 3)
+    assert per["A"]["n_responses"] == 3
+
+
+def test_responses_within_a_prompt_are_averaged_first():
+    rows = ROWS[:6] + [(8, "p1", "A", -3.0, -3.0, True), (9, "p1", "A", -3.0, -3.0, True)]
+    per = leaderboard(table(rows), n_boot=10)["per_teacher"]
+    # p1 for A: mean(-1, -3, -3) = -7/3; then with p2 (-0.2): (-7/3 - 0.2) / 2
+    assert per["A"]["local"]["mean"] == pytest.approx((-7 / 3 - 0.2) / 2)
+
+
+def test_no_matched_prompt_is_flagged():
+    rows = [(1, "p1", "A", -1.0, -1.0, None), (2, "p2", "B", -2.0, -2.0, None)]
+    board = leaderboard(table(rows), n_boot=10)
+    assert not board["matched"] and "not comparable" in board["warning"]
+    assert board["per_teacher"]["A"]["local"]["mean"] == -1.0
+
+
+def test_kendall_tau_b_known_values():
+    assert kendall_tau_b([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # one swapped pair of 6: (5 - 1) / 6
+    assert kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(2 / 3)
+    # a tie in y: 5 concordant, 1 tied pair -> 5 / sqrt(6 * 5) (scipy gives 0.9128709)
+    assert kendall_tau_b([1, 2, 3, 4], [1, 2, 2, 4]) == pytest.approx(5 / math.sqrt(30))
+    assert np.isnan(kendall_tau_b([1], [1]))
