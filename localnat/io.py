@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -111,7 +111,8 @@ def _hidden(path: str, root: str) -> bool:
 def hive_columns(uri: str, root: str) -> dict[str, str]:
     """`root/teacher=qwq/split=a/part-0.parquet` -> {"teacher": "qwq", "split": "a"}."""
     rel = uri[len(root):].strip("/").split("/")[:-1]
-    return dict(p.split("=", 1) for p in rel if "=" in p and p.split("=", 1)[0])
+    pairs = (unquote(p).split("=", 1) for p in rel if "=" in p)
+    return {k: v for k, v in pairs if k}
 
 
 def file_format(uri: str, fmt: str = "auto") -> str:
@@ -126,7 +127,7 @@ def input_columns(uri: str, fmt: str = "auto") -> list[str]:
     if file_format(uri, fmt) == "parquet":
         with fs.open_input_file(path) as f:
             return pq.ParquetFile(f).schema_arrow.names
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
         stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
         for line in _lines(stream):
             if line.strip():
@@ -162,7 +163,7 @@ def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) ->
                 yield list(enumerate(rows, start=index))
                 index += len(rows)
         return
-    with fs.open_input_stream(path) as f:
+    with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
         stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
         out, index = [], 0
         for line in _lines(stream):

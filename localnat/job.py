@@ -147,9 +147,8 @@ def run_job(cfg: CurateConfig) -> dict:
         },
     }
     write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
-    summary = summary_table(board, manifest)
-    log("done\n" + summary)
-    return {**manifest, "report": summary}
+    log(f"run {run_id} complete")
+    return {**manifest, "report": summary_table(board, manifest)}
 
 
 def check_columns(files, cfg: CurateConfig) -> None:
@@ -300,7 +299,8 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
         f"{c['selected']} selected; {c['duplicates']} duplicates",
-        f"throughput: {manifest['throughput']['response_tokens_per_s']} response tokens/s",
+        f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
+        "response tokens/s",
         f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
         "teachers.png, manifest.json)",
     ]

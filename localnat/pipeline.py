@@ -51,8 +51,8 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
         Score, batch_size=cfg.batch_rows, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg},
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        # Ray Data's actor defaults restart a killed actor and retry its batch.
         num_gpus=cfg.gpus_per_actor or None, num_cpus=cfg.cpus_per_actor,
-        max_restarts=-1, max_task_retries=3,  # a killed actor restarts; its batch is retried
     )
     return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow",
                           fn_kwargs={"run_dir": run_dir, "cfg": cfg}, num_cpus=0.25)

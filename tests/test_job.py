@@ -1,0 +1,192 @@
+"""The curation job end to end on a local Ray cluster, against a real S3 server (SeaweedFS)."""
+
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from localnat import ScoreConfig, Scorer
+from localnat.cli import parse_config
+from localnat.io import read_parquet_dir, read_text
+from localnat.job import SAMPLE, InputError, run_job
+
+LONG_COT = {"QwQ-32B", "s1.1-32B", "LIMO-32B"}
+
+
+def sample(max_chars=1500) -> pd.DataFrame:
+    df = pq.read_table(SAMPLE).to_pandas()
+    df["response"] = df["response"].str.slice(0, max_chars)
+    keep = df["teacher"].isin(LONG_COT | {"gpt-4o", "o1 (final answer only)"})
+    return df[keep].reset_index(drop=True)
+
+
+def write_corpus(df: pd.DataFrame, put) -> None:
+    """Long-CoT teachers as hive-partitioned Parquet (teacher from the path), the rest JSONL.gz."""
+    for teacher, part in df[df.teacher.isin(LONG_COT)].groupby("teacher"):
+        table = pa.Table.from_pandas(part.drop(columns=["teacher"]), preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        put(f"corpus/teacher={quote(teacher)}/part-0.parquet", sink.getvalue().to_pybytes())
+    rest = df[~df.teacher.isin(LONG_COT)]
+    lines = "\n".join(json.dumps(r) for r in rest.to_dict("records"))
+    put("corpus/short/answers.jsonl.gz", gzip.compress(lines.encode()))
+
+
+def config(student, inputs, output, **kw):
+    args = ["--student", student, "--output", output, "--correct-column", "is_correct",
+            "--window", "4", "--window", "0.25", "--batch-rows", "4"]
+    for key, value in kw.items():
+        flag = f"--{key.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
+    for uri in inputs:
+        args += ["--input", uri]
+    return parse_config(args)
+
+
+def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student):
+    client = s3.client()
+    client.create_bucket(Bucket="corpus")
+    df = sample()
+    write_corpus(df, lambda key, data: client.put_object(Bucket="corpus", Key=key, Body=data))
+
+    results = {}
+    for actors in (1, 2):
+        cfg = config(tiny_student, ["s3://corpus/corpus/"], "s3://out/runs/{date}",
+                     run_id=f"a{actors}", actors=actors)
+        manifest = run_job(cfg)
+        run_dir = "s3://" + manifest["run_dir"].split("://", 1)[1]
+        scores = read_parquet_dir(f"{run_dir}/scores").to_pandas().set_index("row_id")
+        results[actors] = scores
+        c = manifest["counts"]
+        assert c["input_rows"] == len(df) == c["scored"] + c["rejected"] and c["rejected"] == 0
+        assert c["selected"] == c["prompts"] == df.prompt_id.nunique()
+        for name in ("teachers.json", "teachers.md", "manifest.json"):
+            assert read_text(f"{run_dir}/{name}")
+        assert client.head_object(Bucket="out", Key=run_dir.split("out/", 1)[1] + "/teachers.png")
+
+    # identical whatever the number of actors and blocks
+    a, b = results[1], results[2].loc[results[1].index]
+    np.testing.assert_allclose(a["local_nat"], b["local_nat"], atol=1e-6)
+
+    # the job's scores equal score_responses on the same rows
+    scores = results[2]
+    by_key = {(r.prompt_id, r.teacher): r for r in scores.itertuples()}
+    scorer = Scorer(ScoreConfig(student=tiny_student, windows=(4, 0.25), device="cpu"))
+    api = scorer.score(df.prompt.tolist(), df.response.tolist()).to_pylist()
+    for row, expect in zip(df.itertuples(), api):
+        got = by_key[(row.prompt_id, row.teacher)]
+        assert abs(got.local_nat - expect["local_nat"]) < 1e-5
+        assert abs(got.local_nat_w25 - expect["local_nat_w25"]) < 1e-5
+        assert abs(got.global_nat - expect["global_nat"]) < 1e-5
+        assert list(got.step_starts) == expect["step_starts"]
+
+    # selected: original columns + scores, only correct candidates, best LN per prompt
+    selected = read_parquet_dir(f"{run_dir}/selected").to_pandas()
+    assert {"reference_answer", "subject", "teacher", "local_nat", "n_candidates",
+            "selected_by"} <= set(selected.columns)
+    assert selected["is_correct"].all() and selected["prompt_id"].is_unique
+    correct = scores[scores["is_correct"]]
+    best = correct.sort_values("local_nat", ascending=False).groupby("prompt_id").head(1)
+    assert set(best.index) == set(selected["row_id"])
+    board = json.loads(read_text(f"{run_dir}/teachers.json"))
+    assert set(board["teachers"]) == set(df.teacher)
+    assert board["n_matched_prompts"] == df.prompt_id.nunique()
+
+
+def test_bad_input_is_rejected_with_reasons_and_nothing_is_lost(ray_local, tiny_student, tmp_path):
+    good = sample(800).head(8).copy()
+    good.loc[len(good)] = good.iloc[0]  # a duplicate row
+    solo = good.iloc[1].copy()
+    solo["teacher"], solo["prompt"], solo["prompt_id"] = "lonely", "Only one teacher here?", None
+    good.loc[len(good)] = solo  # a teacher with a single row, a prompt with one teacher
+    d = tmp_path / "in"
+    d.mkdir()
+    pq.write_table(pa.Table.from_pandas(good, preserve_index=False), d / "good.parquet")
+    raw = (d / "good.parquet").read_bytes()
+    (d / "truncated.parquet").write_bytes(raw[: len(raw) // 2])
+    (d / "garbage.parquet").write_bytes(b"not parquet at all" * 10)
+    base = {"prompt_id": "pz", "teacher": "T", "is_correct": True}
+    lines = [json.dumps({**base, "prompt": None, "response": "x"}),
+             json.dumps({**base, "prompt": "Q", "response": ""}),
+             json.dumps({**base, "prompt": "Q", "response": 42}),
+             json.dumps({**base, "prompt": "Q"}),
+             json.dumps({**base, "prompt": "Q", "response": " \n\t "}),
+             json.dumps({**base, "prompt": "Q", "response": "word " * 2_100_000}),
+             '{"prompt": "Q", "response": "unterminated',
+             b'{"prompt": "Q", "teacher": "T", "response": "\xff\xfe bad"}'.decode("latin-1"),
+             json.dumps({**base, "prompt": "Q", "response": "A fine answer. It is 4."})]
+    (d / "bad.jsonl").write_bytes("\n".join(lines).encode("latin-1"))
+
+    manifest = run_job(config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="bad"))
+    run_dir = Path(manifest["run_dir"])
+    scores = pq.read_table(run_dir / "scores").to_pandas()
+    rejects = pq.read_table(run_dir / "rejects").to_pandas()
+    c = manifest["counts"]
+    assert c["input_rows"] == c["scored"] + c["rejected"] == len(scores) + len(rejects)
+    assert c["input_rows"] == len(good) + len(lines) + 2  # +1 row for each unreadable file
+    assert not set(scores.row_id) & set(rejects.row_id)
+    assert scores.row_id.is_unique and rejects.row_id.is_unique
+    assert len(scores) == len(good) + 1
+    reasons = " | ".join(rejects.reject_reason)
+    for expected in ("prompt is missing", "response is empty", "response is a int",
+                     "missing field 'response'", "over max_chars", "not valid JSON",
+                     "not valid UTF-8", "unreadable file"):
+        assert expected in reasons, expected
+    assert rejects.reject_reason.str.contains("unreadable file").sum() == 2
+    assert c["duplicates"] == 1
+    assert "lonely" in json.loads((run_dir / "teachers.json").read_text())["teachers"]
+
+
+def test_missing_columns_fail_before_any_model_work(tmp_path):
+    pq.write_table(pa.table({"question": ["q"], "answer": ["a"], "teacher": ["t"]}),
+                   tmp_path / "x.parquet")
+    cfg = config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "out"))
+    with pytest.raises(InputError) as err:
+        run_job(cfg)
+    assert "missing ['prompt', 'response', 'is_correct']" in str(err.value)
+    assert "present: ['answer', 'question', 'teacher']" in str(err.value)
+
+
+def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    df = sample(600)
+    for i, (_, part) in enumerate(df.groupby("teacher")):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"s{i}.parquet")
+    cfg = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1")
+    first = run_job(cfg)
+    run_dir = Path(first["run_dir"])
+    ids = sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist())
+
+    again = run_job(cfg)  # complete: not redone
+    assert again["finished_utc"] == first["finished_utc"]
+
+    # an interrupted run: manifest never written, one file not marked done, stray parts
+    (run_dir / "manifest.json").unlink()
+    (run_dir / "_done" / "f000001.json").unlink()
+    stray = next((run_dir / "scores").glob("f000001-*"))
+    (run_dir / "scores" / "f000001-stray.parquet").write_bytes(stray.read_bytes())
+    resumed = run_job(cfg)
+    assert sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist()) == ids
+    assert resumed["counts"]["scored"] == len(df)
+
+    redone = run_job(replace(cfg, overwrite=True))
+    assert redone["finished_utc"] != first["finished_utc"]
+    assert sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist()) == ids
+    assert len(pq.read_table(run_dir / "selected")) == df.prompt_id.nunique()
+
+
+def test_dry_run_lists_files_and_rows_without_a_model(tmp_path):
+    pq.write_table(pa.Table.from_pandas(sample().head(5), preserve_index=False),
+                   tmp_path / "a.parquet")
+    out = run_job(config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "o"),
+                         dry_run=True))
+    assert out["dry_run"] and out["input_rows"] == 5
+    assert not (tmp_path / "o").exists()
