@@ -2,7 +2,8 @@
 
 Layout of OUTPUT/RUN_ID/:
     scores/ rejects/       one part per input file and batch, f000012-<uuid>.parquet
-    _done/f000012.json     a file's rows are all written (resume skips it)
+    _done/f000012.json     a file's rows are all written, in the parts it lists (resume
+                           skips the file; parts that no marker lists are deleted)
     selected/              one row per prompt, original columns + scores
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
@@ -78,11 +79,7 @@ def run_job(cfg: CurateConfig) -> dict:
 
     done = completed_files(run_dir)
     todo = [f for f in files if f[0] not in done]
-    for index, _, _ in todo:  # parts of a file left by an interrupted run are redone
-        for sub in ("scores", "rejects"):
-            for part in list_files(join(run_dir, sub)):
-                if part.rsplit("/", 1)[-1].startswith(f"f{index:06d}-"):
-                    delete(part)
+    remove_uncommitted(run_dir)
     log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
     timings["plan"] = time.time() - started
 
@@ -90,6 +87,7 @@ def run_job(cfg: CurateConfig) -> dict:
         t = time.time()
         stream(todo, cfg, run_dir)
         timings["score"] = time.time() - t
+    remove_uncommitted(run_dir)  # parts a lost worker may have written meanwhile
     counts = file_counts(run_dir, files)
 
     t = time.time()
@@ -138,6 +136,7 @@ def run_job(cfg: CurateConfig) -> dict:
             "matched_prompts": board["n_matched_prompts"],
             "selected": len(chosen),
             "duplicates": len(dups),
+            "files_resumed": len(done),
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "throughput": {
@@ -198,6 +197,15 @@ def completed_files(run_dir: str) -> dict[int, dict]:
     return done
 
 
+def remove_uncommitted(run_dir: str) -> None:
+    """Delete every scores/rejects part that no done marker lists."""
+    committed = {p for d in completed_files(run_dir).values() for p in d["parts"]}
+    for sub in ("scores", "rejects"):
+        for uri in list_files(join(run_dir, sub)):
+            if f"{sub}/{uri.rsplit('/', 1)[-1]}" not in committed:
+                delete(uri)
+
+
 def stream(todo, cfg: CurateConfig, run_dir: str) -> None:
     """Run the Ray pipeline over the files to do; mark each file done when all its rows
     are written."""
@@ -221,7 +229,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str) -> None:
         for row in batch.to_pylist():
             index = row["file_index"]
             acc = written.setdefault(index, {"scored": 0, "rejected": 0, "response_tokens": 0,
-                                             "oom_splits": 0})
+                                             "oom_splits": 0, "parts": []})
             for key in acc:
                 acc[key] += row[key]
             if row["file_rows"] is not None:

@@ -5,8 +5,10 @@
 
 Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
 a bad row carries `reject_reason` to the writer, which puts it in rejects/.
-Output parts are named by input file (f000012-<uuid>.parquet) so a resumed run can drop the
-parts of files it did not finish and redo exactly those.
+Output parts are named by input file (f000012-<uuid>.parquet). The driver commits a file by
+writing a marker that lists its parts once all its rows are written; only listed parts are
+outputs, so a resumed run redoes unfinished files and a part written by a lost worker is
+garbage, never a duplicate.
 """
 
 from __future__ import annotations
@@ -181,10 +183,13 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
         part = f"f{index:06d}-{uuid.uuid4().hex[:12]}.parquet"
         scored = table.filter(pc.and_(mine, pc.invert(rejected)))
         bad = table.filter(pc.and_(mine, rejected))
+        parts = []
         if scored.num_rows:
             write_table(scored.select(score_columns(cfg)), join(run_dir, "scores", part))
+            parts.append(f"scores/{part}")
         if bad.num_rows:
             write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))
+            parts.append(f"rejects/{part}")
         totals = table.filter(mine).column("file_rows").drop_null().to_pylist()
         counts.append({
             "file_index": index,
@@ -193,5 +198,6 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
             "file_rows": totals[0] if totals else None,
             "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
             "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
+            "parts": parts,
         })
     return pa.Table.from_pylist(counts)

@@ -31,19 +31,31 @@ def tiny_student(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local(s3):
-    """A real local Ray cluster with logical CPUs to spare (Ray hangs on 2 CPUs when actors
-    hold them all). Workers inherit the S3 credentials from the environment, as on a cluster
-    whose pods carry them."""
+def ray_local(s3, tmp_path_factory):
+    """A real local Ray head (`ray start --head` on loopback, job server on), which the tests
+    connect to as drivers and submit jobs to. Logical CPUs to spare: Ray hangs on 2 CPUs when
+    actors hold them all. Workers inherit the S3 credentials from the environment, as on a
+    cluster whose pods carry them."""
     import os
+    import subprocess
 
     import ray
+    from s3server import free_port
 
+    env = {**os.environ, **s3.env(), "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ.update(s3.env())
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    port, dash = free_port(), free_port()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                    "--num-cpus=4", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dash}", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True)
+    ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+    yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": env}
     ray.shutdown()
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -63,8 +63,8 @@ class SeaweedS3:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                client.list_buckets()
-                client.create_bucket(Bucket="probe")
+                if "probe" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+                    client.create_bucket(Bucket="probe")
                 client.put_object(Bucket="probe", Key="x", Body=b"1")
                 return
             except Exception:  # noqa: BLE001 - not up yet

@@ -1,0 +1,204 @@
+"""Operations: `ray job submit` to a real head, faults mid-run, secrets kept out of outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from s3server import SECRET_KEY
+from test_job import config, sample
+
+from localnat import ScoreConfig, Scorer
+from localnat.io import read_parquet_dir, redact
+from localnat.job import run_job
+from localnat.pipeline import Score
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """One shard per teacher of the bundled sample, cut short for the tiny model."""
+    d = tmp_path_factory.mktemp("corpus")
+    df = sample(1200)
+    for i, (_, part) in enumerate(df.groupby("teacher")):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"s{i}.parquet")
+    return d, df
+
+
+@pytest.fixture(scope="module")
+def calm(ray_local, tiny_student, corpus, tmp_path_factory):
+    """An undisturbed run: what every disturbed run must end up equal to."""
+    out = tmp_path_factory.mktemp("calm")
+    manifest = run_job(config(tiny_student, [str(corpus[0])], str(out), run_id="calm"))
+    return by_key(pq.read_table(Path(manifest["run_dir"]) / "scores").to_pandas())
+
+
+def by_key(scores):
+    assert scores["row_id"].is_unique, "duplicated output rows"
+    return scores.set_index(["prompt_id", "teacher"])[["local_nat", "global_nat"]].sort_index()
+
+
+def assert_same(scores, calm):
+    got = by_key(scores)
+    assert list(got.index) == list(calm.index)
+    assert (got - calm).abs().max().max() < 1e-6
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path):
+    out = tmp_path / "out"
+    cfg = {"input": [str(corpus[0])], "output": str(out) + "/{date}", "student": tiny_student,
+           "window": [4], "run-id": "submitted", "batch-rows": 4, "correct-column": "is_correct"}
+    (tmp_path / "nightly.yaml").write_text(yaml.safe_dump(cfg))
+    runtime_env = {"excludes": [".venv", ".git", "out"]}
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit",
+           "--address", ray_local["dashboard"], "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps(runtime_env), "--",
+           "python", "-m", "jobs.curate", "--config", str(tmp_path / "nightly.yaml")]
+    proc = subprocess.run(cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    manifest = json.loads(next(out.glob("*/submitted/manifest.json")).read_text())
+    assert manifest["counts"]["scored"] == len(corpus[1])
+    assert "LN rank" in proc.stdout  # the summary table reaches the job log
+
+
+def test_killed_scoring_actor_is_restarted_and_nothing_changes(ray_local, tiny_student, corpus,
+                                                               calm, tmp_path):
+    from ray.util.state import list_actors
+
+    cfg = config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="kill", batch_rows=1)
+    result = {}
+    job = threading.Thread(target=lambda: result.update(run_job(cfg)))
+    job.start()
+    parts = tmp_path / "kill" / "scores"
+    assert wait_for(lambda: parts.exists() and any(parts.iterdir()))
+    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+              if "Score" in (a.class_name or "")]
+    assert actors, "no live scoring actor to kill"
+    os.kill(actors[0].pid, signal.SIGKILL)
+    job.join(timeout=600)
+    assert result["status"] == "complete"
+    assert len(list((tmp_path / "kill" / "_done").iterdir())) == corpus[1].teacher.nunique()
+    assert_same(pq.read_table(tmp_path / "kill" / "scores").to_pandas(), calm)
+
+
+def test_killed_driver_then_rerun_finishes_without_duplicates(ray_local, tiny_student, corpus,
+                                                              calm, tmp_path):
+    args = ["--student", tiny_student, "--output", str(tmp_path), "--run-id", "drv",
+            "--input", str(corpus[0]), "--window", "4", "--window", "0.25", "--batch-rows", "1",
+            "--correct-column", "is_correct", "--ray-address", ray_local["address"]]
+    driver = subprocess.Popen([sys.executable, "-m", "jobs.curate", *args], cwd=REPO,
+                              env=ray_local["env"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    done = tmp_path / "drv" / "_done"
+    assert wait_for(lambda: done.exists() and any(done.iterdir()))
+    driver.kill()
+    driver.wait()
+    assert len(list(done.iterdir())) < corpus[1].teacher.nunique(), "driver finished too soon"
+    manifest = run_job(config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="drv"))
+    assert manifest["counts"]["files_resumed"] >= 1
+    assert manifest["counts"]["input_rows"] == len(corpus[1])
+    assert_same(pq.read_table(tmp_path / "drv" / "scores").to_pandas(), calm)
+
+
+def test_storage_outage_mid_run_then_rerun(ray_local, s3, tiny_student, corpus, calm, capfd):
+    cfg = config(tiny_student, [str(corpus[0])], "s3://outage/runs", run_id="o1", batch_rows=1)
+    client = s3.client()
+    result = {}
+
+    def run():
+        try:
+            result["manifest"] = run_job(cfg)
+        except Exception as err:  # noqa: BLE001 - failing with a clear error is allowed
+            result["error"] = err
+
+    job = threading.Thread(target=run)
+    job.start()
+
+    def some_parts():
+        try:
+            return client.list_objects_v2(Bucket="outage", Prefix="runs/o1/_done/")["KeyCount"]
+        except Exception:  # noqa: BLE001
+            return False
+
+    assert wait_for(some_parts)
+    s3.stop()
+    time.sleep(2)
+    s3.start()
+    job.join(timeout=600)
+    if "error" in result:  # a clear error naming the storage problem, no secret in it
+        assert SECRET_KEY not in str(result["error"])
+    manifest = run_job(cfg)  # completes now (or finds the run complete)
+    assert manifest["status"] == "complete"
+    scores = read_parquet_dir("s3://outage/runs/o1/scores").to_pandas()
+    assert_same(scores, calm)
+    rejects = read_parquet_dir("s3://outage/runs/o1/rejects")
+    assert rejects is None  # nothing lost to rejects either
+
+    # no secret anywhere: outputs, captured logs, Ray's logs
+    captured = capfd.readouterr()
+    assert SECRET_KEY not in captured.out + captured.err
+    for obj in client.list_objects_v2(Bucket="outage", Prefix="runs/")["Contents"]:
+        body = client.get_object(Bucket="outage", Key=obj["Key"])["Body"].read()
+        assert SECRET_KEY.encode() not in body, obj["Key"]
+    logs = Path("/tmp/ray/session_latest/logs")
+    for f in logs.rglob("*"):
+        if f.is_file() and f.stat().st_size < 50_000_000:
+            assert SECRET_KEY.encode() not in f.read_bytes(), f
+
+
+def test_redact_removes_keys_and_uri_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    text = redact("failed s3://AKIA:s3cr3t-value@bucket/x with key s3cr3t-value")
+    assert "s3cr3t-value" not in text and "AKIA" not in text and "s3://***@bucket/x" in text
+
+
+def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
+    from localnat.prepare import Preparer
+
+    cfg = ScoreConfig(student="tiny")
+    scorer = Scorer(cfg, model=model, tokenizer=tok)
+    real = scorer.score_prepared
+    poison = "This row breaks the worker."
+
+    def fragile(items):
+        if any(it.response_ids is not None and len(it.response_ids) == len(bad.response_ids)
+               and (it.response_ids == bad.response_ids).all() for it in items):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(items)
+
+    bad = Preparer(tok, cfg)("Q?", poison)
+    scorer.score_prepared = fragile
+    stage = Score.__new__(Score)
+    stage.scorer = scorer
+    prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
+    table = pa.table({
+        "reject_reason": pa.array([None, None, None], pa.string()),
+        "prompt_ids": [p.prompt_ids.tolist() for p in prep],
+        "response_ids": [p.response_ids.tolist() for p in prep],
+        "bounds": [p.bounds.tolist() for p in prep],
+        "step_starts": [[s for s, _ in p.spans] for p in prep],
+        "step_ends": [[e for _, e in p.spans] for p in prep],
+    })
+    out = stage(table).to_pylist()
+    assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
+    assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
+    assert out[0]["local_nat"] is not None
