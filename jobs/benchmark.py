@@ -70,7 +70,12 @@ def run_naive(model, items, k, device):
     for _, _, ids, start in wins:
         logits = model(torch.tensor([ids], device=device)).logits[0].float()  # [L, V]
         logp = torch.log_softmax(logits[start - 1 : -1], dim=-1)
-        lps.append(logp.gather(1, torch.tensor(ids[start:], device=device)[:, None])[:, 0].double().cpu().numpy())
+        lps.append(
+            logp.gather(1, torch.tensor(ids[start:], device=device)[:, None])[:, 0]
+            .double()
+            .cpu()
+            .numpy()
+        )
         tokens += len(ids)
     return collect(items, wins, lps), tokens, sum(len(w[2]) - w[3] for w in wins)
 
@@ -103,8 +108,9 @@ def run_padded(model, items, k, device, batch_tokens, head_chunk):
                 logp = torch.log_softmax(head(h[s : s + head_chunk]).float(), dim=-1)
                 out.append(logp.gather(1, target[s : s + head_chunk, None])[:, 0])
             lps[w] = torch.cat(out).double().cpu().numpy()
-    ideal = sum(len(it.prompt_ids) for it in items) + sum(len(w[2]) - len(items[w[0]].prompt_ids)
-                                                          for w in wins)
+    ideal = sum(len(it.prompt_ids) for it in items) + sum(
+        len(w[2]) - len(items[w[0]].prompt_ids) for w in wins
+    )
     return collect(items, wins, lps), tokens, ideal
 
 
@@ -148,12 +154,19 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
     prompts, responses = load_pairs(args.data, args.responses, args.max_chars)
-    cfg = ScoreConfig(student=args.student, windows=(args.k,), device=args.device,
-                      dtype=args.dtype, batch_tokens=args.batch_tokens)
+    cfg = ScoreConfig(
+        student=args.student,
+        windows=(args.k,),
+        device=args.device,
+        dtype=args.dtype,
+        batch_tokens=args.batch_tokens,
+        attn_implementation=args.attn_implementation,
+    )
     if args.quick:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         from tiny import tiny_model, tiny_tokenizer
@@ -185,7 +198,8 @@ def main(argv=None) -> int:
         (scores, tokens, _), secs = timed(lambda: run_naive(model, items, args.k, device), device)
         results["naive"] = (scores, tokens, secs)
     (scores, tokens, ideal), secs = timed(
-        lambda: run_padded(model, items, args.k, device, batch_tokens, head_chunk), device)
+        lambda: run_padded(model, items, args.k, device, batch_tokens, head_chunk), device
+    )
     results["padded"] = (scores, tokens, secs)
     rows, secs = timed(lambda: scorer.score_prepared(items), device)
     ln = np.array([r["local_nat"] for r in rows])
@@ -196,31 +210,41 @@ def main(argv=None) -> int:
     non_embed = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
     hidden, vocab = model.get_output_embeddings().weight.shape[1], model.config.vocab_size
     label = "tiny random Llama" if args.quick else (cfg.student or "SmolLM2-135M-Instruct")
-    print(f"\nstudent: {label}"
-          f" ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), device "
-          f"{device}, {dtype}, k={args.k}, {len(items)} responses, {n_resp_tokens} response "
-          f"tokens, {n_steps} steps, batch_tokens={batch_tokens}")
-    print(f"ideal token ratio (padded tokens / prompt once per pack, no padding): "
-          f"{results['padded'][1] / ideal:.2f}")
-    header = (f"{'method':<10}{'resp tok/s':>12}{'speedup':>9}{'vs padded':>10}"
-              f"{'model tokens':>14}{'GFLOP/s':>10}{'% matmul':>9}{'max|dLN|':>10}{'max|dGN|':>10}")
+    print(
+        f"\nstudent: {label}"
+        f" ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params), device "
+        f"{device}, {dtype}, k={args.k}, {len(items)} responses, {n_resp_tokens} response "
+        f"tokens, {n_steps} steps, batch_tokens={batch_tokens}"
+    )
+    print(
+        f"ideal token ratio (padded tokens / prompt once per pack, no padding): "
+        f"{results['padded'][1] / ideal:.2f}"
+    )
+    header = (
+        f"{'method':<10}{'resp tok/s':>12}{'speedup':>9}{'vs padded':>10}"
+        f"{'model tokens':>14}{'GFLOP/s':>10}{'% matmul':>9}{'max|dLN|':>10}{'max|dGN|':>10}"
+    )
     print(header)
     ref = results["naive" if "naive" in results else "padded"]
     max_diff = 0.0
-    for name, ((g, l), tokens, secs) in results.items():
+    for name, ((gn_m, ln_m), tokens, secs) in results.items():
         # linear layers over every token pushed + LM head over scored tokens (attention excluded)
         scored = tokens if name == "naive" else 2 * n_resp_tokens  # step window + global
         flops = 2 * non_embed * tokens + 2 * hidden * vocab * min(scored, tokens)
-        d_ln = float(np.max(np.abs(l - ref[0][1])))
-        d_gn = float(np.max(np.abs(g - ref[0][0])))
+        d_ln = float(np.max(np.abs(ln_m - ref[0][1])))
+        d_gn = float(np.max(np.abs(gn_m - ref[0][0])))
         max_diff = max(max_diff, d_ln, d_gn)
-        print(f"{name:<10}{n_resp_tokens / secs:>12.1f}{ref[2] / secs:>8.2f}x"
-              f"{results['padded'][2] / secs:>9.2f}x{tokens:>14,}{flops / secs / 1e9:>10.1f}"
-              f"{100 * flops / secs / peak:>8.1f}%{d_ln:>10.2e}{d_gn:>10.2e}")
+        print(
+            f"{name:<10}{n_resp_tokens / secs:>12.1f}{ref[2] / secs:>8.2f}x"
+            f"{results['padded'][2] / secs:>9.2f}x{tokens:>14,}{flops / secs / 1e9:>10.1f}"
+            f"{100 * flops / secs / peak:>8.1f}%{d_ln:>10.2e}{d_gn:>10.2e}"
+        )
     achieved = results["padded"][2] / results["localnat"][2]
-    print(f"matmul peak here: {peak / 1e9:.1f} GFLOP/s ({dtype}); localnat speedup over padded "
-          f"{achieved:.2f}x = {100 * achieved / (results['padded'][1] / ideal):.0f}% of the ideal "
-          f"token ratio")
+    print(
+        f"matmul peak here: {peak / 1e9:.1f} GFLOP/s ({dtype}); localnat speedup over padded "
+        f"{achieved:.2f}x = {100 * achieved / (results['padded'][1] / ideal):.0f}% of the ideal "
+        f"token ratio"
+    )
     if dtype == torch.float32 and max_diff > 1e-4:
         print(f"FAIL: methods disagree by {max_diff:.2e} > 1e-4", file=sys.stderr)
         return 1

@@ -21,8 +21,9 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose (prompt_id, teacher, response) repeat an earlier row: row_id, duplicate_of."""
     first = df.groupby("content_hash")["row_id"].transform("min")
     dup = df["row_id"] != first
-    return pd.DataFrame({"row_id": df.loc[dup, "row_id"].to_numpy(),
-                         "duplicate_of": first[dup].to_numpy()})
+    return pd.DataFrame(
+        {"row_id": df.loc[dup, "row_id"].to_numpy(), "duplicate_of": first[dup].to_numpy()}
+    )
 
 
 def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
@@ -41,8 +42,15 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     n = cand.groupby("prompt_id").size().rename("n_candidates")
     best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")
     best["selected_by"] = by
-    cols = ["row_id", "prompt_id", "teacher", "local_nat", "global_nat", "n_candidates",
-            "selected_by"]
+    cols = [
+        "row_id",
+        "prompt_id",
+        "teacher",
+        "local_nat",
+        "global_nat",
+        "n_candidates",
+        "selected_by",
+    ]
     return best[cols].reset_index(drop=True)
 
 
@@ -71,8 +79,10 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> dict:
     within a prompt first; mean, bootstrap 95% CI over prompts, median, rank, pairwise win
     rates, for local and global naturalness; Kendall tau-b between the two rankings."""
     teachers = sorted(df["teacher"].unique())
-    per_prompt = {m: df.pivot_table(index="prompt_id", columns="teacher", values=m,
-                                    aggfunc="mean")[teachers] for m in METRICS.values()}
+    per_prompt = {
+        m: df.pivot_table(index="prompt_id", columns="teacher", values=m, aggfunc="mean")[teachers]
+        for m in METRICS.values()
+    }
     matched_mask = per_prompt["local_nat"].notna().all(axis=1)
     matched = bool(matched_mask.sum())
     out = {
@@ -80,12 +90,18 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> dict:
         "n_prompts": int(df["prompt_id"].nunique()),
         "n_matched_prompts": int(matched_mask.sum()),
         "matched": matched,
-        "warning": None if matched else "no prompt is answered by every teacher: means are "
+        "warning": None
+        if matched
+        else "no prompt is answered by every teacher: means are "
         "over each teacher's own prompts and are not comparable",
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
-        "per_teacher": {t: {"n_responses": int((df["teacher"] == t).sum()),
-                            "n_prompts": int(df.loc[df["teacher"] == t, "prompt_id"].nunique())}
-                        for t in teachers},
+        "per_teacher": {
+            t: {
+                "n_responses": int((df["teacher"] == t).sum()),
+                "n_prompts": int(df.loc[df["teacher"] == t, "prompt_id"].nunique()),
+            }
+            for t in teachers
+        },
     }
     if df["is_correct"].notna().any():
         acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
@@ -127,8 +143,12 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
                 wins[other] = _num(((a > b) + 0.5 * (a == b)).mean()) if both.any() else None
         out[t] = {
             "mean": _num(mean[j]),
-            "ci95": [_num(np.nanpercentile(boot[:, j], 2.5)), _num(np.nanpercentile(boot[:, j], 97.5))]
-            if boot is not None else [None, None],
+            "ci95": [
+                _num(np.nanpercentile(boot[:, j], 2.5)),
+                _num(np.nanpercentile(boot[:, j], 97.5)),
+            ]
+            if boot is not None
+            else [None, None],
             "median": _num(np.nanmedian(values[:, j])) if n else None,
             "rank": int(rank[j]),
             "win_rate": wins,

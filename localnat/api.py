@@ -62,8 +62,13 @@ class Scorer:
         )
         self.prepare = Preparer(self.tokenizer, self.cfg)
         self.schema = result_schema(self.cfg.windows)
-        self.stats = {"forward_s": 0.0, "padded_tokens": 0, "tokens": 0, "batches": 0,
-                      "oom_splits": 0}
+        self.stats = {
+            "forward_s": 0.0,
+            "padded_tokens": 0,
+            "tokens": 0,
+            "batches": 0,
+            "oom_splits": 0,
+        }
 
     def score(self, prompts: Sequence, responses: Sequence, steps: Sequence | None = None):
         """Score pairs; returns a pyarrow Table (schema `result_schema`), one row per pair."""
@@ -85,7 +90,10 @@ class Scorer:
                 continue
             try:
                 plans[r] = plan_windows(
-                    item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens,
+                    item.bounds,
+                    len(item.prompt_ids),
+                    cfg.windows,
+                    cfg.max_tokens,
                     cfg.max_window_tokens,
                 )
             except ValueError as err:
@@ -183,6 +191,12 @@ def score_responses(
         device, dtype: `auto` picks CUDA + bf16 when present, else CPU + fp32.
         **options: any other `ScoreConfig` field (max_tokens, batch_tokens, ...).
     """
-    cfg = ScoreConfig(student=student, windows=tuple(windows), segmenter=segmenter,
-                      device=device, dtype=dtype, **options)
+    cfg = ScoreConfig(
+        student=student,
+        windows=tuple(windows),
+        segmenter=segmenter,
+        device=device,
+        dtype=dtype,
+        **options,
+    )
     return Scorer(cfg).score(prompts, responses, steps)

@@ -24,49 +24,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="YAML or TOML file whose keys mirror these flags")
     io = p.add_argument_group("input and output")
-    io.add_argument("--input", action="append", metavar="URI",
-                    help="file, directory or glob (local, s3://, gs://); Parquet or JSONL(.gz); "
-                    "repeatable. Default: the bundled sample")
+    io.add_argument(
+        "--input",
+        action="append",
+        metavar="URI",
+        help="file, directory or glob (local, s3://, gs://); Parquet or JSONL(.gz); "
+        "repeatable. Default: the bundled sample",
+    )
     io.add_argument("--input-format", choices=("auto", "parquet", "jsonl"), default="auto")
-    io.add_argument("--output", default="./localnat-out",
-                    help="output URI; a run writes under OUTPUT/RUN_ID/ ({date} is filled in)")
+    io.add_argument(
+        "--output",
+        default="./localnat-out",
+        help="output URI; a run writes under OUTPUT/RUN_ID/ ({date} is filled in)",
+    )
     io.add_argument("--run-id", help="default: a UTC timestamp; reuse one to resume a run")
-    io.add_argument("--overwrite", action="store_true",
-                    help="redo a run id whose manifest says it is complete")
-    io.add_argument("--dry-run", action="store_true",
-                    help="list input files, row counts and the plan; load no student")
+    io.add_argument(
+        "--overwrite", action="store_true", help="redo a run id whose manifest says it is complete"
+    )
+    io.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list input files, row counts and the plan; load no student",
+    )
     cols = p.add_argument_group("columns")
     cols.add_argument("--prompt-column", default="prompt")
     cols.add_argument("--response-column", default="response")
     cols.add_argument("--teacher-column", default="teacher")
-    cols.add_argument("--prompt-id-column", default="prompt_id",
-                      help="used when present; otherwise a hash of the prompt text")
-    cols.add_argument("--correct-column", default=None,
-                      help="boolean column; only correct responses are selected")
+    cols.add_argument(
+        "--prompt-id-column",
+        default="prompt_id",
+        help="used when present; otherwise a hash of the prompt text",
+    )
+    cols.add_argument(
+        "--correct-column", default=None, help="boolean column; only correct responses are selected"
+    )
     sc = p.add_argument_group("scoring")
     sc.add_argument("--student", help="model directory or hub id (default: offline SmolLM2-135M)")
     sc.add_argument("--revision", help="model revision for hub ids")
     sc.add_argument("--trust-remote-code", action="store_true")
-    sc.add_argument("--window", action="append", metavar="K|W",
-                    help="window setting, repeatable: 4 (steps) or 0.25 (fraction); default 4")
-    sc.add_argument("--segmenter", default="sentence",
-                    help=f"{', '.join(SEGMENTERS)} or column:NAME")
+    sc.add_argument(
+        "--window",
+        action="append",
+        metavar="K|W",
+        help="window setting, repeatable: 4 (steps) or 0.25 (fraction); default 4",
+    )
+    sc.add_argument(
+        "--segmenter", default="sentence", help=f"{', '.join(SEGMENTERS)} or column:NAME"
+    )
     sc.add_argument("--system-prompt")
     sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     sc.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    sc.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2 (opt-in; "
+                    "check it with jobs.benchmark on your GPU)")
     sc.add_argument("--max-tokens", type=int, help="global-pass cap (default: model context)")
     sc.add_argument("--max-window-tokens", type=int, help="one window's cap (default 4096)")
     sc.add_argument("--batch-tokens", type=int, help="padded tokens per forward")
-    sc.add_argument("--max-chars", type=int, default=1_000_000,
-                    help="longer prompts/responses are rejected")
+    sc.add_argument(
+        "--max-chars", type=int, default=1_000_000, help="longer prompts/responses are rejected"
+    )
     sel = p.add_argument_group("selection")
     sel.add_argument("--select-by", choices=SELECT_BY, default="local")
     sel.add_argument("--seed", type=int, default=0, help="bootstrap and random selection")
     ray = p.add_argument_group("ray")
     ray.add_argument("--actors", type=int, default=1, help="scoring actors (students)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0)
-    ray.add_argument("--cpus-per-actor", type=float, default=None,
-                     help="default 1 with GPUs, 0.5 without (leaves CPUs for reading)")
+    ray.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=None,
+        help="default 1 with GPUs, 0.5 without (leaves CPUs for reading)",
+    )
     ray.add_argument("--batch-rows", type=int, default=64, help="rows per actor call")
     ray.add_argument("--ray-address", help="default: an existing cluster or a local one")
     return p
@@ -123,6 +150,7 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         system_prompt=args.system_prompt,
         trust_remote_code=args.trust_remote_code,
         revision=args.revision,
+        attn_implementation=args.attn_implementation,
     )
     return CurateConfig(
         inputs=tuple(args.input or ()),
@@ -140,7 +168,8 @@ def config_from_args(args: argparse.Namespace) -> CurateConfig:
         seed=args.seed,
         actors=args.actors,
         gpus_per_actor=gpus,
-        cpus_per_actor=args.cpus_per_actor if args.cpus_per_actor is not None
+        cpus_per_actor=args.cpus_per_actor
+        if args.cpus_per_actor is not None
         else (1.0 if gpus else 0.5),
         batch_rows=args.batch_rows,
         ray_address=args.ray_address,

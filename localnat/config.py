@@ -75,7 +75,7 @@ class ScoreConfig:
         device: `cpu`, `cuda`, `cuda:N` or `auto`.
         dtype: `float32`, `bfloat16`, `float16` or `auto` (bf16 on CUDA, fp32 on CPU).
         max_tokens: cap on prompt + response for the global pass (default: model context).
-        max_window_tokens: cap on one local window, prompt included (default: min(4096, max_tokens)).
+        max_window_tokens: cap on one window, prompt included (default: min(4096, max_tokens)).
         batch_tokens: padded response tokens per forward pass (default: 2048 CPU, 32768 CUDA).
         head_chunk: scored positions per LM-head chunk (bounds the [n, vocab] logits).
         max_chars: longer prompts or responses are rejected rather than scored.
@@ -116,7 +116,9 @@ class ScoreConfig:
                 f"unknown segmenter {seg!r}: use one of {', '.join(SEGMENTERS)} or column:NAME"
             )
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ValueError(
+                f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
+            )
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         for name in ("max_tokens", "max_window_tokens", "batch_tokens"):
@@ -165,7 +167,9 @@ class CurateConfig:
         if self.gpus_per_actor < 0 or self.cpus_per_actor <= 0:
             raise ValueError("gpus_per_actor must be >= 0 and cpus_per_actor > 0")
         if self.run_id is not None and not _SAFE_ID.fullmatch(self.run_id):
-            raise ValueError(f"run_id may hold letters, digits, '.', '_', '-' only: {self.run_id!r}")
+            raise ValueError(
+                f"run_id may hold letters, digits, '.', '_', '-' only: {self.run_id!r}"
+            )
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise ValueError("the step column must differ from the other input columns")
 

@@ -79,12 +79,15 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
         fs, path = filesystem(uri)
         remote = "://" in uri and not uri.startswith("file://")
         scheme = uri.split("://", 1)[0] + "://" if remote else ""
-        to_uri = (lambda p, s=scheme: s + p)  # noqa: E731
+        to_uri = lambda p, s=scheme: s + p  # noqa: E731
         if any(ch in path for ch in "*?["):
             root = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
             selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-            matches = [i.path for i in fs.get_file_info(selector)
-                       if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)]
+            matches = [
+                i.path
+                for i in fs.get_file_info(selector)
+                if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
+            ]
             if not matches:
                 raise FileNotFoundError(f"no input file matches {redact(uri)}")
             found.update({to_uri(m): to_uri(root) for m in matches})
@@ -94,8 +97,13 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
             found[to_uri(path)] = to_uri(path.rsplit("/", 1)[0])
         elif info.type == pafs.FileType.Directory:
             selector = pafs.FileSelector(path, recursive=True)
-            files = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File
-                     and i.path.endswith(INPUT_SUFFIXES) and not _hidden(i.path, path)]
+            files = [
+                i.path
+                for i in fs.get_file_info(selector)
+                if i.type == pafs.FileType.File
+                and i.path.endswith(INPUT_SUFFIXES)
+                and not _hidden(i.path, path)
+            ]
             if not files:
                 raise FileNotFoundError(f"no Parquet or JSONL files under {redact(uri)}")
             found.update({to_uri(f): to_uri(path) for f in files})
@@ -105,12 +113,12 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
 
 
 def _hidden(path: str, root: str) -> bool:
-    return any(p.startswith((".", "_")) for p in path[len(root):].split("/") if p)
+    return any(p.startswith((".", "_")) for p in path[len(root) :].split("/") if p)
 
 
 def hive_columns(uri: str, root: str) -> dict[str, str]:
     """`root/teacher=qwq/split=a/part-0.parquet` -> {"teacher": "qwq", "split": "a"}."""
-    rel = uri[len(root):].strip("/").split("/")[:-1]
+    rel = uri[len(root) :].strip("/").split("/")[:-1]
     pairs = (unquote(p).split("=", 1) for p in rel if "=" in p)
     return {k: v for k, v in pairs if k}
 
@@ -118,7 +126,9 @@ def hive_columns(uri: str, root: str) -> dict[str, str]:
 def file_format(uri: str, fmt: str = "auto") -> str:
     if fmt != "auto":
         return fmt
-    return "parquet" if uri.endswith(".parquet") or ".parquet" in uri.rsplit("/", 1)[-1] else "jsonl"
+    return (
+        "parquet" if uri.endswith(".parquet") or ".parquet" in uri.rsplit("/", 1)[-1] else "jsonl"
+    )
 
 
 def input_columns(uri: str, fmt: str = "auto") -> list[str]:
@@ -225,8 +235,9 @@ def list_files(uri: str) -> list[str]:
     fs, path = filesystem(uri)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     base = uri.rstrip("/")
-    return sorted(base + i.path[len(path.rstrip("/")):] for i in infos
-                  if i.type == pafs.FileType.File)
+    return sorted(
+        base + i.path[len(path.rstrip("/")) :] for i in infos if i.type == pafs.FileType.File
+    )
 
 
 def delete(uri: str) -> None:

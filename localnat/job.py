@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,7 @@ from .io import (
     write_table,
     write_text,
 )
-from .records import prompt_hash
+from .pipeline import conform_part, write_selected_part
 from .report import markdown, png
 from .student import DEFAULT_STUDENT, model_fingerprint
 
@@ -83,32 +84,50 @@ def run_job(cfg: CurateConfig) -> dict:
     log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
     timings["plan"] = time.time() - started
 
+    tokens = 0
     if todo:
         t = time.time()
-        stream(todo, cfg, run_dir)
+        tokens = stream(todo, cfg, run_dir)
         timings["score"] = time.time() - t
+        log(f"scored {len(todo)} files in {timings['score']:.1f} s "
+            f"({tokens / timings['score']:.1f} response tokens/s)")
     remove_uncommitted(run_dir)  # parts a lost worker may have written meanwhile
     counts = file_counts(run_dir, files)
 
     t = time.time()
-    scores = read_parquet_dir(join(run_dir, "scores"), ["row_id", "source", "prompt_id", "teacher",
-                                                        "is_correct", "content_hash", "local_nat",
-                                                        "global_nat", "n_response_tokens"])
+    scores = read_parquet_dir(
+        join(run_dir, "scores"),
+        [
+            "row_id",
+            "source",
+            "prompt_id",
+            "teacher",
+            "is_correct",
+            "content_hash",
+            "local_nat",
+            "global_nat",
+            "n_response_tokens",
+        ],
+    )
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
     df = scores.to_pandas()
     dups = duplicates(df)
     if len(dups):
-        write_table(pa.Table.from_pandas(dups, preserve_index=False),
-                    join(run_dir, "duplicates.parquet"))
+        write_table(
+            pa.Table.from_pandas(dups, preserve_index=False), join(run_dir, "duplicates.parquet")
+        )
     df = df[~df["row_id"].isin(dups["row_id"])]
     chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
     board = leaderboard(df, cfg.seed)
     timings["reduce"] = time.time() - t
+    log(f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
+        f"{len(chosen)} selected by {cfg.select_by}, {len(dups)} duplicates")
 
     t = time.time()
     write_selected(files, chosen, df, cfg, run_dir)
     timings["select"] = time.time() - t
+    log(f"selected/ written in {timings['select']:.1f} s")
 
     student = cfg.score.student or DEFAULT_STUDENT
     board["student"] = student
@@ -119,7 +138,6 @@ def run_job(cfg: CurateConfig) -> dict:
     write_bytes(join(run_dir, "teachers.png"), png(board, student))
 
     timings["total"] = time.time() - started
-    tokens = int(df["n_response_tokens"].sum())
     manifest = {
         "status": "complete",
         "run_id": run_id,
@@ -127,8 +145,11 @@ def run_job(cfg: CurateConfig) -> dict:
         "localnat_version": __version__,
         "finished_utc": datetime.now(timezone.utc).isoformat(),
         "config": json.loads(redact(json.dumps(asdict(cfg), default=str))),
-        "student": {"id": student, "revision": cfg.score.revision,
-                    "fingerprint": _fingerprint(cfg.score.student)},
+        "student": {
+            "id": student,
+            "revision": cfg.score.revision,
+            "fingerprint": _fingerprint(cfg.score.student),
+        },
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
             **counts,
@@ -140,9 +161,10 @@ def run_job(cfg: CurateConfig) -> dict:
         },
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "throughput": {
-            "response_tokens": tokens,
+            "response_tokens_this_run": tokens,
             "response_tokens_per_s": round(tokens / timings["score"], 1)
-            if timings.get("score") else None,
+            if timings.get("score")
+            else None,
         },
     }
     write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
@@ -154,18 +176,22 @@ def check_columns(files, cfg: CurateConfig) -> None:
     """Fail before any model work when a file lacks a configured column."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
     needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
-    problems = []
-    for _, uri, root in files:
+    def problem(item) -> str | None:
+        _, uri, root = item
         try:
             present = set(input_columns(uri, cfg.input_format)) | set(hive_columns(uri, root))
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
-            continue
+            return None
         missing = [c for c in needed if c not in present]
-        if missing:
-            problems.append(f"{redact(uri)}: missing {missing}; present: {sorted(present)}")
+        return f"{redact(uri)}: missing {missing}; present: {sorted(present)}" if missing else None
+
+    with ThreadPoolExecutor(16) as pool:  # footers of many object-store files, in parallel
+        problems = [p for p in pool.map(problem, files) if p]
     if problems:
-        raise InputError("input files lack configured columns (see --prompt-column etc.):\n  "
-                         + "\n  ".join(problems))
+        raise InputError(
+            "input files lack configured columns (see --prompt-column etc.):\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
@@ -180,11 +206,15 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
         "run_dir": redact(run_dir),
         "input_files": rows,
         "input_rows": sum(v for v in rows.values() if isinstance(v, int)),
-        "plan": {"student": cfg.score.student or DEFAULT_STUDENT,
-                 "windows": [w.name for w in cfg.score.windows],
-                 "segmenter": cfg.score.segmenter, "actors": cfg.actors,
-                 "gpus_per_actor": cfg.gpus_per_actor, "select_by": cfg.select_by,
-                 "already_done_files": len(completed_files(run_dir))},
+        "plan": {
+            "student": cfg.score.student or DEFAULT_STUDENT,
+            "windows": [w.name for w in cfg.score.windows],
+            "segmenter": cfg.score.segmenter,
+            "actors": cfg.actors,
+            "gpus_per_actor": cfg.gpus_per_actor,
+            "select_by": cfg.select_by,
+            "already_done_files": len(completed_files(run_dir)),
+        },
     }
 
 
@@ -206,9 +236,9 @@ def remove_uncommitted(run_dir: str) -> None:
                 delete(uri)
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str) -> None:
+def stream(todo, cfg: CurateConfig, run_dir: str) -> int:
     """Run the Ray pipeline over the files to do; mark each file done when all its rows
-    are written."""
+    are written. Returns the response tokens scored."""
     import ray
 
     from .pipeline import build
@@ -228,32 +258,45 @@ def stream(todo, cfg: CurateConfig, run_dir: str) -> None:
     for batch in build(todo, cfg, run_dir).iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             index = row["file_index"]
-            acc = written.setdefault(index, {"scored": 0, "rejected": 0, "response_tokens": 0,
-                                             "oom_splits": 0, "parts": []})
+            acc = written.setdefault(
+                index,
+                {"scored": 0, "rejected": 0, "response_tokens": 0, "oom_splits": 0, "parts": []},
+            )
             for key in acc:
                 acc[key] += row[key]
             if row["file_rows"] is not None:
                 totals[index] = row["file_rows"]
             if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
-                write_text(join(run_dir, "_done", f"f{index:06d}.json"),
-                           json.dumps({"uri": redact(uris[index]), **acc}))
+                write_text(
+                    join(run_dir, "_done", f"f{index:06d}.json"),
+                    json.dumps({"uri": redact(uris[index]), **acc}),
+                )
                 log(f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected")
     missing = sorted(set(uris) - set(completed_files(run_dir)))
     if missing:
         raise RuntimeError(f"input files not completed: {[redact(uris[i]) for i in missing]}")
+    return sum(acc["response_tokens"] for acc in written.values())
 
 
 def file_counts(run_dir: str, files) -> dict:
     done = completed_files(run_dir)
     scored = sum(d["scored"] for d in done.values())
     rejected = sum(d["rejected"] for d in done.values())
-    return {"input_files": len(files), "input_rows": scored + rejected, "scored": scored,
-            "rejected": rejected, "oom_splits": sum(d["oom_splits"] for d in done.values())}
+    return {
+        "input_files": len(files),
+        "input_rows": scored + rejected,
+        "scored": scored,
+        "rejected": rejected,
+        "oom_splits": sum(d["oom_splits"] for d in done.values()),
+    }
 
 
 def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> None:
-    """Read the selected rows back from the inputs with all their columns, add the scores,
-    write one selected/ part per input file (schemas unified across parts)."""
+    """Read the selected rows back from the inputs with all their columns and the scores,
+    one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
+    part to one schema so the directory loads as one dataset."""
+    import ray
+
     src = scored.set_index("row_id")["source"]
     wanted: dict[str, dict[int, dict]] = {}
     for row in chosen.to_dict("records"):
@@ -261,33 +304,20 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> No
         wanted.setdefault(uri, {})[int(index)] = row
     for old in list_files(join(run_dir, "selected")):
         delete(old)
-    tables = []
-    for i, uri, root in files:
-        rows = wanted.get(redact(uri))
-        if not rows:
-            continue
-        hive = hive_columns(uri, root)
-        records = []
-        for chunk in read_rows(uri, cfg.input_format, None, 4096):
-            for index, rec in chunk:
-                if index in rows:
-                    s = rows[index]
-                    records.append({**hive, **rec, "row_id": s["row_id"],
-                                    "local_nat": s["local_nat"], "global_nat": s["global_nat"],
-                                    "n_candidates": s["n_candidates"],
-                                    "selected_by": s["selected_by"]})
-        for rec in records:
-            rec.setdefault(cfg.prompt_id_column, prompt_hash(rec[cfg.prompt_column]))
-        tables.append((i, pa.Table.from_pylist(records)))
-    if not tables:
+    task = ray.remote(num_cpus=0.5)(write_selected_part)
+    parts = {
+        join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
+            uri, root, wanted[redact(uri)], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
+        )
+        for i, uri, root in files
+        if redact(uri) in wanted
+    }
+    schemas = dict(zip(parts, ray.get(list(parts.values()))))
+    if not schemas:
         return
-    schema = pa.unify_schemas([t.schema for _, t in tables], promote_options="permissive")
-    for i, table in tables:
-        for name in schema.names:
-            if name not in table.column_names:
-                table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-        write_table(table.select(schema.names).cast(schema),
-                    join(run_dir, "selected", f"f{i:06d}.parquet"))
+    schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+    conform = ray.remote(num_cpus=0.5)(conform_part)
+    ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
 
 
 def summary_table(board: dict, manifest: dict) -> str:
@@ -300,7 +330,8 @@ def summary_table(board: dict, manifest: dict) -> str:
         lines.append(
             f"{t:<{width}}  {s['local']['rank']:>7}  {_fmt(s['local']['mean']):>9}  "
             f"{s['global']['rank']:>7}  {_fmt(s['global']['mean']):>10}  "
-            f"{'' if acc is None else f'{acc:.2f}':>8}")
+            f"{'' if acc is None else f'{acc:.2f}':>8}"
+        )
     c = manifest["counts"]
     lines += [
         f"Kendall tau-b (LN vs GN ranking): {_fmt(board['kendall_tau_b'])}; "
@@ -325,4 +356,3 @@ def _fingerprint(student: str | None) -> str:
 
         return model_fingerprint(str(default_student_dir()))
     return model_fingerprint(student)
-

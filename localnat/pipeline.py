@@ -21,10 +21,11 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .api import Scorer, result_schema
 from .config import CurateConfig
-from .io import hive_columns, join, read_rows, write_table
+from .io import filesystem, hive_columns, join, read_rows, write_table
 from .prepare import Prepared, Preparer
 from .records import file_reject, normalize
 from .student import load_tokenizer
@@ -32,8 +33,16 @@ from .student import load_tokenizer
 READ_CHUNK_ROWS = 256
 _TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
 _ID_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "content_hash"]
-REJECT_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "prompt", "response",
-                  "reject_reason"]
+REJECT_COLUMNS = [
+    "row_id",
+    "source",
+    "prompt_id",
+    "teacher",
+    "is_correct",
+    "prompt",
+    "response",
+    "reject_reason",
+]
 
 
 def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
@@ -44,20 +53,35 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
         [{"file_index": i, "uri": uri, "root": root} for i, uri, root in files],
         override_num_blocks=max(1, len(files)),
     )
-    ds = ds.map_batches(read_files, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"cfg": cfg}, num_cpus=0.5)
-    ds = ds.map_batches(Tokenize, batch_size=cfg.batch_rows, batch_format="pyarrow",
-                        fn_constructor_kwargs={"cfg": cfg}, num_cpus=0.5,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2))
     ds = ds.map_batches(
-        Score, batch_size=cfg.batch_rows, batch_format="pyarrow",
+        read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg}, num_cpus=0.5
+    )
+    ds = ds.map_batches(
+        Tokenize,
+        batch_size=cfg.batch_rows,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"cfg": cfg},
+        num_cpus=0.5,
+        # Reading fuses into this stage; scale it with the students so they never wait.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
+    )
+    ds = ds.map_batches(
+        Score,
+        batch_size=cfg.batch_rows,
+        batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg},
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
         # Ray Data's actor defaults restart a killed actor and retry its batch.
-        num_gpus=cfg.gpus_per_actor or None, num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor or None,
+        num_cpus=cfg.cpus_per_actor,
     )
-    return ds.map_batches(write_parts, batch_size=None, batch_format="pyarrow",
-                          fn_kwargs={"run_dir": run_dir, "cfg": cfg}, num_cpus=0.25)
+    return ds.map_batches(
+        write_parts,
+        batch_size=None,
+        batch_format="pyarrow",
+        fn_kwargs={"run_dir": run_dir, "cfg": cfg},
+        num_cpus=0.25,
+    )
 
 
 def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
@@ -113,8 +137,11 @@ class Tokenize:
             cols["bounds"].append(item.bounds.tolist() if ok else None)
             cols["step_starts"].append([s for s, _ in item.spans] if ok else None)
             cols["step_ends"].append([e for _, e in item.spans] if ok else None)
-        table = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
-                                 pa.array(reasons, pa.string()))
+        table = table.set_column(
+            table.schema.get_field_index("reject_reason"),
+            "reject_reason",
+            pa.array(reasons, pa.string()),
+        )
         for name in _TOKEN_COLUMNS:
             kind = pa.int64() if name.startswith("step") else pa.int32()
             table = table.append_column(name, pa.array(cols[name], pa.list_(kind)))
@@ -139,12 +166,14 @@ class Score:
             if reasons[i] is not None:
                 items.append(Prepared(error=reasons[i]))
                 continue
-            items.append(Prepared(
-                np.asarray(row["prompt_ids"], dtype=np.int64),
-                np.asarray(row["response_ids"], dtype=np.int64),
-                np.asarray(row["bounds"], dtype=np.int64),
-                list(zip(row["step_starts"], row["step_ends"])),
-            ))
+            items.append(
+                Prepared(
+                    np.asarray(row["prompt_ids"], dtype=np.int64),
+                    np.asarray(row["response_ids"], dtype=np.int64),
+                    np.asarray(row["bounds"], dtype=np.int64),
+                    list(zip(row["step_starts"], row["step_ends"])),
+                )
+            )
         before = dict(self.scorer.stats)
         try:
             results = self.scorer.score_prepared(items)
@@ -153,14 +182,17 @@ class Score:
         scores = pa.Table.from_pylist(results, schema=self.scorer.schema)
         reasons = [r.get("error") for r in results]
         table = table.drop_columns(_TOKEN_COLUMNS)
-        table = table.set_column(table.schema.get_field_index("reject_reason"), "reject_reason",
-                                 pa.array(reasons, pa.string()))
+        table = table.set_column(
+            table.schema.get_field_index("reject_reason"),
+            "reject_reason",
+            pa.array(reasons, pa.string()),
+        )
         for name in scores.column_names[2:]:  # all but status / error
             table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
-        return table.append_column("oom_splits", pa.array([oom] + [0] * (table.num_rows - 1),
-                                                          pa.int64()))
-
+        return table.append_column(
+            "oom_splits", pa.array([oom] + [0] * (table.num_rows - 1), pa.int64())
+        )
 
     def _score_one(self, item: Prepared) -> dict:
         try:
@@ -191,13 +223,51 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
             write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))
             parts.append(f"rejects/{part}")
         totals = table.filter(mine).column("file_rows").drop_null().to_pylist()
-        counts.append({
-            "file_index": index,
-            "scored": scored.num_rows,
-            "rejected": bad.num_rows,
-            "file_rows": totals[0] if totals else None,
-            "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
-            "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
-            "parts": parts,
-        })
+        counts.append(
+            {
+                "file_index": index,
+                "scored": scored.num_rows,
+                "rejected": bad.num_rows,
+                "file_rows": totals[0] if totals else None,
+                "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
+                "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
+                "parts": parts,
+            }
+        )
     return pa.Table.from_pylist(counts)
+
+
+def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
+    """Write the input rows at the given row numbers, all their columns plus the selection's
+    scores, to `out`; return the part's schema."""
+    hive = hive_columns(uri, root)
+    records = []
+    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
+        for index, rec in chunk:
+            if index in rows:
+                s = rows[index]
+                rec = {**hive, **rec}
+                rec.setdefault(cfg.prompt_id_column, s["prompt_id"])
+                records.append(
+                    {
+                        **rec,
+                        "row_id": s["row_id"],
+                        "local_nat": s["local_nat"],
+                        "global_nat": s["global_nat"],
+                        "n_candidates": s["n_candidates"],
+                        "selected_by": s["selected_by"],
+                    }
+                )
+    table = pa.Table.from_pylist(records)
+    write_table(table, out)
+    return table.schema
+
+
+def conform_part(uri: str, schema: pa.Schema) -> None:
+    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
+    fs, path = filesystem(uri)
+    table = pq.read_table(path, filesystem=fs)
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    write_table(table.select(schema.names).cast(schema), uri)

@@ -41,8 +41,12 @@ def prompt_hash(prompt: str) -> str:
 def file_reject(uri: str, file_index: int, reason: str) -> pa.Table:
     """The one row an unreadable file becomes."""
     row = {name: None for name in WORK_SCHEMA.names}
-    row.update(row_id=stable_id(uri, "file"), file_index=file_index, source=redact(uri),
-               reject_reason=f"unreadable file: {redact(reason)}")
+    row.update(
+        row_id=stable_id(uri, "file"),
+        file_index=file_index,
+        source=redact(uri),
+        reject_reason=f"unreadable file: {redact(reason)}",
+    )
     return pa.Table.from_pylist([row], schema=WORK_SCHEMA)
 
 
@@ -53,8 +57,11 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
     max_chars = cfg.score.max_chars
     out = []
     for index, rec in rows:
-        row = {"row_id": stable_id(uri, index), "file_index": file_index,
-               "source": f"{redact(uri)}#{index}"}
+        row = {
+            "row_id": stable_id(uri, index),
+            "file_index": file_index,
+            "source": f"{redact(uri)}#{index}",
+        }
         reasons = []
         if isinstance(rec, str):  # the line itself was unreadable
             out.append({**row, "reject_reason": rec})

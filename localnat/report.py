@@ -26,17 +26,24 @@ def markdown(board: dict, student: str) -> str:
     for t in teachers:
         s = board["per_teacher"][t]
         ln, gn = s["local"], s["global"]
-        row = (f"| {ln['rank']} | {t} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
-               f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {gn['rank']} | {_f(gn['mean'])} "
-               f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |")
+        row = (
+            f"| {ln['rank']} | {t} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
+            f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {gn['rank']} | {_f(gn['mean'])} "
+            f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |"
+        )
         row += f" {_f(s.get('accuracy'), 2)} |" if has_acc else ""
         lines.append(row + f" {s['n_responses']} |")
-    lines += ["", "Pairwise win rates (local naturalness, row beats column on matched prompts):", ""]
+    lines += [
+        "",
+        "Pairwise win rates (local naturalness, row beats column on matched prompts):",
+        "",
+    ]
     lines += ["| | " + " | ".join(teachers) + " |", "|" + "---|" * (len(teachers) + 1)]
     for t in teachers:
         wins = board["per_teacher"][t]["local"]["win_rate"]
-        lines.append(f"| {t} | " + " | ".join("-" if o == t else _f(wins.get(o), 2)
-                                              for o in teachers) + " |")
+        lines.append(
+            f"| {t} | " + " | ".join("-" if o == t else _f(wins.get(o), 2) for o in teachers) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -49,8 +56,10 @@ def png(board: dict, student: str) -> bytes:
 
     teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(teachers) + 1.8), sharey=True)
-    for ax, key, title, color in ((axes[0], "local", "local naturalness", "tab:blue"),
-                                  (axes[1], "global", "global naturalness", "tab:gray")):
+    for ax, key, title, color in (
+        (axes[0], "local", "local naturalness", "tab:blue"),
+        (axes[1], "global", "global naturalness", "tab:gray"),
+    ):
         stats = [board["per_teacher"][t][key] for t in teachers]
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in stats]
         lo = [m - (s["ci95"][0] if s["ci95"][0] is not None else m) for m, s in zip(means, stats)]
@@ -58,15 +67,24 @@ def png(board: dict, student: str) -> bytes:
         y = range(len(teachers))
         ax.errorbar(means, y, xerr=[lo, hi], fmt="o", color=color, capsize=4)
         for yi, s in zip(y, stats):
-            ax.annotate(f"#{s['rank']}", (means[yi], yi), textcoords="offset points",
-                        xytext=(0, 7), ha="center", fontsize=8)
+            ax.annotate(
+                f"#{s['rank']}",
+                (means[yi], yi),
+                textcoords="offset points",
+                xytext=(0, 7),
+                ha="center",
+                fontsize=8,
+            )
         ax.set_title(title)
         ax.set_xlabel("mean log-prob per token (higher = more natural)")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(teachers)), teachers)
     axes[0].invert_yaxis()
-    fig.suptitle(f"Teachers for student {student} ({board['n_matched_prompts']} matched prompts,"
-                 f" 95% bootstrap CI)", fontsize=10)
+    fig.suptitle(
+        f"Teachers for student {student} ({board['n_matched_prompts']} matched prompts,"
+        f" 95% bootstrap CI)",
+        fontsize=10,
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -113,10 +113,15 @@ def forward_segments(
         )
     t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     hidden = _base(model)(
-        input_ids=t(ids), attention_mask=t(mask), position_ids=t(pos),
-        use_cache=True, **{_cache_kwarg(model): cache},
+        input_ids=t(ids),
+        attention_mask=t(mask),
+        position_ids=t(pos),
+        use_cache=True,
+        **{_cache_kwarg(model): cache},
     ).last_hidden_state  # [B, W, H], final norm applied
-    hidden = torch.cat([hidden.reshape(batch * width, -1), torch.stack([st.last_hidden for st in states])])
+    hidden = torch.cat(
+        [hidden.reshape(batch * width, -1), torch.stack([st.last_hidden for st in states])]
+    )
     hidden = hidden[t(np.concatenate(pred))]  # [N, H]
     softcap = getattr(model.config, "final_logit_softcapping", None)
     logp = scored_logprobs(

@@ -140,9 +140,7 @@ def model_fingerprint(path_or_id: str, model=None) -> str:
     for f in sorted(path.iterdir()):
         if f.suffix in (".json", ".safetensors", ".bin"):
             h.update(f.name.encode())
-            h.update(
-                f.read_bytes() if f.suffix == ".json" else str(f.stat().st_size).encode()
-            )
+            h.update(f.read_bytes() if f.suffix == ".json" else str(f.stat().st_size).encode())
     return "sha256:" + h.hexdigest()[:16]
 
 

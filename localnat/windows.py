@@ -81,7 +81,9 @@ def plan_windows(
         per_step = []
         for i in range(1, len(bounds)):
             first = max(1, i - window.preceding(i))
-            step_pieces, cut = _fit(int(bounds[first - 1]), int(bounds[i - 1]), int(bounds[i]), room)
+            step_pieces, cut = _fit(
+                int(bounds[first - 1]), int(bounds[i - 1]), int(bounds[i]), room
+            )
             truncated |= cut
             for a, b, c in step_pieces:
                 if a == 0:

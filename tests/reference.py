@@ -22,8 +22,9 @@ def token_logprobs(model, ids: list[int]) -> torch.Tensor:
     return logp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
 
 
-def reference_scores(model, tok, prompt, response, windows, segmenter="sentence", steps=None,
-                     max_tokens=10_000):
+def reference_scores(
+    model, tok, prompt, response, windows, segmenter="sentence", steps=None, max_tokens=10_000
+):
     """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
     prompt_ids = encode_prompt(tok, prompt)
     enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)

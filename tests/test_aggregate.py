@@ -10,8 +10,9 @@ from localnat.aggregate import duplicates, kendall_tau_b, leaderboard, select
 
 
 def table(rows):
-    df = pd.DataFrame(rows, columns=["row_id", "prompt_id", "teacher", "local_nat", "global_nat",
-                                     "is_correct"])
+    df = pd.DataFrame(
+        rows, columns=["row_id", "prompt_id", "teacher", "local_nat", "global_nat", "is_correct"]
+    )
     df["content_hash"] = df["row_id"]
     return df
 

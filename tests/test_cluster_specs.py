@@ -19,8 +19,10 @@ KNOWN_KEYS = {a.dest for a in build_parser()._actions} - {"help", "config"}
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CURATE_CMD = re.compile(r"-m jobs\.curate(?=[\s`]|$)[^\n`;|&]*")
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access_key|api_key|credential")
-SECRET_TEXT = re.compile(r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|"
-                         r"(?i:aws_secret_access_key)\s*[:=]\s*['\"]?[A-Za-z0-9/+=]{20,}")
+SECRET_TEXT = re.compile(
+    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY|"
+    r"(?i:aws_secret_access_key)\s*[:=]\s*['\"]?[A-Za-z0-9/+=]{20,}"
+)
 POD = ("template", "spec")
 
 
@@ -83,17 +85,28 @@ def cluster_problems(spec) -> list[str]:
     head, groups = dig(spec, "headGroupSpec"), dig(spec, "workerGroupSpecs") or []
     p = need(dig(head, *POD, "containers"), "headGroupSpec has no containers")
     p += need(dig(spec, "enableInTreeAutoscaling") is True, "enableInTreeAutoscaling not true")
-    gpu = [g for g in groups for c in dig(g, *POD, "containers") or []
-           if "nvidia.com/gpu" in (dig(c, "resources", "limits") or {})]
+    gpu = [
+        g
+        for g in groups
+        for c in dig(g, *POD, "containers") or []
+        if "nvidia.com/gpu" in (dig(c, "resources", "limits") or {})
+    ]
     p += need(gpu, "no worker group with an nvidia.com/gpu limit")
     for g in gpu:
-        p += need(g.get("minReplicas") == 0 and g.get("maxReplicas", 0) >= 1,
-                  f"GPU group {g.get('groupName')}: need minReplicas 0, maxReplicas >= 1")
-        p += need(any(t.get("key") == "nvidia.com/gpu" for t in dig(g, *POD, "tolerations") or []),
-                  f"GPU group {g.get('groupName')}: no nvidia.com/gpu toleration")
+        p += need(
+            g.get("minReplicas") == 0 and g.get("maxReplicas", 0) >= 1,
+            f"GPU group {g.get('groupName')}: need minReplicas 0, maxReplicas >= 1",
+        )
+        p += need(
+            any(t.get("key") == "nvidia.com/gpu" for t in dig(g, *POD, "tolerations") or []),
+            f"GPU group {g.get('groupName')}: no nvidia.com/gpu toleration",
+        )
     for params in [dig(x, "rayStartParams") or {} for x in [head, *groups]]:
-        p += [f"rayStartParams {k}: {v!r} is not a string" for k, v in params.items()
-              if not isinstance(v, str)]
+        p += [
+            f"rayStartParams {k}: {v!r} is not a string"
+            for k, v in params.items()
+            if not isinstance(v, str)
+        ]
     return p
 
 
@@ -110,8 +123,10 @@ def rayup_problems(doc) -> list[str]:
     p += need(isinstance(doc.get("idle_timeout_minutes"), (int, float)), "no idle_timeout_minutes")
     p += need(dig(types, doc.get("head_node_type"), "resources", "CPU") == 0, "head CPU must be 0")
     gpu = [t for t in types.values() if (dig(t, "resources", "GPU") or 0) >= 1]
-    p += need(gpu and all(t.get("min_workers") == 0 and t.get("max_workers", 0) >= 1 for t in gpu),
-              "need GPU worker types with min_workers 0 and max_workers >= 1")
+    p += need(
+        gpu and all(t.get("min_workers") == 0 and t.get("max_workers", 0) >= 1 for t in gpu),
+        "need GPU worker types with min_workers 0 and max_workers >= 1",
+    )
     return p + need("localnat" in " ".join(doc.get("setup_commands") or []), "no localnat install")
 
 
@@ -131,7 +146,7 @@ def object_problems(doc) -> list[str]:
 
 def curate_args(command: str) -> list[str] | None:
     words = shlex.split(command, comments=True)
-    return words[words.index("jobs.curate") + 1:] if "jobs.curate" in words else None
+    return words[words.index("jobs.curate") + 1 :] if "jobs.curate" in words else None
 
 
 def entrypoint_problems(command: str) -> list[str]:
@@ -142,8 +157,12 @@ def entrypoint_problems(command: str) -> list[str]:
         parser.parse_args(args)
     except SystemExit:
         return [f"localnat curate rejects {args}"]
-    inexact = [w for w in args if w.startswith("--")  # argparse would take abbreviations
-               and w.split("=")[0] not in parser._option_string_actions]
+    inexact = [
+        w
+        for w in args
+        if w.startswith("--")  # argparse would take abbreviations
+        and w.split("=")[0] not in parser._option_string_actions
+    ]
     return need(not inexact, f"unknown or abbreviated options {inexact}")
 
 
@@ -163,12 +182,21 @@ def config_problems(cfg, tmp_path: Path) -> list[str]:
 
 def secret_problems(objects, text: str) -> list[str]:
     maps, aws = list(walk(objects)), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    p = [f"literal {d['name']}" for d in maps if "value" in d
-         and SECRET_NAME.search(str(d.get("name")))]
-    p += [f"{d['name']} not from a secretKeyRef" for d in maps
-          if d.get("name") in aws and not dig(d, "valueFrom", "secretKeyRef")]
-    p += ["Secret with data" for d in maps if d.get("kind") == "Secret"
-          and (d.get("data") or d.get("stringData"))]
+    p = [
+        f"literal {d['name']}"
+        for d in maps
+        if "value" in d and SECRET_NAME.search(str(d.get("name")))
+    ]
+    p += [
+        f"{d['name']} not from a secretKeyRef"
+        for d in maps
+        if d.get("name") in aws and not dig(d, "valueFrom", "secretKeyRef")
+    ]
+    p += [
+        "Secret with data"
+        for d in maps
+        if d.get("kind") == "Secret" and (d.get("data") or d.get("stringData"))
+    ]
     return p + [f"secret-looking text {m.group(0)[:16]}..." for m in SECRET_TEXT.finditer(text)]
 
 
@@ -177,8 +205,12 @@ def dockerfile_problems(text: str) -> list[str]:
     p = need(re.search(r"(?m)^FROM\s+\S+", text), "no FROM line")
     p += need(re.search(r"(?m)pip install[^\n]*\s\.(\s|$)", text), "no `pip install .`")
     p += need(not re.search(r"(?i)trust[_-]remote[_-]code", text), "mentions trust_remote_code")
-    return p + [f"secret-looking {m.group(0).strip()}" for m in re.finditer(
-        r"(?im)^\s*(ENV|ARG)\s[^\n]*(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)[^\n]*", text)]
+    return p + [
+        f"secret-looking {m.group(0).strip()}"
+        for m in re.finditer(
+            r"(?im)^\s*(ENV|ARG)\s[^\n]*(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY)[^\n]*", text
+        )
+    ]
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(CLUSTER)))
@@ -198,8 +230,11 @@ def test_every_deployment_path_is_there():
 def test_every_jobs_curate_command_parses():
     _, objects, _, text = everything()
     structured = [dig(o, "spec", "entrypoint") for o in objects if o.get("kind") == "RayJob"]
-    structured += [dig(o, "spec", "jobTemplate", "entrypoint") for o in objects
-                   if o.get("kind") == "RayCronJob"]  # + comments, README, Dockerfile:
+    structured += [
+        dig(o, "spec", "jobTemplate", "entrypoint")
+        for o in objects
+        if o.get("kind") == "RayCronJob"
+    ]  # + comments, README, Dockerfile:
     joined = re.sub(r"\\\n[ \t#]*", " ", text)  # shell line continuations, in comments too
     in_text = [f"python {m.group(0)}" for m in CURATE_CMD.finditer(joined)]
     assert len(structured) >= 3 and len(in_text) >= len(structured) + 2  # + the ray-up examples
@@ -225,12 +260,23 @@ def test_cronjob_rbac_lets_it_create_rayjobs():
         for cron in (o for (kind, _), o in named.items() if kind == "CronJob"):
             sa = dig(cron, "spec", "jobTemplate", "spec", *POD, "serviceAccountName")
             assert ("ServiceAccount", sa) in named
-            roles = {n for (k, n), o in named.items() if k == "Role" and any(
-                "rayjobs" in r.get("resources", []) and "ray.io" in r.get("apiGroups", [])
-                and {"create", "get"} <= set(r.get("verbs", [])) for r in o.get("rules", []))}
-            assert any(k == "RoleBinding" and dig(o, "roleRef", "name") in roles
-                       and any(s.get("name") == sa for s in o.get("subjects", []))
-                       for (k, _), o in named.items())
+            roles = {
+                n
+                for (k, n), o in named.items()
+                if k == "Role"
+                and any(
+                    "rayjobs" in r.get("resources", [])
+                    and "ray.io" in r.get("apiGroups", [])
+                    and {"create", "get"} <= set(r.get("verbs", []))
+                    for r in o.get("rules", [])
+                )
+            }
+            assert any(
+                k == "RoleBinding"
+                and dig(o, "roleRef", "name") in roles
+                and any(s.get("name") == sa for s in o.get("subjects", []))
+                for (k, _), o in named.items()
+            )
 
 
 def test_no_secrets_a_sound_dockerfile_one_ray_version_and_image():
@@ -247,10 +293,13 @@ def test_no_secrets_a_sound_dockerfile_one_ray_version_and_image():
 
 def test_the_checkers_reject_bad_specs(tmp_path):
     (bad := tmp_path / "rayjob.yaml").write_text(
-        (CLUSTER / "kuberay/rayjob.yaml").read_text()
+        (CLUSTER / "kuberay/rayjob.yaml")
+        .read_text()
         .replace("--config /config", "--no-such-flag --config /config")
         .replace("shutdownAfterJobFinishes: true", "shutdownAfterJobFinishes: false")
-        .replace("minReplicas: 0", "minReplicas: 1").replace('num-cpus: "0"', "num-cpus: 0"))
+        .replace("minReplicas: 0", "minReplicas: 1")
+        .replace('num-cpus: "0"', "num-cpus: 0")
+    )
     (job,), _ = load(bad)
     problems = " | ".join(object_problems(job) + entrypoint_problems(job["spec"]["entrypoint"]))
     for needle in ("shutdownAfterJobFinishes", "minReplicas", "num-cpus", "--no-such-flag"):

@@ -40,8 +40,20 @@ def write_corpus(df: pd.DataFrame, put) -> None:
 
 
 def config(student, inputs, output, **kw):
-    args = ["--student", student, "--output", output, "--correct-column", "is_correct",
-            "--window", "4", "--window", "0.25", "--batch-rows", "4"]
+    args = [
+        "--student",
+        student,
+        "--output",
+        output,
+        "--correct-column",
+        "is_correct",
+        "--window",
+        "4",
+        "--window",
+        "0.25",
+        "--batch-rows",
+        "4",
+    ]
     for key, value in kw.items():
         flag = f"--{key.replace('_', '-')}"
         args += [flag] if value is True else [flag, str(value)]
@@ -58,8 +70,13 @@ def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student):
 
     results = {}
     for actors in (1, 2):
-        cfg = config(tiny_student, ["s3://corpus/corpus/"], "s3://out/runs/{date}",
-                     run_id=f"a{actors}", actors=actors)
+        cfg = config(
+            tiny_student,
+            ["s3://corpus/corpus/"],
+            "s3://out/runs/{date}",
+            run_id=f"a{actors}",
+            actors=actors,
+        )
         manifest = run_job(cfg)
         run_dir = "s3://" + manifest["run_dir"].split("://", 1)[1]
         scores = read_parquet_dir(f"{run_dir}/scores").to_pandas().set_index("row_id")
@@ -89,8 +106,14 @@ def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student):
 
     # selected: original columns + scores, only correct candidates, best LN per prompt
     selected = read_parquet_dir(f"{run_dir}/selected").to_pandas()
-    assert {"reference_answer", "subject", "teacher", "local_nat", "n_candidates",
-            "selected_by"} <= set(selected.columns)
+    assert {
+        "reference_answer",
+        "subject",
+        "teacher",
+        "local_nat",
+        "n_candidates",
+        "selected_by",
+    } <= set(selected.columns)
     assert selected["is_correct"].all() and selected["prompt_id"].is_unique
     correct = scores[scores["is_correct"]]
     best = correct.sort_values("local_nat", ascending=False).groupby("prompt_id").head(1)
@@ -113,15 +136,17 @@ def test_bad_input_is_rejected_with_reasons_and_nothing_is_lost(ray_local, tiny_
     (d / "truncated.parquet").write_bytes(raw[: len(raw) // 2])
     (d / "garbage.parquet").write_bytes(b"not parquet at all" * 10)
     base = {"prompt_id": "pz", "teacher": "T", "is_correct": True}
-    lines = [json.dumps({**base, "prompt": None, "response": "x"}),
-             json.dumps({**base, "prompt": "Q", "response": ""}),
-             json.dumps({**base, "prompt": "Q", "response": 42}),
-             json.dumps({**base, "prompt": "Q"}),
-             json.dumps({**base, "prompt": "Q", "response": " \n\t "}),
-             json.dumps({**base, "prompt": "Q", "response": "word " * 2_100_000}),
-             '{"prompt": "Q", "response": "unterminated',
-             b'{"prompt": "Q", "teacher": "T", "response": "\xff\xfe bad"}'.decode("latin-1"),
-             json.dumps({**base, "prompt": "Q", "response": "A fine answer. It is 4."})]
+    lines = [
+        json.dumps({**base, "prompt": None, "response": "x"}),
+        json.dumps({**base, "prompt": "Q", "response": ""}),
+        json.dumps({**base, "prompt": "Q", "response": 42}),
+        json.dumps({**base, "prompt": "Q"}),
+        json.dumps({**base, "prompt": "Q", "response": " \n\t "}),
+        json.dumps({**base, "prompt": "Q", "response": "word " * 2_100_000}),
+        '{"prompt": "Q", "response": "unterminated',
+        b'{"prompt": "Q", "teacher": "T", "response": "\xff\xfe bad"}'.decode("latin-1"),
+        json.dumps({**base, "prompt": "Q", "response": "A fine answer. It is 4."}),
+    ]
     (d / "bad.jsonl").write_bytes("\n".join(lines).encode("latin-1"))
 
     manifest = run_job(config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="bad"))
@@ -135,9 +160,16 @@ def test_bad_input_is_rejected_with_reasons_and_nothing_is_lost(ray_local, tiny_
     assert scores.row_id.is_unique and rejects.row_id.is_unique
     assert len(scores) == len(good) + 1
     reasons = " | ".join(rejects.reject_reason)
-    for expected in ("prompt is missing", "response is empty", "response is a int",
-                     "missing field 'response'", "over max_chars", "not valid JSON",
-                     "not valid UTF-8", "unreadable file"):
+    for expected in (
+        "prompt is missing",
+        "response is empty",
+        "response is a int",
+        "missing field 'response'",
+        "over max_chars",
+        "not valid JSON",
+        "not valid UTF-8",
+        "unreadable file",
+    ):
         assert expected in reasons, expected
     assert rejects.reject_reason.str.contains("unreadable file").sum() == 2
     assert c["duplicates"] == 1
@@ -145,8 +177,9 @@ def test_bad_input_is_rejected_with_reasons_and_nothing_is_lost(ray_local, tiny_
 
 
 def test_missing_columns_fail_before_any_model_work(tmp_path):
-    pq.write_table(pa.table({"question": ["q"], "answer": ["a"], "teacher": ["t"]}),
-                   tmp_path / "x.parquet")
+    pq.write_table(
+        pa.table({"question": ["q"], "answer": ["a"], "teacher": ["t"]}), tmp_path / "x.parquet"
+    )
     cfg = config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "out"))
     with pytest.raises(InputError) as err:
         run_job(cfg)
@@ -184,9 +217,9 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
 
 
 def test_dry_run_lists_files_and_rows_without_a_model(tmp_path):
-    pq.write_table(pa.Table.from_pandas(sample().head(5), preserve_index=False),
-                   tmp_path / "a.parquet")
-    out = run_job(config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "o"),
-                         dry_run=True))
+    pq.write_table(
+        pa.Table.from_pandas(sample().head(5), preserve_index=False), tmp_path / "a.parquet"
+    )
+    out = run_job(config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "o"), dry_run=True))
     assert out["dry_run"] and out["input_rows"] == 5
     assert not (tmp_path / "o").exists()

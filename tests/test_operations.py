@@ -26,12 +26,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """One shard per teacher of the bundled sample, cut short for the tiny model."""
+    """The bundled sample cut short for the tiny model, in ten two-row shards, so a run
+    finishes its files one after another and can be interrupted in between."""
     d = tmp_path_factory.mktemp("corpus")
     df = sample(1200)
-    for i, (_, part) in enumerate(df.groupby("teacher")):
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"s{i}.parquet")
+    for i in range(0, len(df), 2):
+        part = pa.Table.from_pandas(df.iloc[i : i + 2], preserve_index=False)
+        pq.write_table(part, d / f"s{i // 2:02d}.parquet")
     return d, df
+
+
+def n_files(corpus) -> int:
+    return len(list(corpus[0].iterdir()))
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +70,34 @@ def wait_for(predicate, timeout=120.0):
 
 def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path):
     out = tmp_path / "out"
-    cfg = {"input": [str(corpus[0])], "output": str(out) + "/{date}", "student": tiny_student,
-           "window": [4], "run-id": "submitted", "batch-rows": 4, "correct-column": "is_correct"}
+    cfg = {
+        "input": [str(corpus[0])],
+        "output": str(out) + "/{date}",
+        "student": tiny_student,
+        "window": [4],
+        "run-id": "submitted",
+        "batch-rows": 4,
+        "correct-column": "is_correct",
+    }
     (tmp_path / "nightly.yaml").write_text(yaml.safe_dump(cfg))
     runtime_env = {"excludes": [".venv", ".git", "out"]}
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit",
-           "--address", ray_local["dashboard"], "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps(runtime_env), "--",
-           "python", "-m", "jobs.curate", "--config", str(tmp_path / "nightly.yaml")]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_local["dashboard"],
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "-m",
+        "jobs.curate",
+        "--config",
+        str(tmp_path / "nightly.yaml"),
+    ]
     proc = subprocess.run(cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
@@ -80,8 +106,9 @@ def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path
     assert "LN rank" in proc.stdout  # the summary table reaches the job log
 
 
-def test_killed_scoring_actor_is_restarted_and_nothing_changes(ray_local, tiny_student, corpus,
-                                                               calm, tmp_path):
+def test_killed_scoring_actor_is_restarted_and_nothing_changes(
+    ray_local, tiny_student, corpus, calm, tmp_path
+):
     from ray.util.state import list_actors
 
     cfg = config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="kill", batch_rows=1)
@@ -90,29 +117,52 @@ def test_killed_scoring_actor_is_restarted_and_nothing_changes(ray_local, tiny_s
     job.start()
     parts = tmp_path / "kill" / "scores"
     assert wait_for(lambda: parts.exists() and any(parts.iterdir()))
-    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
-              if "Score" in (a.class_name or "")]
+    actors = [
+        a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "Score" in (a.class_name or "")
+    ]
     assert actors, "no live scoring actor to kill"
     os.kill(actors[0].pid, signal.SIGKILL)
     job.join(timeout=600)
     assert result["status"] == "complete"
-    assert len(list((tmp_path / "kill" / "_done").iterdir())) == corpus[1].teacher.nunique()
+    assert len(list((tmp_path / "kill" / "_done").iterdir())) == n_files(corpus)
     assert_same(pq.read_table(tmp_path / "kill" / "scores").to_pandas(), calm)
 
 
-def test_killed_driver_then_rerun_finishes_without_duplicates(ray_local, tiny_student, corpus,
-                                                              calm, tmp_path):
-    args = ["--student", tiny_student, "--output", str(tmp_path), "--run-id", "drv",
-            "--input", str(corpus[0]), "--window", "4", "--window", "0.25", "--batch-rows", "1",
-            "--correct-column", "is_correct", "--ray-address", ray_local["address"]]
-    driver = subprocess.Popen([sys.executable, "-m", "jobs.curate", *args], cwd=REPO,
-                              env=ray_local["env"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+def test_killed_driver_then_rerun_finishes_without_duplicates(
+    ray_local, tiny_student, corpus, calm, tmp_path
+):
+    args = [
+        "--student",
+        tiny_student,
+        "--output",
+        str(tmp_path),
+        "--run-id",
+        "drv",
+        "--input",
+        str(corpus[0]),
+        "--window",
+        "4",
+        "--window",
+        "0.25",
+        "--batch-rows",
+        "1",
+        "--correct-column",
+        "is_correct",
+        "--ray-address",
+        ray_local["address"],
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.curate", *args],
+        cwd=REPO,
+        env=ray_local["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     done = tmp_path / "drv" / "_done"
     assert wait_for(lambda: done.exists() and any(done.iterdir()))
     driver.kill()
     driver.wait()
-    assert len(list(done.iterdir())) < corpus[1].teacher.nunique(), "driver finished too soon"
+    assert len(list(done.iterdir())) < n_files(corpus), "the driver finished before the kill"
     manifest = run_job(config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="drv"))
     assert manifest["counts"]["files_resumed"] >= 1
     assert manifest["counts"]["input_rows"] == len(corpus[1])
@@ -180,8 +230,12 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
     poison = "This row breaks the worker."
 
     def fragile(items):
-        if any(it.response_ids is not None and len(it.response_ids) == len(bad.response_ids)
-               and (it.response_ids == bad.response_ids).all() for it in items):
+        if any(
+            it.response_ids is not None
+            and len(it.response_ids) == len(bad.response_ids)
+            and (it.response_ids == bad.response_ids).all()
+            for it in items
+        ):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         return real(items)
 
@@ -190,14 +244,16 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
     stage = Score.__new__(Score)
     stage.scorer = scorer
     prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
-    table = pa.table({
-        "reject_reason": pa.array([None, None, None], pa.string()),
-        "prompt_ids": [p.prompt_ids.tolist() for p in prep],
-        "response_ids": [p.response_ids.tolist() for p in prep],
-        "bounds": [p.bounds.tolist() for p in prep],
-        "step_starts": [[s for s, _ in p.spans] for p in prep],
-        "step_ends": [[e for _, e in p.spans] for p in prep],
-    })
+    table = pa.table(
+        {
+            "reject_reason": pa.array([None, None, None], pa.string()),
+            "prompt_ids": [p.prompt_ids.tolist() for p in prep],
+            "response_ids": [p.response_ids.tolist() for p in prep],
+            "bounds": [p.bounds.tolist() for p in prep],
+            "step_starts": [[s for s, _ in p.spans] for p in prep],
+            "step_ends": [[e for _, e in p.spans] for p in prep],
+        }
+    )
     out = stage(table).to_pylist()
     assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
     assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]

@@ -37,8 +37,9 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
         assert row["status"] == "ok", row["error"]
         gn, ln, per_step = reference_scores(model, tok, p, y, windows, **ref_kw)
         assert abs(row["global_nat"] - gn) < TOL
-        for (kind, value), name in zip(windows, [c for c in table.column_names
-                                                 if c.startswith("local_nat_")]):
+        for (kind, value), name in zip(
+            windows, [c for c in table.column_names if c.startswith("local_nat_")]
+        ):
             assert abs(row[name] - ln[(kind, value)]) < TOL, name
         np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
         assert abs(row["local_nat"] - ln[windows[0]]) < TOL
@@ -145,9 +146,18 @@ def test_bad_rows_get_errors_and_others_are_kept(model, tok):
     rows = scorer(model, tok, max_chars=40).score(prompts, responses).to_pylist()
     assert [r["status"] for r in rows] == ["ok"] + ["error"] * 7
     errors = [r["error"] for r in rows[1:]]
-    for err, expected in zip(errors, ["prompt is missing", "response is missing", "not a string",
-                                      "not valid UTF-8", "prompt is empty", "response is empty",
-                                      "over max_chars"]):
+    for err, expected in zip(
+        errors,
+        [
+            "prompt is missing",
+            "response is missing",
+            "not a string",
+            "not valid UTF-8",
+            "prompt is empty",
+            "response is empty",
+            "over max_chars",
+        ],
+    ):
         assert expected in err
     assert rows[0]["local_nat"] is not None and rows[1]["local_nat"] is None
 

@@ -10,8 +10,10 @@ def texts(spans, text):
 
 
 def tiles(spans, text):
-    return spans[0][0] == 0 and spans[-1][1] == len(text) and all(
-        a[1] == b[0] and a[0] < a[1] for a, b in zip(spans, spans[1:])
+    return (
+        spans[0][0] == 0
+        and spans[-1][1] == len(text)
+        and all(a[1] == b[0] and a[0] < a[1] for a, b in zip(spans, spans[1:]))
     )
 
 
@@ -30,8 +32,12 @@ def test_sentence_splits_after_punctuation_and_newlines():
 def test_math_never_splits():
     t = "We have $x = 1. y$ so. Then \\[ a. b\n c \\] holds. And $$p. q$$ too. \\(m. n\\) end."
     got = texts(segment(t, "sentence"), t)
-    assert got == ["We have $x = 1. y$ so. ", "Then \\[ a. b\n c \\] holds. ",
-                   "And $$p. q$$ too. ", "\\(m. n\\) end."]
+    assert got == [
+        "We have $x = 1. y$ so. ",
+        "Then \\[ a. b\n c \\] holds. ",
+        "And $$p. q$$ too. ",
+        "\\(m. n\\) end.",
+    ]
 
 
 def test_prices_are_not_math():
@@ -53,8 +59,12 @@ def test_line_paragraph_and_crlf():
     assert texts(segment(t, "line"), t) == ["one. two\r\n", "three\r\n\r\n", "four\n \n", "five"]
     assert texts(segment(t, "paragraph"), t) == ["one. two\r\nthree\r\n\r\n", "four\n \n", "five"]
     # "two" has fewer than 4 non-whitespace characters: it joins the step after it
-    assert texts(segment(t, "sentence"), t) == ["one. ", "two\r\nthree\r\n\r\n", "four\n \n",
-                                                "five"]
+    assert texts(segment(t, "sentence"), t) == [
+        "one. ",
+        "two\r\nthree\r\n\r\n",
+        "four\n \n",
+        "five",
+    ]
 
 
 def test_given_steps_strings_and_offsets():
@@ -81,12 +91,16 @@ def test_token_rule_and_empty_steps_merge(tok):
     assert texts(merged, t)[-1].endswith("Gamma delta.")
 
 
-ALPHABET = st.sampled_from(list("ab 3.!?\n\r$\\[]()e.g,\"'") + ["🙂", "é", "数", "  ", ". ", "\n\n"])
+ALPHABET = st.sampled_from(
+    list("ab 3.!?\n\r$\\[]()e.g,\"'") + ["🙂", "é", "数", "  ", ". ", "\n\n"]
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(ALPHABET, min_size=1, max_size=60).map("".join),
-       st.sampled_from(["sentence", "line", "paragraph"]))
+@given(
+    st.lists(ALPHABET, min_size=1, max_size=60).map("".join),
+    st.sampled_from(["sentence", "line", "paragraph"]),
+)
 def test_spans_tile_and_tokens_land_once(tok, text, segmenter):
     spans = segment(text, segmenter)
     assert tiles(spans, text)

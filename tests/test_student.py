@@ -5,8 +5,8 @@ import math
 import pytest
 
 from localnat import score_responses
-from localnat.student import default_student_dir, encode_prompt, load_tokenizer
 from localnat.config import ScoreConfig
+from localnat.student import default_student_dir, encode_prompt, load_tokenizer
 
 
 @pytest.mark.slow
@@ -17,9 +17,12 @@ def test_default_student_loads_offline_and_scores(monkeypatch):
     tok = load_tokenizer(ScoreConfig())
     ids = encode_prompt(tok, "What is 2+3?")
     assert tok.decode(ids).rstrip().endswith("assistant")  # chat template, generation prompt
-    table = score_responses(["What is 2+3?"] * 2,
-                            ["2 + 3 = 5.", "First, add the numbers. 2 + 3 = 5. The answer is 5."],
-                            windows=(4, 0.5), device="cpu")
+    table = score_responses(
+        ["What is 2+3?"] * 2,
+        ["2 + 3 = 5.", "First, add the numbers. 2 + 3 = 5. The answer is 5."],
+        windows=(4, 0.5),
+        device="cpu",
+    )
     rows = table.to_pylist()
     assert all(r["status"] == "ok" for r in rows)
     assert rows[0]["n_steps"] == 1 and rows[0]["local_nat"] == pytest.approx(rows[0]["global_nat"])

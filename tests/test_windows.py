@@ -58,7 +58,14 @@ def test_global_truncation_and_prompt_too_long():
 
 def test_window_parsing_and_names():
     assert [Window.parse(v).name for v in (4, "4", "k2", 0.25, "0.25", "w0.125", 1.0)] == [
-        "k4", "k4", "k2", "w25", "w25", "w12_5", "w100"]
+        "k4",
+        "k4",
+        "k2",
+        "w25",
+        "w25",
+        "w12_5",
+        "w100",
+    ]
     for bad in (0, -1, 1.5, "abc", "w2", True):
         with pytest.raises(ValueError):
             Window.parse(bad)
