@@ -116,34 +116,34 @@ class Scorer:
                 assert seg.key not in logprobs, f"segment {seg.key} scored twice"
                 logprobs[seg.key] = lp
 
-        results = []
-        for r, item in enumerate(items):
-            if r in errors:
-                results.append({"status": "error", "error": errors[r]})
-                continue
-            plan = plans[r]
-            lps = {a: logprobs[(r, a)] for a in plan.segments}  # KeyError = a slot never filled
-            means = [step_means(plan, lps, s) for s in range(len(cfg.windows))]
-            local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(cfg.windows, means)}
-            results.append(
-                {
-                    "status": "ok",
-                    "error": None,
-                    "global_nat": float(lps[0][: plan.n_keep].mean()),
-                    "local_nat": local[f"local_nat_{cfg.windows[0].name}"],
-                    **local,
-                    "step_starts": [s for s, _ in item.spans],
-                    "step_ends": [e for _, e in item.spans],
-                    "step_tokens": np.diff(item.bounds).tolist(),
-                    "step_logprobs": means[0].tolist(),
-                    "n_prompt_tokens": len(item.prompt_ids),
-                    "n_response_tokens": int(item.bounds[-1]),
-                    "n_steps": len(item.spans),
-                    "global_truncated": plan.global_truncated,
-                    "window_truncated": plan.window_truncated,
-                }
-            )
-        return results
+        return [
+            {"status": "error", "error": errors[r]}
+            if r in errors
+            # KeyError below = a slot never filled: a bug, not bad data
+            else self._result(item, plans[r], {a: logprobs[(r, a)] for a in plans[r].segments})
+            for r, item in enumerate(items)
+        ]
+
+    def _result(self, item: Prepared, plan, lps: dict) -> dict:
+        windows = self.cfg.windows
+        means = [step_means(plan, lps, s) for s in range(len(windows))]
+        local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(windows, means)}
+        return {
+            "status": "ok",
+            "error": None,
+            "global_nat": float(lps[0][: plan.n_keep].mean()),
+            "local_nat": local[f"local_nat_{windows[0].name}"],
+            **local,
+            "step_starts": [s for s, _ in item.spans],
+            "step_ends": [e for _, e in item.spans],
+            "step_tokens": np.diff(item.bounds).tolist(),
+            "step_logprobs": means[0].tolist(),
+            "n_prompt_tokens": len(item.prompt_ids),
+            "n_response_tokens": int(item.bounds[-1]),
+            "n_steps": len(item.spans),
+            "global_truncated": plan.global_truncated,
+            "window_truncated": plan.window_truncated,
+        }
 
     def _forward(self, batch: list[Segment], prompts: dict, errors: dict):
         """Yield (segment, log-probs). An out-of-memory batch is split in halves and retried;

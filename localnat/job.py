@@ -78,6 +78,7 @@ def run_job(cfg: CurateConfig) -> dict:
     if cfg.dry_run:
         return dry_run(files, cfg, run_dir)
 
+    check_same_run(run_dir, files, cfg)
     done = completed_files(run_dir)
     todo = [f for f in files if f[0] not in done]
     remove_uncommitted(run_dir)
@@ -170,6 +171,24 @@ def run_job(cfg: CurateConfig) -> dict:
     write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
     log(f"run {run_id} complete")
     return {**manifest, "report": summary_table(board, manifest)}
+
+
+def check_same_run(run_dir: str, files, cfg: CurateConfig) -> None:
+    """A resumed run must see the inputs and scoring settings it started with: done markers
+    refer to input files by position, and mixing settings would mix scores."""
+    identity = {
+        "inputs": [redact(uri) for _, uri, _ in files],
+        "score": json.loads(redact(json.dumps(asdict(cfg.score), default=str))),
+        "columns": cfg.columns,
+    }
+    started = read_text(join(run_dir, "_run.json"))
+    if started is None:
+        write_text(join(run_dir, "_run.json"), json.dumps(identity, indent=2))
+    elif json.loads(started) != identity:
+        raise InputError(
+            f"{redact(run_dir)} was started with other inputs or scoring settings; "
+            "use a new --run-id, or --overwrite to start this one again"
+        )
 
 
 def check_columns(files, cfg: CurateConfig) -> None:

@@ -83,17 +83,44 @@ def forward_segments(
 ) -> list[np.ndarray]:
     """Score one batch of segments; `prompts[seg.group]` is its PromptState. Returns each
     segment's scored log-probs (float64), in order."""
+    device = next(model.parameters()).device
+    if len(segments) == 1:
+        hidden, pred = _alone(model, segments[0], device)
+    else:
+        hidden, pred = _on_prompt_cache(model, segments, [prompts[s.group] for s in segments])
+    targets = torch.from_numpy(np.concatenate([s.tokens[s.score_from :] for s in segments]))
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    logp = scored_logprobs(
+        hidden[torch.from_numpy(pred).to(device)],  # [N, H]
+        targets.to(device),
+        model.get_output_embeddings(),
+        head_chunk,
+        softcap,
+    )
+    logp = logp.double().cpu().numpy()
+    return np.split(logp, np.cumsum([s.n_scored for s in segments])[:-1])
+
+
+def _alone(model, seg: Segment, device) -> tuple[torch.Tensor, np.ndarray]:
+    """A segment batched alone (long global passes) runs as one plain sequence, prompt
+    included: with no mask, SDPA takes its fused causal kernel."""
+    ids = torch.from_numpy(np.concatenate([seg.prompt, seg.tokens])).to(device)
+    hidden = _base(model)(input_ids=ids[None], use_cache=False).last_hidden_state[0]  # [P+n, H]
+    return hidden, len(seg.prompt) - 1 + np.arange(seg.score_from, len(seg.tokens))
+
+
+def _on_prompt_cache(model, segments: list[Segment], states: list[PromptState]):
+    """Rows of segments attending to their prompts' caches (the diagram above). Returns the
+    flat hidden states [B * W + B, H] and, per scored token, the index of its predictor."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    states = [prompts[s.group] for s in segments]
     batch, width = len(segments), max(len(s.tokens) for s in segments)
     p_max = max(st.length for st in states)
-
     ids = np.zeros((batch, width), dtype=np.int64)
     pos = np.zeros((batch, width), dtype=np.int64)
     mask = np.zeros((batch, p_max + width), dtype=np.int64)
-    pred, targets = [], []
+    pred = []
     for b, (seg, st) in enumerate(zip(segments, states)):
         n, p = len(seg.tokens), st.length
         ids[b, :n] = seg.tokens
@@ -102,7 +129,6 @@ def forward_segments(
         j = np.arange(seg.score_from, n)
         # flat index into [batch * width hidden states | batch prompt states]
         pred.append(np.where(j == 0, batch * width + b, b * width + j - 1))
-        targets.append(seg.tokens[seg.score_from :])
 
     cache = DynamicCache(config=model.config)
     for layer in range(len(states[0].keys)):
@@ -122,13 +148,7 @@ def forward_segments(
     hidden = torch.cat(
         [hidden.reshape(batch * width, -1), torch.stack([st.last_hidden for st in states])]
     )
-    hidden = hidden[t(np.concatenate(pred))]  # [N, H]
-    softcap = getattr(model.config, "final_logit_softcapping", None)
-    logp = scored_logprobs(
-        hidden, t(np.concatenate(targets)), model.get_output_embeddings(), head_chunk, softcap
-    )
-    logp = logp.double().cpu().numpy()
-    return np.split(logp, np.cumsum([s.n_scored for s in segments])[:-1])
+    return hidden, np.concatenate(pred)
 
 
 def _left_pad(tensors: list[torch.Tensor], length: int) -> torch.Tensor:

@@ -215,6 +215,12 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     assert sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist()) == ids
     assert len(pq.read_table(run_dir / "selected")) == df.prompt_id.nunique()
 
+    # resuming with other settings would mix scores: refused, with the way out named
+    (run_dir / "manifest.json").unlink()
+    other = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1", window=2)
+    with pytest.raises(InputError, match="other inputs or scoring settings"):
+        run_job(other)
+
 
 def test_dry_run_lists_files_and_rows_without_a_model(tmp_path):
     pq.write_table(
