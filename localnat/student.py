@@ -142,14 +142,3 @@ def model_fingerprint(path_or_id: str, model=None) -> str:
             h.update(f.name.encode())
             h.update(f.read_bytes() if f.suffix == ".json" else str(f.stat().st_size).encode())
     return "sha256:" + h.hexdigest()[:16]
-
-
-def describe(model) -> dict:
-    param = next(model.parameters())
-    return {
-        "architecture": type(model).__name__,
-        "params": sum(p.numel() for p in model.parameters()),
-        "dtype": str(param.dtype).replace("torch.", ""),
-        "device": str(param.device),
-        "attn_implementation": getattr(model.config, "_attn_implementation", None),
-    }
