@@ -128,7 +128,15 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
     values = table.to_numpy(dtype=float)  # [prompts, teachers], nan where unanswered
     rng = np.random.default_rng(seed)
     n = len(values)
-    boot = np.nanmean(values[rng.integers(0, n, size=(n_boot, n))], axis=1) if n else None
+    boot = None
+    if n:  # resample prompts in chunks: [chunk, n, teachers] stays small for big corpora
+        chunk = max(1, 2_000_000 // max(1, n * values.shape[1]))
+        boot = np.concatenate(
+            [
+                np.nanmean(values[rng.integers(0, n, size=(min(chunk, n_boot - s), n))], axis=1)
+                for s in range(0, n_boot, chunk)
+            ]
+        )
     mean = np.nanmean(values, axis=0) if n else np.full(values.shape[1], np.nan)
     order = np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
     rank = np.empty(len(mean), dtype=int)

@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--system-prompt")
     sc.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     sc.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    sc.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2 (opt-in; "
-                    "check it with jobs.benchmark on your GPU)")
+    sc.add_argument(
+        "--attn-implementation",
+        help="sdpa (default) or flash_attention_2 (opt-in; "
+        "check it with jobs.benchmark on your GPU)",
+    )
     sc.add_argument("--max-tokens", type=int, help="global-pass cap (default: model context)")
     sc.add_argument("--max-window-tokens", type=int, help="one window's cap (default 4096)")
     sc.add_argument("--batch-tokens", type=int, help="padded tokens per forward")
@@ -188,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv[1:])
     from .job import run_job
 
-    summary = run_job(cfg)
+    try:
+        summary = run_job(cfg)
+    except Exception as err:  # noqa: BLE001 - one clear line, credentials removed
+        from .io import redact
+
+        print(f"localnat: error: {redact(f'{type(err).__name__}: {err}')}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2) if cfg.dry_run else summary.get("report", ""))
     return 0
 

@@ -21,7 +21,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 INPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
-_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "HF_TOKEN")
+_SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+)
 _URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -256,3 +262,8 @@ def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | N
     fs, _ = filesystem(uri)
     tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def file_size(uri: str) -> int | None:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).size

@@ -27,6 +27,8 @@ from .aggregate import duplicates, leaderboard, select
 from .config import CurateConfig
 from .io import (
     delete,
+    file_format,
+    file_size,
     hive_columns,
     input_columns,
     join,
@@ -90,8 +92,10 @@ def run_job(cfg: CurateConfig) -> dict:
         t = time.time()
         tokens = stream(todo, cfg, run_dir)
         timings["score"] = time.time() - t
-        log(f"scored {len(todo)} files in {timings['score']:.1f} s "
-            f"({tokens / timings['score']:.1f} response tokens/s)")
+        log(
+            f"scored {len(todo)} files in {timings['score']:.1f} s "
+            f"({tokens / timings['score']:.1f} response tokens/s)"
+        )
     remove_uncommitted(run_dir)  # parts a lost worker may have written meanwhile
     counts = file_counts(run_dir, files)
 
@@ -122,8 +126,10 @@ def run_job(cfg: CurateConfig) -> dict:
     chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
     board = leaderboard(df, cfg.seed)
     timings["reduce"] = time.time() - t
-    log(f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
-        f"{len(chosen)} selected by {cfg.select_by}, {len(dups)} duplicates")
+    log(
+        f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
+        f"{len(chosen)} selected by {cfg.select_by}, {len(dups)} duplicates"
+    )
 
     t = time.time()
     write_selected(files, chosen, df, cfg, run_dir)
@@ -149,7 +155,7 @@ def run_job(cfg: CurateConfig) -> dict:
         "student": {
             "id": student,
             "revision": cfg.score.revision,
-            "fingerprint": _fingerprint(cfg.score.student),
+            "fingerprint": _fingerprint(cfg.score.student, cfg.score.revision),
         },
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
@@ -176,9 +182,11 @@ def run_job(cfg: CurateConfig) -> dict:
 def check_same_run(run_dir: str, files, cfg: CurateConfig) -> None:
     """A resumed run must see the inputs and scoring settings it started with: done markers
     refer to input files by position, and mixing settings would mix scores."""
+    speed_only = {"batch_tokens", "head_chunk", "device", "attn_implementation"}
+    score = {k: v for k, v in asdict(cfg.score).items() if k not in speed_only}
     identity = {
-        "inputs": [redact(uri) for _, uri, _ in files],
-        "score": json.loads(redact(json.dumps(asdict(cfg.score), default=str))),
+        "inputs": [[redact(uri), file_size(uri)] for _, uri, _ in files],
+        "score": json.loads(redact(json.dumps(score, default=str))),
         "columns": cfg.columns,
     }
     started = read_text(join(run_dir, "_run.json"))
@@ -195,13 +203,16 @@ def check_columns(files, cfg: CurateConfig) -> None:
     """Fail before any model work when a file lacks a configured column."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
     needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
+
     def problem(item) -> str | None:
         _, uri, root = item
         try:
             present = set(input_columns(uri, cfg.input_format)) | set(hive_columns(uri, root))
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
-        missing = [c for c in needed if c not in present]
+        # JSONL writers may leave out null optional fields: those rows are rejected one by one.
+        required = needed if file_format(uri, cfg.input_format) == "parquet" else needed[:3]
+        missing = [c for c in required if c not in present]
         return f"{redact(uri)}: missing {missing}; present: {sorted(present)}" if missing else None
 
     with ThreadPoolExecutor(16) as pool:  # footers of many object-store files, in parallel
@@ -242,7 +253,10 @@ def completed_files(run_dir: str) -> dict[int, dict]:
     for uri in list_files(join(run_dir, "_done")):
         name = uri.rsplit("/", 1)[-1]
         if name.startswith("f") and name.endswith(".json"):
-            done[int(name[1:-5])] = json.loads(read_text(uri))
+            try:
+                done[int(name[1:-5])] = json.loads(read_text(uri))
+            except ValueError:  # cut short by a crash: the file is redone
+                delete(uri)
     return done
 
 
@@ -369,9 +383,16 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _fingerprint(student: str | None) -> str:
+def _fingerprint(student: str | None, revision: str | None) -> str:
     if student is None:
         from .student import default_student_dir
 
         return model_fingerprint(str(default_student_dir()))
-    return model_fingerprint(student)
+    if Path(student).is_dir():
+        return model_fingerprint(student)
+    try:  # a hub id: the commit its config resolves to
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(student, revision=revision)._commit_hash or "unknown"
+    except Exception:  # noqa: BLE001 - the manifest still names the id and revision
+        return "unknown"

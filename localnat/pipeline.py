@@ -94,6 +94,8 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
         try:
             hive = hive_columns(uri, item["root"])
             for chunk in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
+                if not chunk:
+                    continue
                 if pending is not None:
                     yield _with_file_rows(pending, None)
                 pending = normalize(chunk, uri, index, hive, cfg)
@@ -101,7 +103,9 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
         except Exception as err:  # noqa: BLE001 - any unreadable file is a reject, not a crash
             if pending is not None:
                 yield _with_file_rows(pending, None)
-            pending = file_reject(uri, index, f"{type(err).__name__}: {err}")
+            # Rows already read stay; the reject says where reading stopped.
+            where = f"rows from {n} on not read: " if n else ""
+            pending = file_reject(uri, index, f"{where}{type(err).__name__}: {err}")
             n += 1
         if pending is None:
             pending = file_reject(uri, index, "file has no rows")
@@ -111,7 +115,7 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
 
 def _with_file_rows(table: pa.Table, total: int | None) -> pa.Table:
     values = [None] * table.num_rows
-    if total is not None:
+    if total is not None and values:
         values[-1] = total
     return table.append_column("file_rows", pa.array(values, pa.int64()))
 
@@ -190,9 +194,8 @@ class Score:
         for name in scores.column_names[2:]:  # all but status / error
             table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
-        return table.append_column(
-            "oom_splits", pa.array([oom] + [0] * (table.num_rows - 1), pa.int64())
-        )
+        splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
+        return table.append_column("oom_splits", pa.array(splits, pa.int64()))
 
     def _score_one(self, item: Prepared) -> dict:
         try:

@@ -65,10 +65,13 @@ class Preparer:
             spans = segment(response, self.cfg.segmenter, steps)
         except ValueError as err:
             return Prepared(error=f"steps: {err}")
-        enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
-        if not enc["input_ids"]:
-            return Prepared(error="response has no tokens")
-        bounds, spans = assign_tokens(response, enc["offset_mapping"], spans)
+        try:
+            enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+            if not enc["input_ids"]:
+                return Prepared(error="response has no tokens")
+            bounds, spans = assign_tokens(response, enc["offset_mapping"], spans)
+        except Exception as err:  # noqa: BLE001 - one odd row must not stop the others
+            return Prepared(error=f"could not tokenize: {type(err).__name__}: {err}")
         return Prepared(
             self._prompt_ids(prompt), np.asarray(enc["input_ids"], dtype=np.int64), bounds, spans
         )

@@ -52,9 +52,6 @@ def file_reject(uri: str, file_index: int, reason: str) -> pa.Table:
 
 def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConfig) -> pa.Table:
     """(row index, record | error) pairs from `io.read_rows` -> a WORK_SCHEMA table."""
-    cols = cfg.columns
-    step_col = cfg.score.step_column
-    max_chars = cfg.score.max_chars
     out = []
     for index, rec in rows:
         row = {
@@ -62,53 +59,59 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
             "file_index": file_index,
             "source": f"{redact(uri)}#{index}",
         }
-        reasons = []
         if isinstance(rec, str):  # the line itself was unreadable
             out.append({**row, "reject_reason": rec})
             continue
-        rec = {**hive, **rec}
-        texts = {}
-        for role in ("prompt", "response"):
-            if cols[role] not in rec:
-                reasons.append(f"missing field {cols[role]!r}")
-                continue
-            text, err = check_text(rec[cols[role]], role, max_chars)
-            texts[role] = text if text is not None else _show(rec[cols[role]])
-            if err:
-                reasons.append(err)
-        teacher = rec.get(cols["teacher"])
-        if teacher is None or str(teacher).strip() == "":
-            reasons.append(f"teacher ({cols['teacher']!r}) is missing")
-        pid = rec.get(cols["prompt_id"])
-        if pid is None and texts.get("prompt") is not None:
-            pid = prompt_hash(texts["prompt"])
-        correct = None
-        if "is_correct" in cols:
-            correct = _as_bool(rec.get(cols["is_correct"]))
-        steps_json = None
-        if step_col:
-            if rec.get(step_col) is None:
-                reasons.append(f"steps ({step_col!r}) are missing")
-            else:
-                steps_json = json.dumps(_plain(rec[step_col]))
-        row.update(
-            prompt_id=None if pid is None else str(pid),
-            teacher=None if teacher is None else str(teacher),
-            is_correct=correct,
-            prompt=texts.get("prompt"),
-            response=texts.get("response"),
-            steps_json=steps_json,
-            reject_reason="; ".join(reasons) or None,
-        )
-        if not reasons:
-            row["content_hash"] = stable_id(row["prompt_id"], row["teacher"], row["response"])
-        out.append(row)
+        try:
+            out.append({**row, **_fields({**hive, **rec}, cfg)})
+        except Exception as err:  # noqa: BLE001 - an odd value rejects its row, not the file
+            out.append({**row, "reject_reason": f"unreadable row: {type(err).__name__}: {err}"})
     return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
+
+
+def _fields(rec: dict, cfg: CurateConfig) -> dict:
+    cols = cfg.columns
+    step_col = cfg.score.step_column
+    reasons, texts = [], {}
+    for role in ("prompt", "response"):
+        if cols[role] not in rec:
+            reasons.append(f"missing field {cols[role]!r}")
+            continue
+        text, err = check_text(rec[cols[role]], role, cfg.score.max_chars)
+        texts[role] = text if text is not None else _show(rec[cols[role]])
+        if err:
+            reasons.append(err)
+    teacher = rec.get(cols["teacher"])
+    if teacher is None or str(teacher).strip() == "":
+        reasons.append(f"teacher ({cols['teacher']!r}) is missing")
+    pid = rec.get(cols["prompt_id"])
+    if pid is None and texts.get("prompt") is not None:
+        pid = prompt_hash(texts["prompt"])
+    steps_json = None
+    if step_col:
+        if rec.get(step_col) is None:
+            reasons.append(f"steps ({step_col!r}) are missing")
+        else:
+            steps_json = json.dumps(_plain(rec[step_col]), default=str)
+    row = {
+        "prompt_id": None if pid is None else str(pid),
+        "teacher": None if teacher is None else str(teacher),
+        "is_correct": _as_bool(rec.get(cols["is_correct"])) if "is_correct" in cols else None,
+        "prompt": texts.get("prompt"),
+        "response": texts.get("response"),
+        "steps_json": steps_json,
+        "reject_reason": "; ".join(reasons) or None,
+    }
+    if not reasons:
+        row["content_hash"] = stable_id(row["prompt_id"], row["teacher"], row["response"])
+    return row
 
 
 def _as_bool(value) -> bool | None:
     if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, float) and value != value:  # NaN: unknown
+        return None
     if isinstance(value, (int, float)):
         return bool(value)
     text = str(value).strip().lower()

@@ -50,7 +50,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         return i >= 0 and math[i][0] <= pos < math[i][1]
 
     def is_boundary(run: str, run_start: int) -> bool:
-        if in_math(run_start) or in_math(run_start - 1):
+        if in_math(run_start):
             return False
         if _newlines(run):
             return True
@@ -73,7 +73,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def given_spans(text: str, given: Sequence | None) -> list[tuple[int, int]]:
     """Spans from steps supplied per row: strings that concatenate to `text` up to whitespace,
     or ascending character offsets where steps start."""
-    if given is None or isinstance(given, (str, bytes)) or len(given) == 0:
+    if not isinstance(given, (list, tuple, np.ndarray)) or len(given) == 0:
         raise ValueError("step column must hold a non-empty list of strings or start offsets")
     if all(isinstance(g, (int, np.integer)) and not isinstance(g, bool) for g in given):
         offsets = [int(g) for g in given]

@@ -125,14 +125,13 @@ def encode_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> l
             messages.insert(0, {"role": "system", "content": system_prompt})
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt + "\n\n", add_special_tokens=True)["input_ids"]
+    ids = tokenizer(prompt + "\n\n", add_special_tokens=True)["input_ids"]  # BOS if it uses one
+    eos = tokenizer.eos_token_id
+    return ids[:-1] if eos is not None and len(ids) > 1 and ids[-1] == eos else ids
 
 
-def model_fingerprint(path_or_id: str, model=None) -> str:
-    """Hub commit hash when known, else a hash of the local config and weight file sizes."""
-    commit = getattr(getattr(model, "config", None), "_commit_hash", None)
-    if commit:
-        return commit
+def model_fingerprint(path_or_id: str) -> str:
+    """A hash of a local model directory's config and weight file sizes."""
     path = Path(path_or_id)
     if not path.is_dir():
         return "unknown"

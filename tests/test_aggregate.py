@@ -101,3 +101,10 @@ def test_kendall_tau_b_known_values():
     # a tie in y: 5 concordant, 1 tied pair -> 5 / sqrt(6 * 5) (scipy gives 0.9128709)
     assert kendall_tau_b([1, 2, 3, 4], [1, 2, 2, 4]) == pytest.approx(5 / math.sqrt(30))
     assert np.isnan(kendall_tau_b([1], [1]))
+
+
+def test_correctness_values_map_to_bool_or_unknown():
+    from localnat.records import _as_bool
+
+    assert [_as_bool(v) for v in (True, 1, 0.0, "yes", "False", None, float("nan"), "maybe")] == [
+        True, True, False, True, False, None, None, None]

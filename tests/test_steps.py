@@ -40,6 +40,12 @@ def test_math_never_splits():
     ]
 
 
+def test_newline_after_display_math_starts_a_step():
+    t = "We have\n$$x^2=4$$\nSo x is two here.\n\\[a+b\\]\nThen done."
+    assert texts(segment(t, "sentence"), t) == [
+        "We have\n", "$$x^2=4$$\n", "So x is two here.\n", "\\[a+b\\]\n", "Then done."]
+
+
 def test_prices_are_not_math():
     t = "It costs $5. Then it costs $3 more."
     assert texts(segment(t, "sentence"), t) == ["It costs $5. ", "Then it costs $3 more."]
@@ -78,6 +84,9 @@ def test_given_steps_strings_and_offsets():
         segment(t, "column:steps", ["Step one."])
     with pytest.raises(ValueError, match="ascending"):
         segment(t, "column:steps", [11, 0])
+    for bad in (5, True, "Step one.", None, []):
+        with pytest.raises(ValueError, match="non-empty list"):
+            segment(t, "column:steps", bad)
 
 
 def test_token_rule_and_empty_steps_merge(tok):
