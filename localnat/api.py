@@ -104,14 +104,16 @@ class Scorer:
                 tokens = item.response_ids[a:end]
                 segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
 
+        batches = make_batches(segments, cfg.batch_tokens)
+        # A segment batched alone runs with its prompt inline; only shared batches need caches.
         prompts = {}
-        for seg in segments:
+        for seg in (seg for batch in batches if len(batch) > 1 for seg in batch):
             if seg.group not in prompts:
                 prompts[seg.group] = encode_prompt_state(self.model, seg.prompt)
                 self.stats["tokens"] += len(seg.prompt)
                 self.stats["padded_tokens"] += len(seg.prompt)
         logprobs: dict[tuple[int, int], np.ndarray] = {}
-        for batch in make_batches(segments, cfg.batch_tokens):
+        for batch in batches:
             for seg, lp in self._forward(batch, prompts, errors):
                 assert seg.key not in logprobs, f"segment {seg.key} scored twice"
                 logprobs[seg.key] = lp
@@ -153,8 +155,9 @@ class Scorer:
             out = forward_segments(self.model, batch, prompts, self.cfg.head_chunk)
             self.stats["forward_s"] += time.perf_counter() - start
             self.stats["batches"] += 1
-            self.stats["tokens"] += sum(len(s.tokens) for s in batch)
-            self.stats["padded_tokens"] += len(batch) * max(len(s.tokens) for s in batch)
+            inline = len(batch[0].prompt) if len(batch) == 1 else 0  # prompt run with it
+            self.stats["tokens"] += sum(len(s.tokens) for s in batch) + inline
+            self.stats["padded_tokens"] += len(batch) * max(len(s.tokens) for s in batch) + inline
             yield from zip(batch, out)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
