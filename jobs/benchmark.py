@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from localnat import ScoreConfig, Scorer
-from localnat.student import load_model, load_tokenizer, resolve_device, resolve_dtype
+from localnat.scoring.student import load_model, load_tokenizer, resolve_device, resolve_dtype
 
 SAMPLE = Path(__file__).resolve().parent.parent / "localnat" / "sample" / "mip_math_sample.parquet"
 
@@ -168,8 +168,7 @@ def main(argv=None) -> int:
         attn_implementation=args.attn_implementation,
     )
     if args.quick:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from tiny import tiny_model, tiny_tokenizer
+        from localnat.testing import tiny_model, tiny_tokenizer
 
         tok = tiny_tokenizer()
         model = tiny_model("llama", len(tok), max_positions=32768).to(cfg.device)

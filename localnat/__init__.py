@@ -1,7 +1,9 @@
-"""localnat: local naturalness scoring and selection of multi-teacher reasoning traces."""
+"""localnat: local naturalness scoring and selection of multi-teacher reasoning traces.
 
-from .api import Scorer, result_schema, score_responses
-from .config import ScoreConfig, Window
+`localnat.scoring` is the core (no Ray, no I/O); `localnat.curate` is the Ray Data job."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from .scoring import ScoreConfig, Scorer, Window, result_schema, score_responses  # noqa: E402
+
 __all__ = ["ScoreConfig", "Scorer", "Window", "result_schema", "score_responses", "__version__"]

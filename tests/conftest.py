@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from localnat.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,7 @@ def model(request, tok):
 
 @pytest.fixture(scope="session")
 def tiny_student(tmp_path_factory):
-    from tiny import save_tiny_student
+    from localnat.testing import save_tiny_student
 
     return save_tiny_student(tmp_path_factory.mktemp("student"), "llama")
 

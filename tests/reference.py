@@ -1,7 +1,7 @@
 """The naive reference: one plain forward per window, unbatched, fp32, full logits.
 
-Written from DESIGN.md section 1 as plainly as possible; every fast path must match it.
-Segmentation and the token-to-step rule come from `localnat.steps` (tested on their own).
+Written from docs/method.md §1-§5 as plainly as possible; every fast path must match it.
+Segmentation and the token-to-step rule come from `localnat.scoring.steps` (tested on their own).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from localnat.steps import assign_tokens, segment
-from localnat.student import encode_prompt
+from localnat.scoring.steps import assign_tokens, segment
+from localnat.scoring.student import encode_prompt
 
 
 def token_logprobs(model, ids: list[int]) -> torch.Tensor:
@@ -48,3 +48,12 @@ def reference_scores(
         per_step[(kind, value)] = scores
         ln[(kind, value)] = sum(scores) / len(scores)
     return gn, ln, per_step
+
+
+def reference_global_steps(model, tok, prompt, response, segmenter="sentence", steps=None):
+    """Per step, the mean log-prob of its tokens in one pass over prompt + whole response."""
+    prompt_ids = encode_prompt(tok, prompt)
+    enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
+    bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
+    glob = token_logprobs(model, prompt_ids + enc["input_ids"])[len(prompt_ids) - 1 :]
+    return [glob[b:c].mean().item() for b, c in zip(bounds[:-1], bounds[1:])]

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from localnat.aggregate import duplicates, kendall_tau_b, leaderboard, select
+from localnat.curate.leaderboard import kendall_tau_b, leaderboard
+from localnat.curate.selection import duplicates, select
 
 
 def table(rows):
@@ -104,7 +105,15 @@ def test_kendall_tau_b_known_values():
 
 
 def test_correctness_values_map_to_bool_or_unknown():
-    from localnat.records import _as_bool
+    from localnat.curate.records import _as_bool
 
     assert [_as_bool(v) for v in (True, 1, 0.0, "yes", "False", None, float("nan"), "maybe")] == [
-        True, True, False, True, False, None, None, None]
+        True,
+        True,
+        False,
+        True,
+        False,
+        None,
+        None,
+        None,
+    ]

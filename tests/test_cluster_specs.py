@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localnat.cli import build_parser, parse_config
+from localnat.options import all_options, build_parser, parse_config
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in (".yaml", ".yml"))
-KNOWN_KEYS = {a.dest for a in build_parser()._actions} - {"help", "config"}
+KNOWN_KEYS = {o.key for o in all_options()}
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 CURATE_CMD = re.compile(r"-m jobs\.curate(?=[\s`]|$)[^\n`;|&]*")
 SECRET_NAME = re.compile(r"(?i)secret|password|token|access_key|api_key|credential")
@@ -169,7 +169,7 @@ def entrypoint_problems(command: str) -> list[str]:
 def config_problems(cfg, tmp_path: Path) -> list[str]:
     if not isinstance(cfg, dict):
         return [f"config is not a mapping: {cfg!r}"]
-    unknown = sorted(str(k) for k in cfg if str(k).replace("-", "_") not in KNOWN_KEYS)
+    unknown = sorted(str(k) for k in cfg if str(k).replace("_", "-") not in KNOWN_KEYS)
     if unknown:
         return [f"unknown config keys {unknown}"]
     (path := tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -242,7 +242,10 @@ def test_every_jobs_curate_command_parses():
     # each --config named is a ConfigMap key, and something is mounted at its directory
     keys = {k for o in objects if o.get("kind") == "ConfigMap" for k in o.get("data") or {}}
     mounts = {d.get("mountPath") for d in walk(objects)}
-    for cfg in {build_parser().parse_args(curate_args(c)).config for c in structured + in_text}:
+    commands = structured + in_text
+    for cfg in {
+        getattr(build_parser().parse_args(curate_args(c)), "config", None) for c in commands
+    }:
         assert cfg is None or (Path(cfg).name in keys and str(Path(cfg).parent) in mounts), cfg
 
 

@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat import ScoreConfig, Scorer
-from localnat.cli import parse_config
-from localnat.io import read_parquet_dir, read_text
-from localnat.job import SAMPLE, InputError, run_job
+from localnat.curate.commit import RunMismatch
+from localnat.curate.io import read_parquet_dir, read_text
+from localnat.curate.job import SAMPLE, InputError, run_job
+from localnat.curate.runs import plot_prompt, show_run
+from localnat.options import parse_config
 
 LONG_COT = {"QwQ-32B", "s1.1-32B", "LIMO-32B"}
 
@@ -62,7 +64,7 @@ def config(student, inputs, output, **kw):
     return parse_config(args)
 
 
-def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student):
+def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student, tmp_path):
     client = s3.client()
     client.create_bucket(Bucket="corpus")
     df = sample()
@@ -121,6 +123,15 @@ def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student):
     board = json.loads(read_text(f"{run_dir}/teachers.json"))
     assert set(board["teachers"]) == set(df.teacher)
     assert board["n_matched_prompts"] == df.prompt_id.nunique()
+
+    # looking at the finished run: the summary and a per-step plot, from S3, no recompute
+    shown = show_run(run_dir)
+    assert all(t in shown for t in df.teacher) and f"rows: {len(df)} in" in shown
+    pid = selected["prompt_id"].iloc[0]
+    out = plot_prompt(run_dir, pid, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and out.endswith("p.png")
+    with pytest.raises(LookupError, match="no scored response"):
+        plot_prompt(run_dir, "no-such-prompt", str(tmp_path / "q.png"))
 
 
 def test_bad_input_is_rejected_with_reasons_and_nothing_is_lost(ray_local, tiny_student, tmp_path):
@@ -218,7 +229,7 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     # resuming with other settings would mix scores: refused, with the way out named
     (run_dir / "manifest.json").unlink()
     other = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1", window=2)
-    with pytest.raises(InputError, match="other inputs or scoring settings"):
+    with pytest.raises(RunMismatch, match="other inputs or scoring settings"):
         run_job(other)
 
 

@@ -17,9 +17,9 @@ from s3server import SECRET_KEY
 from test_job import config, sample
 
 from localnat import ScoreConfig, Scorer
-from localnat.io import read_parquet_dir, redact
-from localnat.job import run_job
-from localnat.pipeline import Score
+from localnat.curate.io import read_parquet_dir, redact
+from localnat.curate.job import run_job
+from localnat.curate.pipeline import Score
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -222,7 +222,7 @@ def test_redact_removes_keys_and_uri_credentials(monkeypatch):
 
 
 def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
-    from localnat.prepare import Preparer
+    from localnat.scoring.prepare import Preparer
 
     cfg = ScoreConfig(student="tiny")
     scorer = Scorer(cfg, model=model, tokenizer=tok)

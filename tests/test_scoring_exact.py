@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from reference import reference_scores, token_logprobs
+from reference import reference_global_steps, reference_scores, token_logprobs
 
 from localnat import ScoreConfig, Scorer
-from localnat.steps import assign_tokens, segment
-from localnat.student import encode_prompt
+from localnat.scoring.steps import assign_tokens, segment
+from localnat.scoring.student import encode_prompt
 
 TOL = 1e-4
 PROMPTS = ["What is 2+3?", "Compute the integral.", "What is 2+3?", "Find the total cost."]
@@ -56,6 +56,9 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
 def test_matches_reference(model, tok, options):
     table = scorer(model, tok, **options).score(PROMPTS, RESPONSES)
     check_against_reference(table, model, tok, PROMPTS, RESPONSES)
+    for row, p, y in zip(table.to_pylist(), PROMPTS, RESPONSES):
+        expected = reference_global_steps(model, tok, p, y)
+        np.testing.assert_allclose(row["step_global_logprobs"], expected, atol=TOL)
 
 
 def test_batching_does_not_change_scores(model, tok):
@@ -68,7 +71,7 @@ def test_batching_does_not_change_scores(model, tok):
 
 
 def test_prompt_is_computed_once_per_call(model, tok, monkeypatch):
-    import localnat.api as api
+    import localnat.scoring.api as api
 
     encoded = []
     real = api.encode_prompt_state
@@ -106,6 +109,7 @@ def test_given_steps(model, tok):
     for row, st in zip(rows, steps):
         gn, ln, _ = reference_scores(model, tok, PROMPTS[0], y, WINDOWS, "column:steps", st)
         assert abs(row["local_nat"] - ln[("k", 4)]) < TOL
+        assert abs(row["global_nat"] - gn) < TOL
 
 
 def test_response_longer_than_max_tokens(model, tok):
@@ -169,7 +173,7 @@ def test_prompt_too_long_for_a_window_is_an_error_row(model, tok):
 
 
 def test_oom_batch_is_split_not_dropped(model, tok, monkeypatch):
-    import localnat.api as api
+    import localnat.scoring.api as api
 
     real = api.forward_segments
     calls = []

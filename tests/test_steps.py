@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from localnat.steps import assign_tokens, segment
+from localnat.scoring.steps import assign_tokens, segment
 
 
 def texts(spans, text):
@@ -43,7 +43,12 @@ def test_math_never_splits():
 def test_newline_after_display_math_starts_a_step():
     t = "We have\n$$x^2=4$$\nSo x is two here.\n\\[a+b\\]\nThen done."
     assert texts(segment(t, "sentence"), t) == [
-        "We have\n", "$$x^2=4$$\n", "So x is two here.\n", "\\[a+b\\]\n", "Then done."]
+        "We have\n",
+        "$$x^2=4$$\n",
+        "So x is two here.\n",
+        "\\[a+b\\]\n",
+        "Then done.",
+    ]
 
 
 def test_prices_are_not_math():
@@ -90,14 +95,21 @@ def test_given_steps_strings_and_offsets():
 
 
 def test_token_rule_and_empty_steps_merge(tok):
+    # The tiny tokenizer splits this text as A|l|p|h|a| be|t|a|.| | | |\n|\n|G|a|m|m|a| d|e|l|t|a|.
     t = "Alpha beta.   \n\nGamma delta."
-    spans = [(0, 11), (11, 13), (13, 16), (16, len(t))]  # (11,13) and (13,16): whitespace only
     enc = tok(t, add_special_tokens=False, return_offsets_mapping=True)
+    assert [t[a:b] for a, b in enc["offset_mapping"]][5] == " be"
+    # " be" (5, 8) belongs to the step holding "b" (6, 7); step (7, 8) gets no token and joins
+    # the next; whitespace-only tokens belong to the step where they start: (11, 16) keeps 5.
+    spans = [(0, 6), (6, 7), (7, 8), (8, 11), (11, 16), (16, len(t))]
     bounds, merged = assign_tokens(t, enc["offset_mapping"], spans)
-    assert tiles(merged, t)
-    assert len(merged) == len(bounds) - 1
-    assert all(n > 0 for n in (bounds[1:] - bounds[:-1]))
-    assert texts(merged, t)[-1].endswith("Gamma delta.")
+    assert merged == [(0, 6), (6, 7), (7, 11), (11, 16), (16, 28)]
+    assert bounds.tolist() == [0, 5, 6, 9, 14, 25]
+    # an empty last step joins the one before it
+    t = "Alpha be"
+    enc = tok(t, add_special_tokens=False, return_offsets_mapping=True)
+    bounds, merged = assign_tokens(t, enc["offset_mapping"], [(0, 6), (6, 7), (7, 8)])
+    assert merged == [(0, 6), (6, 8)] and bounds.tolist() == [0, 5, 6]
 
 
 ALPHABET = st.sampled_from(

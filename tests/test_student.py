@@ -5,8 +5,8 @@ import math
 import pytest
 
 from localnat import score_responses
-from localnat.config import ScoreConfig
-from localnat.student import default_student_dir, encode_prompt, load_tokenizer
+from localnat.scoring.config import ScoreConfig
+from localnat.scoring.student import default_student_dir, encode_prompt, load_tokenizer
 
 
 @pytest.mark.slow

@@ -13,10 +13,10 @@ import torch
 
 from .batching import Segment, make_batches
 from .config import ScoreConfig, Window
+from .forward import encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
-from .scoring import encode_prompt_state, forward_segments
 from .student import context_length, load_model, load_tokenizer
-from .windows import plan_windows, step_means
+from .windows import global_step_means, plan_windows, step_means
 
 
 def result_schema(windows: Sequence[Window]) -> pa.Schema:
@@ -32,6 +32,7 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("step_ends", pa.list_(pa.int64())),
             ("step_tokens", pa.list_(pa.int32())),
             ("step_logprobs", pa.list_(pa.float64())),
+            ("step_global_logprobs", pa.list_(pa.float64())),
             ("n_prompt_tokens", pa.int64()),
             ("n_response_tokens", pa.int64()),
             ("n_steps", pa.int64()),
@@ -140,6 +141,7 @@ class Scorer:
             "step_ends": [e for _, e in item.spans],
             "step_tokens": np.diff(item.bounds).tolist(),
             "step_logprobs": means[0].tolist(),
+            "step_global_logprobs": global_step_means(plan, lps[0], item.bounds),
             "n_prompt_tokens": len(item.prompt_ids),
             "n_response_tokens": int(item.bounds[-1]),
             "n_steps": len(item.spans),

@@ -2,8 +2,7 @@
 
 Layout of OUTPUT/RUN_ID/:
     scores/ rejects/       one part per input file and batch, f000012-<uuid>.parquet
-    _done/f000012.json     a file's rows are all written, in the parts it lists (resume
-                           skips the file; parts that no marker lists are deleted)
+    _run.json, _done/      the commit protocol (commit.py)
     selected/              one row per prompt, original columns + scores
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
@@ -22,17 +21,23 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from . import __version__
-from .aggregate import duplicates, leaderboard, select
+from .. import __version__
+from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
+from .columns import REDUCE_COLUMNS
+from .commit import (
+    check_same_run,
+    commit_file,
+    completed_files,
+    file_counts,
+    remove_uncommitted,
+)
 from .config import CurateConfig
 from .io import (
     delete,
     file_format,
-    file_size,
     hive_columns,
     input_columns,
     join,
-    list_files,
     list_inputs,
     read_parquet_dir,
     read_rows,
@@ -42,11 +47,12 @@ from .io import (
     write_table,
     write_text,
 )
-from .pipeline import conform_part, write_selected_part
-from .report import markdown, png
-from .student import DEFAULT_STUDENT, model_fingerprint
+from .leaderboard import leaderboard
+from .report import markdown, png, summary_table
+from .selection import duplicates, select, write_selected
 
-SAMPLE = Path(__file__).parent / "sample" / "mip_math_sample.parquet"
+SAMPLE = Path(__file__).parent.parent / "sample" / "mip_math_sample.parquet"
+DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"
 
 
 class InputError(ValueError):
@@ -61,8 +67,8 @@ def run_job(cfg: CurateConfig) -> dict:
     started = time.time()
     timings: dict[str, float] = {}
     if not cfg.inputs:
-        # The embedded default: the bundled sample, graded, with the offline student.
-        cfg = replace(cfg, inputs=(str(SAMPLE),), correct_column=cfg.correct_column or "is_correct")
+        # The first run: the bundled demo slice, graded, with the offline student.
+        cfg = replace(cfg, inputs=(str(DEMO),), correct_column=cfg.correct_column or "is_correct")
     now = datetime.now(timezone.utc)
     run_id = cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ")
     run_dir = join(cfg.output.replace("{date}", now.strftime("%Y-%m-%d")), run_id)
@@ -100,20 +106,7 @@ def run_job(cfg: CurateConfig) -> dict:
     counts = file_counts(run_dir, files)
 
     t = time.time()
-    scores = read_parquet_dir(
-        join(run_dir, "scores"),
-        [
-            "row_id",
-            "source",
-            "prompt_id",
-            "teacher",
-            "is_correct",
-            "content_hash",
-            "local_nat",
-            "global_nat",
-            "n_response_tokens",
-        ],
-    )
+    scores = read_parquet_dir(join(run_dir, "scores"), REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
     df = scores.to_pandas()
@@ -179,26 +172,6 @@ def run_job(cfg: CurateConfig) -> dict:
     return {**manifest, "report": summary_table(board, manifest)}
 
 
-def check_same_run(run_dir: str, files, cfg: CurateConfig) -> None:
-    """A resumed run must see the inputs and scoring settings it started with: done markers
-    refer to input files by position, and mixing settings would mix scores."""
-    speed_only = {"batch_tokens", "head_chunk", "device", "attn_implementation"}
-    score = {k: v for k, v in asdict(cfg.score).items() if k not in speed_only}
-    identity = {
-        "inputs": [[redact(uri), file_size(uri)] for _, uri, _ in files],
-        "score": json.loads(redact(json.dumps(score, default=str))),
-        "columns": cfg.columns,
-    }
-    started = read_text(join(run_dir, "_run.json"))
-    if started is None:
-        write_text(join(run_dir, "_run.json"), json.dumps(identity, indent=2))
-    elif json.loads(started) != identity:
-        raise InputError(
-            f"{redact(run_dir)} was started with other inputs or scoring settings; "
-            "use a new --run-id, or --overwrite to start this one again"
-        )
-
-
 def check_columns(files, cfg: CurateConfig) -> None:
     """Fail before any model work when a file lacks a configured column."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
@@ -248,27 +221,6 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
     }
 
 
-def completed_files(run_dir: str) -> dict[int, dict]:
-    done = {}
-    for uri in list_files(join(run_dir, "_done")):
-        name = uri.rsplit("/", 1)[-1]
-        if name.startswith("f") and name.endswith(".json"):
-            try:
-                done[int(name[1:-5])] = json.loads(read_text(uri))
-            except ValueError:  # cut short by a crash: the file is redone
-                delete(uri)
-    return done
-
-
-def remove_uncommitted(run_dir: str) -> None:
-    """Delete every scores/rejects part that no done marker lists."""
-    committed = {p for d in completed_files(run_dir).values() for p in d["parts"]}
-    for sub in ("scores", "rejects"):
-        for uri in list_files(join(run_dir, sub)):
-            if f"{sub}/{uri.rsplit('/', 1)[-1]}" not in committed:
-                delete(uri)
-
-
 def stream(todo, cfg: CurateConfig, run_dir: str) -> int:
     """Run the Ray pipeline over the files to do; mark each file done when all its rows
     are written. Returns the response tokens scored."""
@@ -300,87 +252,12 @@ def stream(todo, cfg: CurateConfig, run_dir: str) -> int:
             if row["file_rows"] is not None:
                 totals[index] = row["file_rows"]
             if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
-                write_text(
-                    join(run_dir, "_done", f"f{index:06d}.json"),
-                    json.dumps({"uri": redact(uris[index]), **acc}),
-                )
+                commit_file(run_dir, index, uris[index], acc)
                 log(f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected")
     missing = sorted(set(uris) - set(completed_files(run_dir)))
     if missing:
         raise RuntimeError(f"input files not completed: {[redact(uris[i]) for i in missing]}")
     return sum(acc["response_tokens"] for acc in written.values())
-
-
-def file_counts(run_dir: str, files) -> dict:
-    done = completed_files(run_dir)
-    scored = sum(d["scored"] for d in done.values())
-    rejected = sum(d["rejected"] for d in done.values())
-    return {
-        "input_files": len(files),
-        "input_rows": scored + rejected,
-        "scored": scored,
-        "rejected": rejected,
-        "oom_splits": sum(d["oom_splits"] for d in done.values()),
-    }
-
-
-def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> None:
-    """Read the selected rows back from the inputs with all their columns and the scores,
-    one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
-    part to one schema so the directory loads as one dataset."""
-    import ray
-
-    src = scored.set_index("row_id")["source"]
-    wanted: dict[str, dict[int, dict]] = {}
-    for row in chosen.to_dict("records"):
-        uri, index = src[row["row_id"]].rsplit("#", 1)
-        wanted.setdefault(uri, {})[int(index)] = row
-    for old in list_files(join(run_dir, "selected")):
-        delete(old)
-    task = ray.remote(num_cpus=0.5)(write_selected_part)
-    parts = {
-        join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
-            uri, root, wanted[redact(uri)], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
-        )
-        for i, uri, root in files
-        if redact(uri) in wanted
-    }
-    schemas = dict(zip(parts, ray.get(list(parts.values()))))
-    if not schemas:
-        return
-    schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
-    conform = ray.remote(num_cpus=0.5)(conform_part)
-    ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
-
-
-def summary_table(board: dict, manifest: dict) -> str:
-    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
-    width = max(len(t) for t in teachers)
-    lines = [f"{'teacher':<{width}}  LN rank  local_nat  GN rank  global_nat  accuracy"]
-    for t in teachers:
-        s = board["per_teacher"][t]
-        acc = s.get("accuracy")
-        lines.append(
-            f"{t:<{width}}  {s['local']['rank']:>7}  {_fmt(s['local']['mean']):>9}  "
-            f"{s['global']['rank']:>7}  {_fmt(s['global']['mean']):>10}  "
-            f"{'' if acc is None else f'{acc:.2f}':>8}"
-        )
-    c = manifest["counts"]
-    lines += [
-        f"Kendall tau-b (LN vs GN ranking): {_fmt(board['kendall_tau_b'])}; "
-        f"{c['matched_prompts']} matched prompts of {c['prompts']}",
-        f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
-        f"{c['selected']} selected; {c['duplicates']} duplicates",
-        f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
-        "response tokens/s",
-        f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
-        "teachers.png, manifest.json)",
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def _fingerprint(student: str | None, revision: str | None) -> str:

@@ -27,7 +27,7 @@ def markdown(board: dict, student: str) -> str:
         s = board["per_teacher"][t]
         ln, gn = s["local"], s["global"]
         row = (
-            f"| {ln['rank']} | {t} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
+            f"| {ln['rank']} | {cell(t)} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
             f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {gn['rank']} | {_f(gn['mean'])} "
             f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |"
         )
@@ -38,13 +38,25 @@ def markdown(board: dict, student: str) -> str:
         "Pairwise win rates (local naturalness, row beats column on matched prompts):",
         "",
     ]
-    lines += ["| | " + " | ".join(teachers) + " |", "|" + "---|" * (len(teachers) + 1)]
+    lines += ["| | " + " | ".join(map(cell, teachers)) + " |", "|" + "---|" * (len(teachers) + 1)]
     for t in teachers:
         wins = board["per_teacher"][t]["local"]["win_rate"]
         lines.append(
-            f"| {t} | " + " | ".join("-" if o == t else _f(wins.get(o), 2) for o in teachers) + " |"
+            f"| {cell(t)} | "
+            + " | ".join("-" if o == t else _f(wins.get(o), 2) for o in teachers)
+            + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def cell(text: str) -> str:
+    """A teacher name as one Markdown table cell: pipes escaped, newlines flattened."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def label(text: str) -> str:
+    """A name as plain text for matplotlib: `$` would start mathtext (and can crash it)."""
+    return str(text).replace("$", r"\$")
 
 
 def png(board: dict, student: str) -> bytes:
@@ -78,10 +90,10 @@ def png(board: dict, student: str) -> bytes:
         ax.set_title(title)
         ax.set_xlabel("mean log-prob per token (higher = more natural)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(teachers)), teachers)
+    axes[0].set_yticks(range(len(teachers)), [label(t) for t in teachers])
     axes[0].invert_yaxis()
     fig.suptitle(
-        f"Teachers for student {student} ({board['n_matched_prompts']} matched prompts,"
+        f"Teachers for student {label(student)} ({board['n_matched_prompts']} matched prompts,"
         f" 95% bootstrap CI)",
         fontsize=10,
     )
@@ -90,6 +102,33 @@ def png(board: dict, student: str) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def summary_table(board: dict, manifest: dict) -> str:
+    """The short end-of-run summary printed to the terminal."""
+    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
+    width = max(len(t) for t in teachers)
+    lines = [f"{'teacher':<{width}}  LN rank  local_nat  GN rank  global_nat  accuracy"]
+    for t in teachers:
+        s = board["per_teacher"][t]
+        acc = s.get("accuracy")
+        lines.append(
+            f"{t:<{width}}  {s['local']['rank']:>7}  {_f(s['local']['mean']):>9}  "
+            f"{s['global']['rank']:>7}  {_f(s['global']['mean']):>10}  "
+            f"{'' if acc is None else f'{acc:.2f}':>8}"
+        )
+    c = manifest["counts"]
+    lines += [
+        f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
+        f"{c['matched_prompts']} matched prompts of {c['prompts']}",
+        f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
+        f"{c['selected']} selected; {c['duplicates']} duplicates",
+        f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
+        "response tokens/s",
+        f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
+        "teachers.png, manifest.json)",
+    ]
+    return "\n".join(lines)
 
 
 def _f(x, digits: int = 3) -> str:

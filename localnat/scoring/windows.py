@@ -126,3 +126,13 @@ def step_means(plan: Plan, logprobs: dict[int, np.ndarray], setting: int) -> np.
             parts.append(logprobs[a][b - lo : c - lo])
         out[i] = np.concatenate(parts).mean()
     return out
+
+
+def global_step_means(plan: Plan, global_logprobs: np.ndarray, bounds: np.ndarray) -> list:
+    """Per-step mean log-prob under the global pass (context: prompt + all earlier tokens);
+    None for a step the global pass cut off (global_truncated)."""
+    out = []
+    for b, c in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        c = min(c, plan.n_keep)
+        out.append(float(global_logprobs[b:c].mean()) if c > b else None)
+    return out

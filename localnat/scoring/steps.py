@@ -1,4 +1,4 @@
-"""Segmentation of a response into steps, and the token-to-step rule (DESIGN.md section 1).
+"""Segmentation of a response into steps, and the token-to-step rule (docs/method.md §2, §3).
 
 Every function returns character spans [(start, end), ...] that tile the text: consecutive,
 non-overlapping, first start 0, last end len(text). Whitespace trails the step it follows.

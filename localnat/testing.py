@@ -1,4 +1,5 @@
-"""Tiny random students for exactness tests (fp32, CPU, built in well under a second)."""
+"""Tiny random students for exactness tests, benchmarks of overhead and scale runs (fp32,
+CPU, built in well under a second). Random weights: never for real scores."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reduce, on compact score columns: duplicates, response selection, teacher leaderboard.
+"""The teacher leaderboard (docs/method.md §7), on compact score columns.
 
 Pure functions over a pandas DataFrame with columns row_id, prompt_id, teacher, is_correct,
 content_hash, local_nat, global_nat (one row per scored response).
@@ -6,72 +6,23 @@ content_hash, local_nat, global_nat (one row per scored response).
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
 import pandas as pd
 
-from .io import stable_id
-
 METRICS = {"local": "local_nat", "global": "global_nat"}
 
 
-def duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose (prompt_id, teacher, response) repeat an earlier row: row_id, duplicate_of."""
-    first = df.groupby("content_hash")["row_id"].transform("min")
-    dup = df["row_id"] != first
-    return pd.DataFrame(
-        {"row_id": df.loc[dup, "row_id"].to_numpy(), "duplicate_of": first[dup].to_numpy()}
-    )
-
-
-def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
-    """One row per prompt: the candidate with the highest score (ties: smallest row_id).
-
-    `by="random"` draws a seeded candidate per prompt through the same code path.
-    Returns row_id, prompt_id, local_nat, global_nat, n_candidates, selected_by.
-    """
-    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
-    cand = cand.copy()
-    if by == "random":
-        cand["_key"] = [-(stable_id(seed, r) / 2**63) for r in cand["row_id"]]
-    else:
-        cand["_key"] = cand[METRICS[by]]
-    cand = cand.sort_values(["prompt_id", "_key", "row_id"], ascending=[True, False, True])
-    n = cand.groupby("prompt_id").size().rename("n_candidates")
-    best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")
-    best["selected_by"] = by
-    cols = [
-        "row_id",
-        "prompt_id",
-        "teacher",
-        "local_nat",
-        "global_nat",
-        "n_candidates",
-        "selected_by",
-    ]
-    return best[cols].reset_index(drop=True)
-
-
 def kendall_tau_b(x, y) -> float:
-    """Kendall's tau-b (ties in either ranking handled), nan for fewer than 2 items."""
+    """Kendall's tau-b (ties in either ranking handled); nan for fewer than 2 items."""
+    from scipy.stats import kendalltau
+
     x, y = np.asarray(x, float), np.asarray(y, float)
-    concordant = discordant = tie_x = tie_y = 0
-    for i, j in itertools.combinations(range(len(x)), 2):
-        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-        if dx == 0 and dy == 0:
-            continue
-        if dx == 0:
-            tie_x += 1
-        elif dy == 0:
-            tie_y += 1
-        elif dx == dy:
-            concordant += 1
-        else:
-            discordant += 1
-    denom = np.sqrt((concordant + discordant + tie_x) * (concordant + discordant + tie_y))
-    return float((concordant - discordant) / denom) if denom else float("nan")
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(kendalltau(x[keep], y[keep], variant="b").statistic)
 
 
 def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> dict:

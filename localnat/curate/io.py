@@ -92,7 +92,9 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
             matches = [
                 i.path
                 for i in fs.get_file_info(selector)
-                if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)
+                if i.type == pafs.FileType.File
+                and _glob_match(i.path, path)
+                and not _hidden(i.path, root)
             ]
             if not matches:
                 raise FileNotFoundError(f"no input file matches {redact(uri)}")
@@ -116,6 +118,12 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
         else:
             raise FileNotFoundError(f"input not found: {redact(uri)}")
     return sorted(found.items())
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """Shell-like: `*` and `?` never cross a `/`, so `dir/*.parquet` is one level deep."""
+    parts, pats = path.split("/"), pattern.split("/")
+    return len(parts) == len(pats) and all(map(fnmatch.fnmatchcase, parts, pats))
 
 
 def _hidden(path: str, root: str) -> bool:

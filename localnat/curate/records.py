@@ -11,9 +11,9 @@ import json
 
 import pyarrow as pa
 
+from ..scoring.prepare import check_text
 from .config import CurateConfig
 from .io import redact, stable_id
-from .prepare import check_text
 
 WORK_SCHEMA = pa.schema(
     [

@@ -5,10 +5,8 @@
 
 Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
 a bad row carries `reject_reason` to the writer, which puts it in rejects/.
-Output parts are named by input file (f000012-<uuid>.parquet). The driver commits a file by
-writing a marker that lists its parts once all its rows are written; only listed parts are
-outputs, so a resumed run redoes unfinished files and a part written by a lost worker is
-garbage, never a duplicate.
+Output parts are named by input file (f000012-<uuid>.parquet); the driver commits them
+(commit.py).
 """
 
 from __future__ import annotations
@@ -21,28 +19,17 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .api import Scorer, result_schema
+from ..scoring.api import Scorer
+from ..scoring.prepare import Prepared, Preparer
+from ..scoring.student import load_tokenizer
+from .columns import REJECT_COLUMNS, result_columns, score_columns
 from .config import CurateConfig
-from .io import filesystem, hive_columns, join, read_rows, write_table
-from .prepare import Prepared, Preparer
+from .io import hive_columns, join, read_rows, write_table
 from .records import file_reject, normalize
-from .student import load_tokenizer
 
 READ_CHUNK_ROWS = 256
 _TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
-_ID_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "content_hash"]
-REJECT_COLUMNS = [
-    "row_id",
-    "source",
-    "prompt_id",
-    "teacher",
-    "is_correct",
-    "prompt",
-    "response",
-    "reject_reason",
-]
 
 
 def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
@@ -191,7 +178,7 @@ class Score:
             "reject_reason",
             pa.array(reasons, pa.string()),
         )
-        for name in scores.column_names[2:]:  # all but status / error
+        for name in result_columns(self.scorer.cfg):
             table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
         splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
@@ -202,10 +189,6 @@ class Score:
             return self.scorer.score_prepared([item])[0]
         except Exception as err:  # noqa: BLE001
             return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
-
-
-def score_columns(cfg: CurateConfig) -> list[str]:
-    return _ID_COLUMNS + result_schema(cfg.score.windows).names[2:]
 
 
 def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
@@ -220,7 +203,7 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
         bad = table.filter(pc.and_(mine, rejected))
         parts = []
         if scored.num_rows:
-            write_table(scored.select(score_columns(cfg)), join(run_dir, "scores", part))
+            write_table(scored.select(score_columns(cfg.score)), join(run_dir, "scores", part))
             parts.append(f"scores/{part}")
         if bad.num_rows:
             write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))
@@ -238,39 +221,3 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
             }
         )
     return pa.Table.from_pylist(counts)
-
-
-def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
-    """Write the input rows at the given row numbers, all their columns plus the selection's
-    scores, to `out`; return the part's schema."""
-    hive = hive_columns(uri, root)
-    records = []
-    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
-        for index, rec in chunk:
-            if index in rows:
-                s = rows[index]
-                rec = {**hive, **rec}
-                rec.setdefault(cfg.prompt_id_column, s["prompt_id"])
-                records.append(
-                    {
-                        **rec,
-                        "row_id": s["row_id"],
-                        "local_nat": s["local_nat"],
-                        "global_nat": s["global_nat"],
-                        "n_candidates": s["n_candidates"],
-                        "selected_by": s["selected_by"],
-                    }
-                )
-    table = pa.Table.from_pylist(records)
-    write_table(table, out)
-    return table.schema
-
-
-def conform_part(uri: str, schema: pa.Schema) -> None:
-    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
-    fs, path = filesystem(uri)
-    table = pq.read_table(path, filesystem=fs)
-    for name in schema.names:
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-    write_table(table.select(schema.names).cast(schema), uri)

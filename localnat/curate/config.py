@@ -1,0 +1,132 @@
+"""The curation job's typed configuration: where data comes from and goes, columns,
+selection, Ray sizing; plus the scorer's `ScoreConfig`. Policies that depend on several
+options (CPU device without GPUs, the CPUs an actor reserves) are resolved here, so the API,
+the CLI, config files and `ray job submit` behave the same."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from ..scoring.config import OptionError, ScoreConfig, check_fields, option
+
+# One path segment: never '.', '..', a separator or a control character.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    """The curation job (README "Options"); see each field's help."""
+
+    inputs: tuple[str, ...] = option(
+        (),
+        "file, directory or glob; local, `s3://`, `gs://`; Parquet, JSONL, JSONL.gz; "
+        "repeatable. Hive directories (`teacher=qwq/part-0.parquet`) supply columns",
+        group=_IO,
+        flag="input",
+        default_text="bundled demo slice",
+        metavar="URI",
+    )
+    input_format: str = option(
+        "auto",
+        "`parquet` or `jsonl` (`auto`: by extension)",
+        group=_IO,
+        choices=("auto", "parquet", "jsonl"),
+    )
+    output: str = option(
+        "./localnat-out",
+        "a run writes under `OUTPUT/RUN_ID/`; `{date}` becomes the UTC date",
+        group=_IO,
+        metavar="URI",
+    )
+    run_id: str | None = option(
+        None,
+        "one path segment (letters, digits, `.`, `_`, `-`); reuse one to resume that run",
+        group=_IO,
+        default_text="UTC timestamp",
+    )
+    overwrite: bool = option(
+        False,
+        "redo a run whose manifest says it is complete (deletes only that run's "
+        "directory, and only when it holds localnat's `_run.json`)",
+        group=_IO,
+    )
+    dry_run: bool = option(
+        False, "list input files, row counts and the plan; load no student", group=_IO
+    )
+    prompt_column: str = option("prompt", "input column with the prompt", group=_COLS)
+    response_column: str = option("response", "input column with the response", group=_COLS)
+    teacher_column: str = option("teacher", "input column naming the teacher", group=_COLS)
+    prompt_id_column: str = option(
+        "prompt_id",
+        "used when present and not null, else a hash of the prompt text",
+        group=_COLS,
+    )
+    correct_column: str | None = option(
+        None,
+        "boolean column; then only correct responses are selected and accuracy is reported",
+        group=_COLS,
+    )
+    select_by: str = option(
+        "local",
+        "`local`, `global` or `random` (seeded): the baselines use the same code path",
+        group=_SEL,
+        choices=("local", "global", "random"),
+    )
+    seed: int = option(0, "bootstrap and random selection", group=_SEL)
+    actors: int = option(1, "scoring actors, one student each", group=_RAY)
+    gpus_per_actor: float = option(
+        0.0, "1 per GPU; 0.5 packs two small students per GPU", group=_RAY
+    )
+    cpus_per_actor: float | None = option(
+        None,
+        "CPUs each scoring actor reserves (keep some free for reading and tokenizing)",
+        group=_RAY,
+        default_text="1 with GPUs, 0.5 without",
+    )
+    batch_rows: int = option(64, "rows per actor call", group=_RAY)
+    ray_address: str | None = option(
+        None, "the cluster to join", group=_RAY, default_text="local or `RAY_ADDRESS`"
+    )
+    score: ScoreConfig = ScoreConfig()
+
+    def __post_init__(self):
+        check_fields(self)
+        if not isinstance(self.score, ScoreConfig):
+            raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
+        if self.actors < 1 or self.batch_rows < 1:
+            raise OptionError("actors and batch-rows: must be >= 1")
+        if self.gpus_per_actor < 0:
+            raise OptionError("gpus-per-actor: must be >= 0")
+        if self.cpus_per_actor is None:
+            object.__setattr__(self, "cpus_per_actor", 1.0 if self.gpus_per_actor else 0.5)
+        if self.cpus_per_actor <= 0:
+            raise OptionError("cpus-per-actor: must be > 0")
+        if self.gpus_per_actor == 0 and self.score.device == "auto":
+            # Actors without a GPU must not grab one that Ray did not give them.
+            object.__setattr__(self, "score", replace(self.score, device="cpu"))
+        if self.run_id is not None and not _SAFE_ID.fullmatch(self.run_id):
+            raise OptionError(
+                f"run-id: one path segment of letters, digits, '.', '_', '-' that starts with "
+                f"a letter or digit, got {self.run_id!r}"
+            )
+        if any(not uri.strip() for uri in self.inputs):
+            raise OptionError("input: an empty URI")
+        if not self.output.strip():
+            raise OptionError("output: an empty URI")
+        if self.score.step_column and self.score.step_column in self.columns.values():
+            raise OptionError("segmenter: the step column must differ from the other columns")
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Role -> input column name (the correctness column only when configured)."""
+        cols = {
+            "prompt": self.prompt_column,
+            "response": self.response_column,
+            "teacher": self.teacher_column,
+            "prompt_id": self.prompt_id_column,
+        }
+        if self.correct_column:
+            cols["is_correct"] = self.correct_column
+        return cols

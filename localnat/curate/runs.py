@@ -1,0 +1,126 @@
+"""Looking at a finished run without recomputing: `localnat show` and `localnat plot`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .commit import completed_files
+from .io import filesystem, join, list_files, read_text, redact
+from .report import label, summary_table
+
+
+def show_run(run_dir: str) -> str:
+    """The end-of-run summary of a complete run, read from its manifest and leaderboard."""
+    manifest = read_text(join(run_dir, "manifest.json"))
+    if manifest is None:
+        done = len(completed_files(run_dir))
+        raise FileNotFoundError(
+            f"{redact(run_dir)} has no manifest.json: not a complete localnat run "
+            f"({done} input files committed so far; rerun the same --run-id to finish it)"
+        )
+    board = json.loads(read_text(join(run_dir, "teachers.json")) or "null")
+    manifest = json.loads(manifest)
+    if board is None:
+        raise FileNotFoundError(f"{redact(run_dir)} has a manifest but no teachers.json")
+    return summary_table(board, manifest)
+
+
+def prompt_rows(run_dir: str, sub: str, prompt_id: str, columns: list[str]) -> pa.Table:
+    """Rows of one prompt from a run's Parquet directory, read file by file with a filter."""
+    tables = []
+    for uri in list_files(join(run_dir, sub)):
+        if not uri.endswith(".parquet"):
+            continue
+        fs, path = filesystem(uri)
+        names = pq.read_schema(path, filesystem=fs).names
+        if "prompt_id" not in names:
+            continue
+        table = pq.read_table(
+            path,
+            filesystem=fs,
+            columns=[c for c in columns if c in names],
+            filters=pc.field("prompt_id") == prompt_id,
+        )
+        if table.num_rows:
+            tables.append(table)
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def plot_prompt(run_dir: str, prompt_id: str, out: str | None = None) -> str:
+    """Write a PNG of per-step log-probs along each teacher's response to one prompt, local
+    (each step in its window) above global (each step in the whole-response pass), with the
+    selected response drawn bold. Returns the PNG's path."""
+    cols = [
+        "row_id",
+        "teacher",
+        "step_starts",
+        "step_ends",
+        "step_logprobs",
+        "step_global_logprobs",
+        "local_nat",
+        "global_nat",
+    ]
+    rows = prompt_rows(run_dir, "scores", prompt_id, cols)
+    if rows is None:
+        raise LookupError(f"no scored response to prompt_id {prompt_id!r} in {redact(run_dir)}")
+    chosen = prompt_rows(run_dir, "selected", prompt_id, ["row_id"])
+    selected = set() if chosen is None else set(chosen.column("row_id").to_pylist())
+    if out is None:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80] or "prompt"
+        local = "://" not in run_dir or run_dir.startswith("file://")
+        out = join(run_dir, "plots", f"{safe}.png") if local else f"{safe}.png"
+    png = _render(rows.to_pylist(), selected, prompt_id)
+    fs, path = filesystem(out)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(png)
+    return out
+
+
+def _render(rows: list[dict], selected: set, prompt_id: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    rows = sorted(rows, key=lambda r: -(r["local_nat"] if r["local_nat"] is not None else -1e9))
+    colors = plt.get_cmap("tab10")
+    for n, row in enumerate(rows):
+        total = max(row["step_ends"][-1], 1) if row["step_ends"] else 1
+        x = [(s + e) / 2 / total for s, e in zip(row["step_starts"], row["step_ends"])]
+        chosen = row["row_id"] in selected
+        name = f"{row['teacher']} (LN {row['local_nat']:.2f}, GN {row['global_nat']:.2f})" + (
+            " - selected" if chosen else ""
+        )
+        style = {
+            "lw": 2.6 if chosen else 1.0,
+            "alpha": 1.0 if chosen else 0.6,
+            "color": colors(n % 10),
+            "marker": "o" if chosen else None,
+            "ms": 3,
+        }
+        for ax, key in ((axes[0], "step_logprobs"), (axes[1], "step_global_logprobs")):
+            y = [float("nan") if v is None else v for v in (row.get(key) or [])]
+            if y:
+                ax.plot(x[: len(y)], y, label=label(name), **style)
+    axes[0].set_title("local: each step given the prompt and its window of preceding steps")
+    axes[1].set_title("global: each step given the prompt and the whole response before it")
+    for ax in axes:
+        ax.set_ylabel("mean log-prob of the step")
+        ax.grid(alpha=0.3)
+    axes[1].set_xlabel("position in the response (fraction of its characters)")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(label(f"prompt {prompt_id}: {len(rows)} responses"), fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()

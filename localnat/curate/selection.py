@@ -1,0 +1,113 @@
+"""Response selection and duplicates (docs/method.md §8), and writing `selected/`: the
+chosen input rows with all their original columns plus the selection's scores.
+
+The selection itself is a pure function over the compact score columns (pandas); writing
+`selected/` reads the chosen rows back from the inputs, one Ray task per input file.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .columns import SELECTED_COLUMNS
+from .config import CurateConfig
+from .io import (
+    delete,
+    filesystem,
+    hive_columns,
+    join,
+    list_files,
+    read_rows,
+    redact,
+    stable_id,
+    write_table,
+)
+
+READ_CHUNK_ROWS = 256
+METRICS = {"local": "local_nat", "global": "global_nat"}
+
+
+def duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose (prompt_id, teacher, response) repeat an earlier row: row_id, duplicate_of."""
+    first = df.groupby("content_hash")["row_id"].transform("min")
+    dup = df["row_id"] != first
+    return pd.DataFrame(
+        {"row_id": df.loc[dup, "row_id"].to_numpy(), "duplicate_of": first[dup].to_numpy()}
+    )
+
+
+def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
+    """One row per prompt: the candidate with the highest score (ties: smallest row_id).
+
+    `by="random"` draws a seeded candidate per prompt through the same code path.
+    Returns row_id, prompt_id, local_nat, global_nat, n_candidates, selected_by.
+    """
+    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
+    cand = cand.copy()
+    if by == "random":
+        cand["_key"] = [-(stable_id(seed, r) / 2**63) for r in cand["row_id"]]
+    else:
+        cand["_key"] = cand[METRICS[by]]
+    cand = cand.sort_values(["prompt_id", "_key", "row_id"], ascending=[True, False, True])
+    n = cand.groupby("prompt_id").size().rename("n_candidates")
+    best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")
+    best["selected_by"] = by
+    return best[["prompt_id", "teacher", *SELECTED_COLUMNS]].reset_index(drop=True)
+
+
+def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> None:
+    """Read the selected rows back from the inputs with all their columns and the scores,
+    one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
+    part to one schema so the directory loads as one dataset."""
+    import ray
+
+    src = scored.set_index("row_id")["source"]
+    wanted: dict[str, dict[int, dict]] = {}
+    for row in chosen.to_dict("records"):
+        uri, index = src[row["row_id"]].rsplit("#", 1)
+        wanted.setdefault(uri, {})[int(index)] = row
+    for old in list_files(join(run_dir, "selected")):
+        delete(old)
+    task = ray.remote(num_cpus=0.5)(write_selected_part)
+    parts = {
+        join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
+            uri, root, wanted[redact(uri)], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
+        )
+        for i, uri, root in files
+        if redact(uri) in wanted
+    }
+    schemas = dict(zip(parts, ray.get(list(parts.values()))))
+    if not schemas:
+        return
+    schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+    conform = ray.remote(num_cpus=0.5)(conform_part)
+    ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
+
+
+def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
+    """Write the input rows at the given row numbers, all their columns plus the selection's
+    scores, to `out`; return the part's schema."""
+    hive = hive_columns(uri, root)
+    records = []
+    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
+        for index, rec in chunk:
+            if index in rows:
+                s = rows[index]
+                rec = {**hive, **rec}
+                rec.setdefault(cfg.prompt_id_column, s["prompt_id"])
+                records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+    table = pa.Table.from_pylist(records)
+    write_table(table, out)
+    return table.schema
+
+
+def conform_part(uri: str, schema: pa.Schema) -> None:
+    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
+    fs, path = filesystem(uri)
+    table = pq.read_table(path, filesystem=fs)
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    write_table(table.select(schema.names).cast(schema), uri)

@@ -1,0 +1,166 @@
+"""Options: typed once, validated once; config files and flags merge with flags winning."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from localnat.curate.config import CurateConfig
+from localnat.options import all_options, build_config, options_markdown, parse_config
+from localnat.scoring.config import OptionError, ScoreConfig, Window
+from localnat.scoring.student import load_model, load_tokenizer
+from localnat.testing import save_tiny_student
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def from_file(tmp_path, values: dict, *flags, suffix=".yaml"):
+    path = tmp_path / f"c{suffix}"
+    if suffix == ".toml":
+        lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(values))
+    return parse_config(["--config", str(path), *flags])
+
+
+# One wrong-typed value per option type: each must be an error naming the key, never coerced.
+WRONG = {
+    "trust-remote-code": "false",  # bool as a string: this once turned remote code ON
+    "overwrite": "no",
+    "dry-run": 1,
+    "batch-rows": "64",  # int as a string
+    "max-tokens": 8.5,
+    "seed": True,  # a bool is not an int
+    "gpus-per-actor": "0.5",  # float as a string
+    "cpus-per-actor": [1],  # optional float as a list
+    "student": 5,  # str as a number
+    "window": [{"k": 4}],  # list element of the wrong kind
+    "input": {"a": 1},  # list as a mapping
+    "select-by": "best",  # not one of the choices
+    "dtype": "fp8",
+}
+
+
+@pytest.mark.parametrize("key", sorted(WRONG))
+def test_mistyped_config_values_are_errors_naming_the_key(tmp_path, capsys, key):
+    with pytest.raises(SystemExit) as err:
+        from_file(tmp_path, {key: WRONG[key]})
+    assert err.value.code == 2
+    assert key in capsys.readouterr().err
+
+
+def test_every_option_type_is_covered_by_the_mistyped_test():
+    kinds = {str(o.hint) for o in all_options()}
+    covered = {str(o.hint) for o in all_options() if o.key in WRONG}
+    assert kinds == covered
+
+
+def test_python_callers_get_the_same_checks():
+    with pytest.raises(OptionError, match="trust-remote-code"):
+        ScoreConfig(trust_remote_code="false")
+    with pytest.raises(OptionError, match="batch-rows"):
+        CurateConfig(batch_rows="64")
+    with pytest.raises(OptionError, match="window"):
+        ScoreConfig(windows=(True,))
+    assert ScoreConfig(windows=4).windows == (Window(k=4),)
+    assert ScoreConfig(windows=("k2", 0.5)).windows == (Window(k=2), Window(w=0.5))
+
+
+def test_policies_live_in_the_config():
+    # no GPUs for the actors: the students run on CPU, whoever builds the config
+    assert CurateConfig().score.device == "cpu"
+    assert CurateConfig().cpus_per_actor == 0.5
+    gpu = CurateConfig(gpus_per_actor=1.0)
+    assert gpu.score.device == "auto" and gpu.cpus_per_actor == 1.0
+    assert parse_config([]).score.device == "cpu"
+    assert parse_config(["--gpus-per-actor", "1"]).cpus_per_actor == 1.0
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml"])
+def test_flags_replace_file_values_for_every_list_option(tmp_path, suffix):
+    values = {"window": [4], "input": ["a.parquet", "b.parquet"], "batch-rows": 8}
+    cfg = from_file(tmp_path, values, "--window", "2", "--input", "c.parquet", suffix=suffix)
+    assert cfg.score.windows == (Window(k=2),)
+    assert cfg.inputs == ("c.parquet",)
+    assert cfg.batch_rows == 8  # the file's value where no flag is given
+    lists = {o.key for o in all_options() if o.repeatable}
+    assert lists == {"window", "input"}  # a new list option needs a line above
+    cfg = from_file(tmp_path, values, suffix=suffix)
+    assert cfg.score.windows == (Window(k=4),) and cfg.inputs == ("a.parquet", "b.parquet")
+
+
+def test_scalar_flags_win_and_booleans_can_be_turned_off(tmp_path):
+    cfg = from_file(tmp_path, {"overwrite": True, "seed": 3}, "--no-overwrite", "--seed", "5")
+    assert cfg.overwrite is False and cfg.seed == 5
+
+
+def test_unknown_keys_and_empty_lists_are_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        from_file(tmp_path, {"batch_tokenz": 8})
+    assert "batch-tokenz" in capsys.readouterr().err
+    with pytest.raises(OptionError, match="input: an empty list"):
+        build_config({"input": []})  # not silently the bundled sample
+
+
+@pytest.mark.parametrize("run_id", ["..", ".", "a/b", "../x", "x\n", "", "-rf", ".hidden"])
+def test_run_id_is_one_safe_path_segment(run_id):
+    with pytest.raises(OptionError, match="run-id"):
+        CurateConfig(run_id=run_id)
+    assert CurateConfig(run_id="2026-11-26_night.1").run_id == "2026-11-26_night.1"
+
+
+def test_readme_options_table_is_the_generated_one():
+    text = README.read_text()
+    table = re.search(r"<!-- options:start[^>]*-->\n(.*?)<!-- options:end -->", text, re.S)
+    assert table, "README lacks the options table markers"
+    assert table.group(1) == options_markdown(), "regenerate: python -m localnat.options"
+
+
+CUSTOM_CODE = """
+from pathlib import Path
+Path(MARKER).write_text("custom code ran")
+from transformers import LlamaConfig, LlamaForCausalLM
+
+class CustomConfig(LlamaConfig):
+    model_type = "custom_llama"
+
+class CustomModel(LlamaForCausalLM):
+    config_class = CustomConfig
+"""
+
+
+@pytest.fixture
+def remote_code_student(tmp_path):
+    path = tmp_path / "student"
+    save_tiny_student(path)
+    (path / "custom.py").write_text(f"MARKER = {str(tmp_path / 'RAN')!r}\n" + CUSTOM_CODE)
+    config = json.loads((path / "config.json").read_text())
+    config["model_type"] = "custom_llama"
+    config["auto_map"] = {
+        "AutoConfig": "custom.CustomConfig",
+        "AutoModelForCausalLM": "custom.CustomModel",
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_custom_model_code_runs_only_when_trust_remote_code_is_exactly_true(
+    remote_code_student, tmp_path
+):
+    ran = (tmp_path / "RAN").exists
+    student = str(remote_code_student)
+    cfg = parse_config(["--student", student])
+    assert cfg.score.trust_remote_code is False
+    with pytest.raises(Exception):  # noqa: B017 - transformers refuses the unknown model type
+        load_model(cfg.score)
+    load_tokenizer(cfg.score)
+    assert not ran()
+    with pytest.raises(SystemExit):  # the string "false" never reaches the loader
+        from_file(tmp_path, {"student": student, "trust-remote-code": "false"})
+    assert not ran()
+    # the test can fail: with the flag the code does run
+    load_model(parse_config(["--student", student, "--trust-remote-code"]).score)
+    assert ran()
