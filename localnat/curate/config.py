@@ -89,6 +89,11 @@ class CurateConfig:
     ray_address: str | None = option(
         None, "the cluster to join", group=_RAY, default_text="local or `RAY_ADDRESS`"
     )
+    verbose: bool = option(
+        False,
+        "show Ray's own progress logs and worker output (else they stay in Ray's logs)",
+        group=_RAY,
+    )
     score: ScoreConfig = ScoreConfig()
 
     def __post_init__(self):

@@ -12,7 +12,6 @@ Layout of OUTPUT/RUN_ID/:
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -48,7 +47,9 @@ from .io import (
     write_text,
 )
 from .leaderboard import leaderboard
+from .progress import Progress, start_ray
 from .report import markdown, png, summary_table
+from .runs import show_run
 from .selection import duplicates, select, write_selected
 
 SAMPLE = Path(__file__).parent.parent / "sample" / "mip_math_sample.parquet"
@@ -76,8 +77,7 @@ def run_job(cfg: CurateConfig) -> dict:
     previous = read_text(join(run_dir, "manifest.json"))
     if previous and not cfg.overwrite and not cfg.dry_run:
         log(f"run {run_id} is complete at {run_dir} (use --overwrite to redo it)")
-        manifest = json.loads(previous)
-        return {**manifest, "report": read_text(join(run_dir, "teachers.md")) or ""}
+        return {**json.loads(previous), "report": show_run(run_dir)}
     if cfg.overwrite and not cfg.dry_run:
         delete(run_dir)
 
@@ -221,39 +221,46 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
     }
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str) -> int:
-    """Run the Ray pipeline over the files to do; mark each file done when all its rows
+def stream(todo, cfg: CurateConfig, run_dir: str, rows: int | None = None) -> int:
+    """Run the Ray pipeline over the files to do; commit each file as soon as all its rows
     are written. Returns the response tokens scored."""
-    import ray
-
     from .pipeline import build
 
-    if not ray.is_initialized():
-        local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
-        # Ray hangs on small machines when actors hold every CPU: give it logical room.
-        extra = {"num_cpus": max(4, os.cpu_count() or 1)} if local else {}
-        ray.init(address=cfg.ray_address, log_to_driver=True, **extra)
+    start_ray(cfg)
     if cfg.score.student is None:
-        from .student import default_student_dir
+        from ..scoring.student import default_student_dir
 
         default_student_dir()  # convert once here, not in every actor at the same time
     written: dict[int, dict] = {}
     totals: dict[int, int] = {}
     uris = {i: uri for i, uri, _ in todo}
-    for batch in build(todo, cfg, run_dir).iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            index = row["file_index"]
-            acc = written.setdefault(
-                index,
-                {"scored": 0, "rejected": 0, "response_tokens": 0, "oom_splits": 0, "parts": []},
-            )
-            for key in acc:
-                acc[key] += row[key]
-            if row["file_rows"] is not None:
-                totals[index] = row["file_rows"]
-            if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
-                commit_file(run_dir, index, uris[index], acc)
-                log(f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected")
+    batches = build(todo, cfg, run_dir).iter_batches(batch_size=None, batch_format="pyarrow")
+    with Progress(len(todo), rows, log) as progress:
+        for batch in batches:
+            for row in batch.to_pylist():
+                index = row["file_index"]
+                acc = written.setdefault(
+                    index,
+                    {
+                        "scored": 0,
+                        "rejected": 0,
+                        "response_tokens": 0,
+                        "oom_splits": 0,
+                        "parts": [],
+                    },
+                )
+                for key in acc:
+                    acc[key] += row[key]
+                progress.add(row["scored"], row["rejected"], row["response_tokens"])
+                if row["file_rows"] is not None:
+                    totals[index] = row["file_rows"]
+                if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
+                    commit_file(run_dir, index, uris[index], acc)
+                    progress.done_files += 1
+                    if cfg.verbose:
+                        log(
+                            f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected"
+                        )
     missing = sorted(set(uris) - set(completed_files(run_dir)))
     if missing:
         raise RuntimeError(f"input files not completed: {[redact(uris[i]) for i in missing]}")
@@ -262,7 +269,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str) -> int:
 
 def _fingerprint(student: str | None, revision: str | None) -> str:
     if student is None:
-        from .student import default_student_dir
+        from ..scoring.student import default_student_dir
 
         return model_fingerprint(str(default_student_dir()))
     if Path(student).is_dir():

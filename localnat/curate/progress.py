@@ -1,0 +1,80 @@
+"""The run a person watches: one localnat progress line about every 10 s, and Ray's own
+progress logs kept out of the terminal unless `--verbose` (they stay in the Ray session's
+logs, `ray-data.log`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+
+def start_ray(cfg) -> None:
+    """Join the configured cluster, or start a local one, quietly unless cfg.verbose."""
+    import ray
+    from ray.data import DataContext
+
+    quiet = not cfg.verbose
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = not quiet
+    ctx.print_on_execution_start = not quiet
+    if quiet:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+    # Ray hangs on small machines when actors hold every CPU: give it logical room.
+    extra = {"num_cpus": max(4, os.cpu_count() or 1)} if local else {}
+    env = {"TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"} if quiet else {}
+    ray.init(
+        address=cfg.ray_address,
+        log_to_driver=True,  # worker errors must reach the user
+        logging_level=logging.WARNING if quiet else logging.INFO,
+        runtime_env={"env_vars": env} if env else None,
+        **extra,
+    )
+
+
+class Progress:
+    """Counters the driver updates as parts are written; a thread prints them every
+    `every` seconds: files done/total, rows scored/rejected, response tokens/s, ETA."""
+
+    def __init__(self, files: int, rows: int | None, log, every: float = 10.0):
+        self.files, self.rows, self.log, self.every = files, rows, log, every
+        self.done_files = self.scored = self.rejected = self.tokens = 0
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+    def add(self, scored: int, rejected: int, tokens: int) -> None:
+        self.scored += scored
+        self.rejected += rejected
+        self.tokens += tokens
+
+    def line(self) -> str:
+        elapsed = max(time.time() - self.started, 1e-9)
+        done = self.scored + self.rejected
+        rows = f"{done:,}" + (f"/{self.rows:,}" if self.rows else "")
+        eta = "?"
+        if self.rows and done:
+            eta = f"{(self.rows - done) * elapsed / done:,.0f} s"
+        elif self.done_files:
+            eta = f"{(self.files - self.done_files) * elapsed / self.done_files:,.0f} s"
+        return (
+            f"progress: files {self.done_files}/{self.files}, rows {rows} "
+            f"({self.scored:,} scored, {self.rejected:,} rejected), "
+            f"{self.tokens / elapsed:,.1f} response tokens/s, {elapsed:,.0f} s elapsed, ETA {eta}"
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.log(self.line())
