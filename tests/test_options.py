@@ -164,3 +164,21 @@ def test_custom_model_code_runs_only_when_trust_remote_code_is_exactly_true(
     # the test can fail: with the flag the code does run
     load_model(parse_config(["--student", student, "--trust-remote-code"]).score)
     assert ran()
+
+
+def test_toml_on_python_3_10_reads_with_tomli(tmp_path, monkeypatch):
+    # Python 3.10 has no tomllib; the `tomli` dependency (same API) is used there.
+    import sys
+    import types
+
+    import tomllib
+
+    import localnat.options as options
+
+    fake = types.ModuleType("tomli")
+    fake.loads = lambda text: {**tomllib.loads(text), "seed": 7}  # proves tomli was called
+    monkeypatch.setitem(sys.modules, "tomli", fake)
+    monkeypatch.setattr(options.sys, "version_info", (3, 10, 13))
+    path = tmp_path / "c.toml"
+    path.write_text("window = [4, 0.25]\nbatch-rows = 8\n")
+    assert options.read_config_file(str(path)) == {"window": [4, 0.25], "batch-rows": 8, "seed": 7}
