@@ -104,16 +104,11 @@ def test_kendall_tau_b_known_values():
     assert np.isnan(kendall_tau_b([1], [1]))
 
 
-def test_correctness_values_map_to_bool_or_unknown():
-    from localnat.curate.records import _as_bool
+def test_correctness_values_are_true_false_or_unknown_never_guessed():
+    from localnat.curate.records import as_bool
 
-    assert [_as_bool(v) for v in (True, 1, 0.0, "yes", "False", None, float("nan"), "maybe")] == [
-        True,
-        True,
-        False,
-        True,
-        False,
-        None,
-        None,
-        None,
-    ]
+    ok = (True, False, 1, 0, 1.0, 0.0, "true", " FALSE ", "1", "0", None, float("nan"))
+    assert [as_bool(v) for v in ok] == [True, False] * 5 + [None, None]
+    for bad in ("yes", "maybe", "", 2, 0.5, "t", [True]):
+        with pytest.raises(ValueError, match="use true/false or 1/0"):
+            as_bool(bad)

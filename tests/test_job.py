@@ -214,7 +214,7 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
 
     # an interrupted run: manifest never written, one file not marked done, stray parts
     (run_dir / "manifest.json").unlink()
-    (run_dir / "_done" / "f000001.json").unlink()
+    (run_dir / "_done" / "f000001-c000000.json").unlink()
     stray = next((run_dir / "scores").glob("f000001-*"))
     (run_dir / "scores" / "f000001-stray.parquet").write_bytes(stray.read_bytes())
     resumed = run_job(cfg)

@@ -1,86 +1,228 @@
-"""The commit protocol of a run directory: what makes written rows outputs, and resume.
+"""The commit protocol of a run directory: who may write it, what makes written rows outputs,
+and resume.
 
-    _run.json            the run's identity: inputs and scoring settings it started with
-    _done/f000012.json   input file 12's rows are all written, in the parts it lists
+    _run.json                   the run's identity: input versions and the settings it started
+                                with; only a directory holding it is ever deleted (--overwrite)
+    _lease/<owner>.json         the run that holds the directory now (one at a time)
+    _done/f000012-c000003.json  rows of chunk 3 of input file 12 are all written, in the parts
+                                it lists ("last": true on a file's final chunk)
 
-Parts (scores/, rejects/) are written first, under unique names; a file is committed by its
-marker, written after all its parts. Only parts a marker lists are outputs: a resumed run
-redoes unmarked files and deletes the parts no marker lists, so a run killed anywhere ends
-with exactly one copy of every row.
+A chunk is `commit_rows` consecutive rows of one input file, in file order, so a large file
+commits as it goes and a resumed run skips the chunks already done. Parts (scores/,
+rejects/) are written first under unique names; a chunk is committed by its marker, written
+after all its parts. Only parts a marker lists are outputs: a resumed run deletes the parts
+no marker lists, so a run killed anywhere ends with exactly one copy of every row. Cleanup
+runs only under the lease, so it never deletes a part another live run may list.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from .config import CurateConfig
-from .io import delete, file_size, join, list_files, read_text, redact, write_text
+from .io import delete, file_version, join, list_files, read_text, redact, write_text
 
-# Settings that change speed, never a score: a resume may change them.
+# Settings that change speed, never a score or a row's place: a resume may change them.
 SPEED_ONLY = {"batch_tokens", "head_chunk", "device", "attn_implementation"}
+LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead run
 
 
 class RunMismatch(ValueError):
     """A resume whose inputs or settings differ from the run it would continue."""
 
 
-def check_same_run(run_dir: str, files, cfg: CurateConfig) -> None:
-    """A resumed run must see the inputs and scoring settings it started with: done markers
-    refer to input files by position, and mixing settings would mix scores."""
+class RunBusy(RuntimeError):
+    """Another live run holds the run directory."""
+
+
+def run_identity(files, cfg: CurateConfig) -> dict:
+    """What a resume must match: every input file's version (size + mtime/ETag), the input
+    format, the chunking, the columns and every setting that changes a score."""
     score = {k: v for k, v in asdict(cfg.score).items() if k not in SPEED_ONLY}
-    identity = {
-        "inputs": [[redact(uri), file_size(uri)] for _, uri, _ in files],
+    with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
+        versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
+    return {
+        "inputs": [[redact(uri), v] for (_, uri, _), v in zip(files, versions)],
+        "input_format": cfg.input_format,
+        "commit_rows": cfg.commit_rows,
         "score": json.loads(redact(json.dumps(score, default=str))),
         "columns": cfg.columns,
     }
+
+
+def check_same_run(run_dir: str, identity: dict) -> None:
+    """A resumed run must see the inputs and settings it started with: markers refer to
+    input files by position and rows by order, and mixing settings would mix scores."""
     started = read_text(join(run_dir, "_run.json"))
     if started is None:
         write_text(join(run_dir, "_run.json"), json.dumps(identity, indent=2))
-    elif json.loads(started) != identity:
+        return
+    try:
+        previous = json.loads(started)
+    except ValueError:
         raise RunMismatch(
-            f"{redact(run_dir)} was started with other inputs or scoring settings; "
-            "use a new --run-id, or --overwrite to start this one again"
+            f"{redact(run_dir)}/_run.json is unreadable, so this run's inputs cannot be "
+            "checked: use --overwrite to start it again, or a new --run-id"
+        ) from None
+    if previous != identity:
+        changed = sorted(k for k in identity if previous.get(k) != identity[k])
+        raise RunMismatch(
+            f"{redact(run_dir)} was started with other inputs or scoring settings "
+            f"(changed: {', '.join(changed)}); use a new --run-id, or --overwrite to start "
+            "this one again"
         )
 
 
-def marker(run_dir: str, index: int) -> str:
-    return join(run_dir, "_done", f"f{index:06d}.json")
+def prepare_overwrite(run_dir: str) -> None:
+    """--overwrite deletes the run directory only when it is one of ours (holds _run.json);
+    a directory with anything else in it is never deleted."""
+    leases = f"{join(run_dir, '_lease')}/"
+    entries = [u for u in list_files(run_dir) if not u.startswith(leases)]  # ours stays
+    if not entries:
+        return
+    if read_text(join(run_dir, "_run.json")) is None:
+        raise RunMismatch(
+            f"--overwrite refused: {redact(run_dir)} holds files but no localnat _run.json, "
+            "so it is not a localnat run directory; nothing was deleted"
+        )
+    for uri in entries:
+        delete(uri)
 
 
-def commit_file(run_dir: str, index: int, uri: str, counts: dict) -> None:
-    write_text(marker(run_dir, index), json.dumps({"uri": redact(uri), **counts}))
+class Lease:
+    """Exclusive hold of a run directory, on any store: write `_lease/<owner>.json`, then
+    list; if another live lease is there, withdraw. Two runs starting at once may both
+    withdraw (retry later), never both proceed. Renewed by a thread; released on exit.
+    A lease is live until its expiry, or until its process is gone (same host)."""
 
+    def __init__(self, run_dir: str, ttl: float = LEASE_TTL_S):
+        self.dir = join(run_dir, "_lease")
+        self.ttl = ttl
+        self.owner = uuid.uuid4().hex[:16]
+        self.uri = join(self.dir, f"{self.owner}.json")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True)
 
-def completed_files(run_dir: str) -> dict[int, dict]:
-    done = {}
-    for uri in list_files(join(run_dir, "_done")):
-        name = uri.rsplit("/", 1)[-1]
-        if name.startswith("f") and name.endswith(".json"):
+    def _write(self) -> None:
+        body = {
+            "owner": self.owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "expires": time.time() + self.ttl,
+        }
+        write_text(self.uri, json.dumps(body))
+
+    def __enter__(self):
+        self._write()
+        for uri in list_files(self.dir):
+            if uri == self.uri:
+                continue
+            other = _read_json(uri)
+            if other is not None and _live(other):
+                delete(self.uri)
+                raise RunBusy(
+                    f"another run holds {redact(self.dir.rsplit('/', 1)[0])} (host "
+                    f"{other.get('host')}, pid {other.get('pid')}, lease until "
+                    f"{time.strftime('%H:%M:%S', time.gmtime(other['expires']))} UTC): wait "
+                    "for it to finish, or use another --run-id"
+                )
+            delete(uri)  # a dead run's lease
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
             try:
-                done[int(name[1:-5])] = json.loads(read_text(uri))
-            except ValueError:  # cut short by a crash: the file is redone
-                delete(uri)
+                self._write()
+            except Exception:  # noqa: BLE001 - a storage blip; the next renewal retries
+                pass
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            delete(self.uri)
+        except Exception:  # noqa: BLE001 - it expires on its own
+            pass
+
+
+def _read_json(uri: str) -> dict | None:
+    try:
+        return json.loads(read_text(uri) or "null")
+    except ValueError:
+        return None
+
+
+def _live(lease: dict) -> bool:
+    if lease.get("expires", 0) < time.time():
+        return False
+    if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
+        try:
+            os.kill(lease["pid"], 0)
+        except ProcessLookupError:
+            return False  # killed: its lease is stale at once
+        except PermissionError:
+            pass
+    return True
+
+
+def marker(run_dir: str, file_index: int, chunk: int) -> str:
+    return join(run_dir, "_done", f"f{file_index:06d}-c{chunk:06d}.json")
+
+
+def commit_chunk(run_dir: str, file_index: int, chunk: int, uri: str, record: dict) -> None:
+    write_text(marker(run_dir, file_index, chunk), json.dumps({"uri": redact(uri), **record}))
+
+
+def committed_chunks(run_dir: str) -> dict[tuple[int, int], dict]:
+    """(file index, chunk) -> marker. A marker cut short by a crash is deleted (redone)."""
+    uris = [u for u in list_files(join(run_dir, "_done")) if u.endswith(".json")]
+    with ThreadPoolExecutor(16) as pool:
+        bodies = list(pool.map(_read_json, uris))
+    done = {}
+    for uri, body in zip(uris, bodies):
+        name = uri.rsplit("/", 1)[-1][:-5]
+        try:
+            f, c = name.split("-")
+            key = (int(f[1:]), int(c[1:]))
+        except ValueError:
+            continue  # not ours
+        if not isinstance(body, dict) or "parts" not in body:
+            delete(uri)
+            continue
+        done[key] = body
     return done
 
 
-def remove_uncommitted(run_dir: str) -> None:
-    """Delete every scores/rejects part that no done marker lists."""
-    committed = {p for d in completed_files(run_dir).values() for p in d["parts"]}
+def completed_files(chunks: dict[tuple[int, int], dict]) -> set[int]:
+    """Files whose every chunk, up to the one marked last, is committed."""
+    last = {f: c for (f, c), body in chunks.items() if body.get("last")}
+    return {f for f, end in last.items() if all((f, c) in chunks for c in range(end + 1))}
+
+
+def remove_uncommitted(run_dir: str, chunks: dict[tuple[int, int], dict]) -> None:
+    """Delete every scores/rejects part that no marker lists (call under the lease)."""
+    committed = {p for body in chunks.values() for p in body["parts"]}
     for sub in ("scores", "rejects"):
         for uri in list_files(join(run_dir, sub)):
             if f"{sub}/{uri.rsplit('/', 1)[-1]}" not in committed:
                 delete(uri)
 
 
-def file_counts(run_dir: str, files) -> dict:
-    done = completed_files(run_dir)
-    scored = sum(d["scored"] for d in done.values())
-    rejected = sum(d["rejected"] for d in done.values())
+def counts(chunks: dict[tuple[int, int], dict], n_files: int) -> dict:
+    scored = sum(d["scored"] for d in chunks.values())
+    rejected = sum(d["rejected"] for d in chunks.values())
     return {
-        "input_files": len(files),
+        "input_files": n_files,
         "input_rows": scored + rejected,
         "scored": scored,
         "rejected": rejected,
-        "oom_splits": sum(d["oom_splits"] for d in done.values()),
+        "oom_splits": sum(d["oom_splits"] for d in chunks.values()),
     }

@@ -12,6 +12,8 @@ from ..scoring.config import OptionError, ScoreConfig, check_fields, option
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# scheme://user[:secret]@...: credentials that would end up in logs and manifests.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 _IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
 
 
@@ -86,6 +88,12 @@ class CurateConfig:
         default_text="1 with GPUs, 0.5 without",
     )
     batch_rows: int = option(64, "rows per actor call", group=_RAY)
+    commit_rows: int = option(
+        1000,
+        "rows of one input file committed together: a killed run keeps every chunk it "
+        "finished, so large files resume where they stopped",
+        group=_IO,
+    )
     ray_address: str | None = option(
         None, "the cluster to join", group=_RAY, default_text="local or `RAY_ADDRESS`"
     )
@@ -100,8 +108,8 @@ class CurateConfig:
         check_fields(self)
         if not isinstance(self.score, ScoreConfig):
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
-        if self.actors < 1 or self.batch_rows < 1:
-            raise OptionError("actors and batch-rows: must be >= 1")
+        if self.actors < 1 or self.batch_rows < 1 or self.commit_rows < 1:
+            raise OptionError("actors, batch-rows and commit-rows: must be >= 1")
         if self.gpus_per_actor < 0:
             raise OptionError("gpus-per-actor: must be >= 0")
         if self.cpus_per_actor is None:
@@ -120,6 +128,14 @@ class CurateConfig:
             raise OptionError("input: an empty URI")
         if not self.output.strip():
             raise OptionError("output: an empty URI")
+        for key, uri in [("input", u) for u in self.inputs] + [("output", self.output)]:
+            if _USERINFO.match(uri):
+                shown = _USERINFO.sub(r"\1***@", uri)
+                raise OptionError(
+                    f"{key}: credentials inside a URI are not accepted ({shown}); set "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the cloud identity) in the "
+                    "environment instead"
+                )
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise OptionError("segmenter: the step column must differ from the other columns")
 

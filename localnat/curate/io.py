@@ -29,11 +29,14 @@ _SECRET_ENV = (
     "HUGGING_FACE_HUB_TOKEN",
 )
 _URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# key:secret@bucket where a library dropped the scheme (an S3 "bucket" name in an error)
+_BARE_CREDENTIALS = re.compile(r"(?<![\w/.-])[^\s/@:'\"]+:[^\s/@'\"]+@")
 
 
 def redact(text: str) -> str:
     """Remove credentials (env secrets, user:pass@ in URIs) from a string."""
     text = _URI_CREDENTIALS.sub("***@", str(text))
+    text = _BARE_CREDENTIALS.sub("***@", text)
     for name in _SECRET_ENV:
         value = os.environ.get(name)
         if value and len(value) >= 4:
@@ -77,9 +80,10 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
-def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
+def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
     """Expand files, directories and globs into sorted (input file URI, root) pairs; the root
-    is the directory that hive partitions (`teacher=x/`) are read relative to."""
+    is the directory that hive partitions (`teacher=x/`) are read relative to. Files under
+    `exclude` (the output) are left out."""
     found: dict[str, str] = {}
     for uri in uris:
         fs, path = filesystem(uri)
@@ -117,6 +121,15 @@ def list_inputs(uris: list[str]) -> list[tuple[str, str]]:
             found.update({to_uri(f): to_uri(path) for f in files})
         else:
             raise FileNotFoundError(f"input not found: {redact(uri)}")
+    if exclude:
+        fs_out, out_path = filesystem(exclude)
+        out_path = out_path.rstrip("/") + "/"
+        inside = lambda u: (  # noqa: E731
+            type(filesystem(u)[0]) is type(fs_out) and filesystem(u)[1].startswith(out_path)
+        )
+        found = {u: r for u, r in found.items() if not inside(u)}
+        if not found:
+            raise FileNotFoundError("no input file outside the output directory")
     return sorted(found.items())
 
 
@@ -272,6 +285,14 @@ def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | N
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def file_size(uri: str) -> int | None:
+def file_version(uri: str, hash_below: int = 8 << 20) -> dict:
+    """What changes when a file is edited: size and modification time (the store's
+    LastModified on S3), plus a content hash for files under `hash_below` bytes, whose edits
+    may keep both (a tool that preserves mtimes)."""
     fs, path = filesystem(uri)
-    return fs.get_file_info(path).size
+    info = fs.get_file_info(path)
+    version = {"size": info.size, "mtime_ns": info.mtime_ns}
+    if info.size is not None and info.size < hash_below:
+        with fs.open_input_stream(path, compression=None) as f:
+            version["blake2b"] = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+    return version

@@ -24,15 +24,18 @@ from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
 from .columns import REDUCE_COLUMNS
 from .commit import (
+    Lease,
     check_same_run,
-    commit_file,
+    commit_chunk,
+    committed_chunks,
     completed_files,
-    file_counts,
+    counts,
+    prepare_overwrite,
     remove_uncommitted,
+    run_identity,
 )
 from .config import CurateConfig
 from .io import (
-    delete,
     file_format,
     hive_columns,
     input_columns,
@@ -72,39 +75,85 @@ def run_job(cfg: CurateConfig) -> dict:
         cfg = replace(cfg, inputs=(str(DEMO),), correct_column=cfg.correct_column or "is_correct")
     now = datetime.now(timezone.utc)
     run_id = cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ")
-    run_dir = join(cfg.output.replace("{date}", now.strftime("%Y-%m-%d")), run_id)
+    output = cfg.output.replace("{date}", now.strftime("%Y-%m-%d"))
+    run_dir = join(output, run_id)
 
-    previous = read_text(join(run_dir, "manifest.json"))
+    previous = _manifest(run_dir)
     if previous and not cfg.overwrite and not cfg.dry_run:
         log(f"run {run_id} is complete at {run_dir} (use --overwrite to redo it)")
-        return {**json.loads(previous), "report": show_run(run_dir)}
-    if cfg.overwrite and not cfg.dry_run:
-        delete(run_dir)
+        return {**previous, "report": show_run(run_dir)}
 
-    files = [(i, uri, root) for i, (uri, root) in enumerate(list_inputs(list(cfg.inputs)))]
+    # Outputs written inside an input directory are never read back as inputs.
+    files = list_inputs(list(cfg.inputs), exclude=output)
+    files = [(i, uri, root) for i, (uri, root) in enumerate(files)]
     check_columns(files, cfg)
     if cfg.dry_run:
         return dry_run(files, cfg, run_dir)
+    check_student(cfg)
 
-    check_same_run(run_dir, files, cfg)
-    done = completed_files(run_dir)
-    todo = [f for f in files if f[0] not in done]
-    remove_uncommitted(run_dir)
-    log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
-    timings["plan"] = time.time() - started
+    with Lease(run_dir):
+        if cfg.overwrite:
+            prepare_overwrite(run_dir)
+        check_same_run(run_dir, run_identity(files, cfg))
+        chunks = committed_chunks(run_dir)
+        remove_uncommitted(run_dir, chunks)
+        done = completed_files(chunks)
+        todo = [f for f in files if f[0] not in done]
+        log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
+        timings["plan"] = time.time() - started
 
-    tokens = 0
-    if todo:
-        t = time.time()
-        tokens = stream(todo, cfg, run_dir)
-        timings["score"] = time.time() - t
-        log(
-            f"scored {len(todo)} files in {timings['score']:.1f} s "
-            f"({tokens / timings['score']:.1f} response tokens/s)"
+        tokens = 0
+        if todo:
+            t = time.time()
+            skip = {}
+            for f, c in chunks:
+                skip.setdefault(f, []).append(c)
+            tokens = stream(todo, cfg, run_dir, skip)
+            timings["score"] = time.time() - t
+            log(
+                f"scored {len(todo)} files in {timings['score']:.1f} s "
+                f"({tokens / timings['score']:.1f} response tokens/s)"
+            )
+        chunks = committed_chunks(run_dir)
+        remove_uncommitted(run_dir, chunks)  # parts a lost worker may have written meanwhile
+        missing = sorted({i for i, _, _ in files} - completed_files(chunks))
+        if missing:
+            raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
+        return finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started)
+
+
+def _manifest(run_dir: str) -> dict | None:
+    """A complete run's manifest; a corrupt one is rebuilt from the committed chunks."""
+    text = read_text(join(run_dir, "manifest.json"))
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        log(f"{run_dir}/manifest.json is unreadable: rebuilding it from the committed chunks")
+        return None
+
+
+def check_student(cfg: CurateConfig) -> None:
+    """Load the student's config and tokenizer here, before any Ray work: a missing or broken
+    student is one clear line, not an actor traceback a minute later."""
+    from transformers import AutoConfig
+
+    from ..scoring.student import load_tokenizer, resolve_student
+
+    student = resolve_student(cfg.score.student)
+    try:
+        AutoConfig.from_pretrained(
+            student, revision=cfg.score.revision, trust_remote_code=cfg.score.trust_remote_code
         )
-    remove_uncommitted(run_dir)  # parts a lost worker may have written meanwhile
-    counts = file_counts(run_dir, files)
+        load_tokenizer(cfg.score)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the same message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot load the student {student!r}: {first}") from None
 
+
+def finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started) -> dict:
+    """The reduce, the reports and the manifest, from the committed outputs."""
     t = time.time()
     scores = read_parquet_dir(join(run_dir, "scores"), REDUCE_COLUMNS)
     if scores is None:
@@ -152,7 +201,7 @@ def run_job(cfg: CurateConfig) -> dict:
         },
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
-            **counts,
+            **counts(chunks, len(files)),
             "prompts": board["n_prompts"],
             "matched_prompts": board["n_matched_prompts"],
             "selected": len(chosen),
@@ -216,14 +265,14 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
             "actors": cfg.actors,
             "gpus_per_actor": cfg.gpus_per_actor,
             "select_by": cfg.select_by,
-            "already_done_files": len(completed_files(run_dir)),
+            "already_done_files": len(completed_files(committed_chunks(run_dir))),
         },
     }
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str, rows: int | None = None) -> int:
-    """Run the Ray pipeline over the files to do; commit each file as soon as all its rows
-    are written. Returns the response tokens scored."""
+def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
+    """Run the Ray pipeline over the files to do; commit each chunk of rows as soon as all
+    its rows are written. Returns the response tokens scored."""
     from .pipeline import build
 
     start_ray(cfg)
@@ -231,16 +280,19 @@ def stream(todo, cfg: CurateConfig, run_dir: str, rows: int | None = None) -> in
         from ..scoring.student import default_student_dir
 
         default_student_dir()  # convert once here, not in every actor at the same time
-    written: dict[int, dict] = {}
-    totals: dict[int, int] = {}
+    written: dict[tuple[int, int], dict] = {}
+    totals: dict[tuple[int, int], tuple[int, bool]] = {}
+    have = {i: set(skip.get(i, ())) for i, _, _ in todo}  # committed chunks per file
+    ends: dict[int, int] = {}  # file -> its last chunk, once seen
     uris = {i: uri for i, uri, _ in todo}
-    batches = build(todo, cfg, run_dir).iter_batches(batch_size=None, batch_format="pyarrow")
-    with Progress(len(todo), rows, log) as progress:
+    tokens = 0
+    batches = build(todo, cfg, run_dir, skip).iter_batches(batch_size=None, batch_format="pyarrow")
+    with Progress(len(todo), None, log) as progress:
         for batch in batches:
             for row in batch.to_pylist():
-                index = row["file_index"]
+                key = (row["file_index"], row["chunk"])
                 acc = written.setdefault(
-                    index,
+                    key,
                     {
                         "scored": 0,
                         "rejected": 0,
@@ -249,22 +301,23 @@ def stream(todo, cfg: CurateConfig, run_dir: str, rows: int | None = None) -> in
                         "parts": [],
                     },
                 )
-                for key in acc:
-                    acc[key] += row[key]
+                for name in acc:
+                    acc[name] += row[name]
+                tokens += row["response_tokens"]
                 progress.add(row["scored"], row["rejected"], row["response_tokens"])
-                if row["file_rows"] is not None:
-                    totals[index] = row["file_rows"]
-                if index in totals and acc["scored"] + acc["rejected"] == totals[index]:
-                    commit_file(run_dir, index, uris[index], acc)
-                    progress.done_files += 1
-                    if cfg.verbose:
-                        log(
-                            f"file {index} done: {acc['scored']} scored, {acc['rejected']} rejected"
-                        )
-    missing = sorted(set(uris) - set(completed_files(run_dir)))
-    if missing:
-        raise RuntimeError(f"input files not completed: {[redact(uris[i]) for i in missing]}")
-    return sum(acc["response_tokens"] for acc in written.values())
+                if row["chunk_rows"] is not None:
+                    totals[key] = (row["chunk_rows"], bool(row["last"]))
+                if key in totals and acc["scored"] + acc["rejected"] == totals[key][0]:
+                    last = totals[key][1]
+                    commit_chunk(run_dir, *key, uris[key[0]], {"last": last, **acc})
+                    f, c = key
+                    have[f].add(c)
+                    if last:
+                        ends[f] = c
+                    if f in ends and len(have[f]) == ends[f] + 1:
+                        progress.done_files += 1
+                        del ends[f]
+    return tokens
 
 
 def _fingerprint(student: str | None, revision: str | None) -> str:

@@ -32,12 +32,16 @@ READ_CHUNK_ROWS = 256
 _TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
 
 
-def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
-    """Dataset of per-batch write counts; iterating it runs the job."""
+def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, skip: dict):
+    """Dataset of per-chunk write counts; iterating it runs the job. `skip`: file index ->
+    chunks already committed."""
     import ray.data
 
     ds = ray.data.from_items(
-        [{"file_index": i, "uri": uri, "root": root} for i, uri, root in files],
+        [
+            {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, [])}
+            for i, uri, root in files
+        ],
         override_num_blocks=max(1, len(files)),
     )
     ds = ds.map_batches(
@@ -72,39 +76,83 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str):
 
 
 def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
-    """Read + validate. The last chunk of each file carries `file_rows`, the file's total,
-    so the driver knows when a file is complete. An unreadable file becomes one reject row."""
+    """Read + validate, in file order, in commit chunks of `cfg.commit_rows` rows (see
+    `Chunker`). Chunks in `skip` were committed by an earlier attempt: their rows are read
+    past, not emitted. An unreadable file (or the unreadable rest of one) becomes one reject
+    row after the rows read."""
     wanted = [*cfg.columns.values()] + ([cfg.score.step_column] if cfg.score.step_column else [])
     for item in batch.to_pylist():
         index, uri = item["file_index"], item["uri"]
-        pending, n = None, 0
+        hive = hive_columns(uri, item["root"])
+        chunker = Chunker(
+            cfg.commit_rows,
+            set(item["skip"] or ()),
+            lambda rows, uri=uri, index=index, hive=hive: _normalize_piece(
+                rows, uri, index, hive, cfg
+            ),
+        )
         try:
-            hive = hive_columns(uri, item["root"])
-            for chunk in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
-                if not chunk:
-                    continue
-                if pending is not None:
-                    yield _with_file_rows(pending, None)
-                pending = normalize(chunk, uri, index, hive, cfg)
-                n += pending.num_rows
+            for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
+                for row in rows:
+                    yield from chunker.add(row)
         except Exception as err:  # noqa: BLE001 - any unreadable file is a reject, not a crash
-            if pending is not None:
-                yield _with_file_rows(pending, None)
-            # Rows already read stay; the reject says where reading stopped.
-            where = f"rows from {n} on not read: " if n else ""
-            pending = file_reject(uri, index, f"{where}{type(err).__name__}: {err}")
-            n += 1
-        if pending is None:
-            pending = file_reject(uri, index, "file has no rows")
-            n = 1
-        yield _with_file_rows(pending, n)
+            where = f"rows from {chunker.seen} on not read: " if chunker.seen else ""
+            yield from chunker.add((None, f"{where}{type(err).__name__}: {err}"))
+        else:
+            if not chunker.seen:
+                yield from chunker.add((None, "file has no rows"))
+        yield from chunker.flush(end=True, last=True)
 
 
-def _with_file_rows(table: pa.Table, total: int | None) -> pa.Table:
-    values = [None] * table.num_rows
-    if total is not None and values:
-        values[-1] = total
-    return table.append_column("file_rows", pa.array(values, pa.int64()))
+class Chunker:
+    """Groups one file's rows, in order, into commit chunks of `size` rows, emitted in
+    pieces of at most READ_CHUNK_ROWS. The last row of a chunk carries `chunk_rows` (the
+    chunk's row count) and `last_chunk`, so the driver knows when a chunk, and the file, is
+    complete. A full chunk is held back until the next row shows it is not the file's last."""
+
+    def __init__(self, size: int, skip: set, make):
+        self.size, self.skip, self.make = size, skip, make
+        self.pending: list = []
+        self.seen = 0  # rows of the file so far, rejects included: decides the chunk
+
+    def add(self, row) -> Iterator[pa.Table]:
+        if self.seen and self.seen % self.size == 0:  # the chunk before is complete
+            yield from self.flush(end=True)
+        elif len(self.pending) >= READ_CHUNK_ROWS:
+            yield from self.flush(end=False)
+        self.pending.append(row)
+        self.seen += 1
+
+    def flush(self, end: bool, last: bool = False) -> Iterator[pa.Table]:
+        rows, self.pending = self.pending, []
+        chunk = (self.seen - 1) // self.size
+        if rows and chunk not in self.skip:
+            n = (self.seen - 1) % self.size + 1 if end else None
+            yield _with_chunk(self.make(rows), chunk, n, last)
+
+
+def _normalize_piece(rows: list, uri: str, index: int, hive: dict, cfg) -> pa.Table:
+    """Rows of one file -> WORK_SCHEMA; a row index of None is the file's reject row."""
+    tables, run = [], []
+    for row in rows:
+        if row[0] is None:
+            if run:
+                tables.append(normalize(run, uri, index, hive, cfg))
+                run = []
+            tables.append(file_reject(uri, index, row[1]))
+        else:
+            run.append(row)
+    if run:
+        tables.append(normalize(run, uri, index, hive, cfg))
+    return pa.concat_tables(tables)
+
+
+def _with_chunk(table: pa.Table, chunk: int, rows: int | None, last: bool) -> pa.Table:
+    n = table.num_rows
+    tail = lambda v: [None] * (n - 1) + [v]  # noqa: E731 - only the chunk's last row says
+    table = table.append_column("chunk", pa.array([chunk] * n, pa.int32()))
+    table = table.append_column("chunk_rows", pa.array(tail(rows), pa.int64()))
+    return table.append_column("last_chunk", pa.array(tail(last if rows else None), pa.bool_()))
 
 
 class Tokenize:
@@ -192,13 +240,16 @@ class Score:
 
 
 def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
-    """Write this batch's rows under scores/ and rejects/, one part per input file; return
-    per-file counts for the driver."""
+    """Write this batch's rows under scores/ and rejects/, one part per commit chunk
+    (f000012-c000003-<uuid>.parquet); return per-chunk counts for the driver."""
     counts = []
     rejected = pc.is_valid(table.column("reject_reason"))
-    for index in sorted(set(table.column("file_index").to_pylist())):
-        mine = pc.equal(table.column("file_index"), index)
-        part = f"f{index:06d}-{uuid.uuid4().hex[:12]}.parquet"
+    keys = zip(table.column("file_index").to_pylist(), table.column("chunk").to_pylist())
+    for index, chunk in sorted(set(keys)):
+        mine = pc.and_(
+            pc.equal(table.column("file_index"), index), pc.equal(table.column("chunk"), chunk)
+        )
+        part = f"f{index:06d}-c{chunk:06d}-{uuid.uuid4().hex[:12]}.parquet"
         scored = table.filter(pc.and_(mine, pc.invert(rejected)))
         bad = table.filter(pc.and_(mine, rejected))
         parts = []
@@ -208,13 +259,15 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
         if bad.num_rows:
             write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))
             parts.append(f"rejects/{part}")
-        totals = table.filter(mine).column("file_rows").drop_null().to_pylist()
+        ends = table.filter(pc.and_(mine, pc.is_valid(table.column("chunk_rows"))))
         counts.append(
             {
                 "file_index": index,
+                "chunk": chunk,
                 "scored": scored.num_rows,
                 "rejected": bad.num_rows,
-                "file_rows": totals[0] if totals else None,
+                "chunk_rows": ends.column("chunk_rows")[0].as_py() if ends.num_rows else None,
+                "last": ends.column("last_chunk")[0].as_py() if ends.num_rows else None,
                 "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
                 "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
                 "parts": parts,

@@ -30,8 +30,7 @@ WORK_SCHEMA = pa.schema(
         ("reject_reason", pa.string()),
     ]
 )
-_TRUE = {"true", "1", "yes", "correct", "t", "y"}
-_FALSE = {"false", "0", "no", "incorrect", "f", "n"}
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def prompt_hash(prompt: str) -> str:
@@ -85,8 +84,19 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     if teacher is None or str(teacher).strip() == "":
         reasons.append(f"teacher ({cols['teacher']!r}) is missing")
     pid = rec.get(cols["prompt_id"])
-    if pid is None and texts.get("prompt") is not None:
-        pid = prompt_hash(texts["prompt"])
+    if _missing(pid) and texts.get("prompt") is not None:
+        pid = prompt_hash(texts["prompt"])  # as if the column were absent, never "nan"
+    elif _missing(pid):
+        pid = None
+    for role, value in (("prompt_id", pid), ("teacher", teacher)):
+        if isinstance(value, str) and not _encodable(value):
+            reasons.append(f"{role} is not valid UTF-8 (unpaired surrogate)")
+    correct = None
+    if "is_correct" in cols:
+        try:
+            correct = as_bool(rec.get(cols["is_correct"]))
+        except ValueError as err:
+            reasons.append(f"{cols['is_correct']!r} {err}")
     steps_json = None
     if step_col:
         if rec.get(step_col) is None:
@@ -94,9 +104,9 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
         else:
             steps_json = json.dumps(_plain(rec[step_col]), default=str)
     row = {
-        "prompt_id": None if pid is None else str(pid),
-        "teacher": None if teacher is None else str(teacher),
-        "is_correct": _as_bool(rec.get(cols["is_correct"])) if "is_correct" in cols else None,
+        "prompt_id": None if pid is None else _show_text(str(pid)),
+        "teacher": None if teacher is None else _show_text(str(teacher)),
+        "is_correct": correct,
         "prompt": texts.get("prompt"),
         "response": texts.get("response"),
         "steps_json": steps_json,
@@ -107,15 +117,36 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     return row
 
 
-def _as_bool(value) -> bool | None:
+def as_bool(value) -> bool | None:
+    """A correctness value: true/false, 1/0 (numbers or strings, any case), or null/NaN for
+    unknown. Anything else raises ValueError: the row is rejected, never guessed."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float) and value != value:  # NaN: unknown
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
-    text = str(value).strip().lower()
-    return True if text in _TRUE else False if text in _FALSE else None
+    if isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
+    raise ValueError(f"is {value!r}: use true/false or 1/0")
+
+
+def _missing(value) -> bool:
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _show_text(text: str) -> str:
+    return text if _encodable(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
 def _show(value) -> str | None:
