@@ -38,13 +38,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def curate(argv: list[str]) -> int:
-    from .curate.job import run_job
+    from .curate.job import log, run_job
+    from .curate.progress import Terminated
     from .options import parse_config
 
     cfg = parse_config(argv)
-    summary = run_job(cfg)
+    try:
+        summary = run_job(cfg)
+    except (Terminated, KeyboardInterrupt) as stop:
+        log(
+            "interrupted: every committed chunk is kept; rerun with the same --run-id and "
+            "--output to resume"
+        )
+        _shutdown_ray()
+        return 143 if isinstance(stop, Terminated) else 130
     print(json.dumps(summary, indent=2) if cfg.dry_run else summary.get("report", ""))
     return 0
+
+
+def _shutdown_ray() -> None:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - exiting anyway
+        pass
 
 
 def show(argv: list[str]) -> int:

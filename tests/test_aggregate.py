@@ -54,11 +54,16 @@ def test_select_global_and_random_use_the_same_path():
     assert len(a) == 3
 
 
-def test_duplicates_keep_the_first_row():
+def test_duplicates_keep_the_first_row_by_input_order():
     df = table(ROWS)
     df.loc[df.row_id == 6, "content_hash"] = 2  # row 6 repeats row 2
     d = duplicates(df)
     assert d.to_dict("records") == [{"row_id": 6, "duplicate_of": 2}]
+    # with sources, "first" is file then row order, not the smaller row_id hash
+    df["source"] = [f"s3://b/f{i % 2}.jsonl#{10 - i}" for i in range(len(df))]
+    df.loc[df.row_id == 6, "source"] = "s3://b/f0.jsonl#1"  # before row 2 in file f0
+    df.loc[df.row_id == 2, "source"] = "s3://b/f0.jsonl#12"
+    assert duplicates(df).to_dict("records") == [{"row_id": 2, "duplicate_of": 6}]
 
 
 def test_leaderboard_on_matched_prompts():
@@ -112,3 +117,30 @@ def test_correctness_values_are_true_false_or_unknown_never_guessed():
     for bad in ("yes", "maybe", "", 2, 0.5, "t", [True]):
         with pytest.raises(ValueError, match="use true/false or 1/0"):
             as_bool(bad)
+
+
+def test_one_sparse_teacher_cannot_collapse_the_leaderboard():
+    base = leaderboard(table(ROWS), seed=0, n_boot=200)
+    # S answered only p3, which B and C did not: matched by everyone would be no prompt
+    sparse = table(ROWS + [(8, "p3", "S", -0.1, -0.1, True)])
+    board = leaderboard(sparse, seed=0, n_boot=200)
+    assert board["ranked"] == ["A", "B", "C"] and board["unranked"] == ["S"]
+    assert board["n_matched_prompts"] == 2 and "only 2 of 3 prompts" in board["warning"]
+    for t in "ABC":  # the ranked teachers' statistics are those without S
+        assert board["per_teacher"][t]["local"] == base["per_teacher"][t]["local"]
+    s = board["per_teacher"]["S"]
+    assert s["local"]["rank"] is None and s["local"]["mean"] == pytest.approx(-0.1)
+    assert s["n_prompts"] == 1
+    # reports list S apart, after the ranked teachers
+    from localnat.curate.report import markdown, ordered
+
+    assert ordered(board)[-1] == "S" and set(ordered(board)[:3]) == set("ABC")
+    assert "not ranked, too few shared prompts" in markdown(board, "x")
+
+
+def test_a_small_matched_set_warns():
+    rows = [(i, f"p{i}", "A", -1.0, -1.0, True) for i in range(12)]
+    rows += [(100 + i, f"p{i}", "B", -1.0, -1.0, True) for i in range(3)]
+    board = leaderboard(table(rows), seed=0, n_boot=50)  # two teachers: both stay ranked
+    assert board["ranked"] == ["A", "B"] and board["n_matched_prompts"] == 3
+    assert "only 3 of 12 prompts" in board["warning"]

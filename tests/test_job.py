@@ -53,8 +53,8 @@ def config(student, inputs, output, **kw):
         "4",
         "--window",
         "0.25",
-        "--batch-rows",
-        "4",
+        "--call-tokens",
+        "4000",
     ]
     for key, value in kw.items():
         flag = f"--{key.replace('_', '-')}"

@@ -19,7 +19,7 @@ from test_job import config, sample
 from localnat import ScoreConfig, Scorer
 from localnat.curate.io import read_parquet_dir, redact
 from localnat.curate.job import run_job
-from localnat.curate.pipeline import Score
+from localnat.curate.pipeline import Score, _call_row
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path
         "student": tiny_student,
         "window": [4],
         "run-id": "submitted",
-        "batch-rows": 4,
+        "call-tokens": 4000,
         "correct-column": "is_correct",
     }
     (tmp_path / "nightly.yaml").write_text(yaml.safe_dump(cfg))
@@ -111,7 +111,7 @@ def test_killed_scoring_actor_is_restarted_and_nothing_changes(
 ):
     from ray.util.state import list_actors
 
-    cfg = config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="kill", batch_rows=1)
+    cfg = config(tiny_student, [str(corpus[0])], str(tmp_path), run_id="kill", call_tokens=1)
     result = {}
     job = threading.Thread(target=lambda: result.update(run_job(cfg)))
     job.start()
@@ -144,7 +144,7 @@ def test_killed_driver_then_rerun_finishes_without_duplicates(
         "4",
         "--window",
         "0.25",
-        "--batch-rows",
+        "--call-tokens",
         "1",
         "--correct-column",
         "is_correct",
@@ -170,7 +170,7 @@ def test_killed_driver_then_rerun_finishes_without_duplicates(
 
 
 def test_storage_outage_mid_run_then_rerun(ray_local, s3, tiny_student, corpus, calm, capfd):
-    cfg = config(tiny_student, [str(corpus[0])], "s3://outage/runs", run_id="o1", batch_rows=1)
+    cfg = config(tiny_student, [str(corpus[0])], "s3://outage/runs", run_id="o1", call_tokens=1)
     client = s3.client()
     result = {}
 
@@ -260,7 +260,7 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
             "step_ends": [[e for _, e in p.spans] for p in prep],
         }
     )
-    out = stage(table).to_pylist()
+    out = stage.score(_call_row([table], 0)).to_pylist()
     assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
     assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
     assert out[0]["local_nat"] is not None

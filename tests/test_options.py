@@ -31,7 +31,7 @@ WRONG = {
     "trust-remote-code": "false",  # bool as a string: this once turned remote code ON
     "overwrite": "no",
     "dry-run": 1,
-    "batch-rows": "64",  # int as a string
+    "call-tokens": "64",  # int as a string
     "max-tokens": 8.5,
     "seed": True,  # a bool is not an int
     "gpus-per-actor": "0.5",  # float as a string
@@ -61,8 +61,8 @@ def test_every_option_type_is_covered_by_the_mistyped_test():
 def test_python_callers_get_the_same_checks():
     with pytest.raises(OptionError, match="trust-remote-code"):
         ScoreConfig(trust_remote_code="false")
-    with pytest.raises(OptionError, match="batch-rows"):
-        CurateConfig(batch_rows="64")
+    with pytest.raises(OptionError, match="call-tokens"):
+        CurateConfig(call_tokens="64")
     with pytest.raises(OptionError, match="window"):
         ScoreConfig(windows=(True,))
     assert ScoreConfig(windows=4).windows == (Window(k=4),)
@@ -81,11 +81,11 @@ def test_policies_live_in_the_config():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".toml"])
 def test_flags_replace_file_values_for_every_list_option(tmp_path, suffix):
-    values = {"window": [4], "input": ["a.parquet", "b.parquet"], "batch-rows": 8}
+    values = {"window": [4], "input": ["a.parquet", "b.parquet"], "call-tokens": 8}
     cfg = from_file(tmp_path, values, "--window", "2", "--input", "c.parquet", suffix=suffix)
     assert cfg.score.windows == (Window(k=2),)
     assert cfg.inputs == ("c.parquet",)
-    assert cfg.batch_rows == 8  # the file's value where no flag is given
+    assert cfg.call_tokens == 8  # the file's value where no flag is given
     lists = {o.key for o in all_options() if o.repeatable}
     assert lists == {"window", "input"}  # a new list option needs a line above
     cfg = from_file(tmp_path, values, suffix=suffix)
@@ -180,5 +180,5 @@ def test_toml_on_python_3_10_reads_with_tomli(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tomli", fake)
     monkeypatch.setattr(options.sys, "version_info", (3, 10, 13))
     path = tmp_path / "c.toml"
-    path.write_text("window = [4, 0.25]\nbatch-rows = 8\n")
-    assert options.read_config_file(str(path)) == {"window": [4, 0.25], "batch-rows": 8, "seed": 7}
+    path.write_text("window = [4, 0.25]\ncall-tokens = 8\n")
+    assert options.read_config_file(str(path)) == {"window": [4, 0.25], "call-tokens": 8, "seed": 7}

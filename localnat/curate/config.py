@@ -87,7 +87,19 @@ class CurateConfig:
         group=_RAY,
         default_text="1 with GPUs, 0.5 without",
     )
-    batch_rows: int = option(64, "rows per actor call", group=_RAY)
+    call_tokens: int | None = option(
+        None,
+        "estimated model tokens per scoring call: the work of one actor call is bounded by "
+        "tokens, not rows (a longer response goes alone)",
+        group=_RAY,
+        default_text="32768 without GPUs, 1000000 with",
+    )
+    no_progress_timeout: float = option(
+        0.0,
+        "seconds Ray Data may go without finishing a task before it fails the run; 0 = never "
+        "(one long call, a 100k-token trace, is progress too)",
+        group=_RAY,
+    )
     commit_rows: int = option(
         1000,
         "rows of one input file committed together: a killed run keeps every chunk it "
@@ -108,10 +120,14 @@ class CurateConfig:
         check_fields(self)
         if not isinstance(self.score, ScoreConfig):
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
-        if self.actors < 1 or self.batch_rows < 1 or self.commit_rows < 1:
-            raise OptionError("actors, batch-rows and commit-rows: must be >= 1")
+        if self.actors < 1 or self.commit_rows < 1:
+            raise OptionError("actors and commit-rows: must be >= 1")
         if self.gpus_per_actor < 0:
             raise OptionError("gpus-per-actor: must be >= 0")
+        if self.call_tokens is None:
+            object.__setattr__(self, "call_tokens", 1_000_000 if self.gpus_per_actor else 32_768)
+        if self.call_tokens < 1 or self.no_progress_timeout < 0:
+            raise OptionError("call-tokens: must be >= 1; no-progress-timeout: >= 0")
         if self.cpus_per_actor is None:
             object.__setattr__(self, "cpus_per_actor", 1.0 if self.gpus_per_actor else 0.5)
         if self.cpus_per_actor <= 0:

@@ -8,11 +8,11 @@ them from anything we print or write.
 from __future__ import annotations
 
 import fnmatch
-import gzip
 import hashlib
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from urllib.parse import unquote, urlparse
 
@@ -165,16 +165,36 @@ def input_columns(uri: str, fmt: str = "auto") -> list[str]:
         with fs.open_input_file(path) as f:
             return pq.ParquetFile(f).schema_arrow.names
     with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
-        stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
-        for line in _lines(stream):
+        for line in _lines(_chunks(f, path)):
             if line.strip():
                 return list(json.loads(line))
     return []
 
 
-def _lines(stream) -> Iterator[bytes]:
+def _chunks(f, path: str) -> Iterator[bytes]:
+    """The bytes of a file, gunzipped when it ends in .gz (by streaming zlib, so a truncated
+    file still gives every byte before the cut, then raises)."""
+    if not path.endswith(".gz"):
+        while chunk := f.read(1 << 20):
+            yield chunk
+        return
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    while chunk := f.read(1 << 20):
+        yield d.decompress(chunk)
+        while d.unused_data:  # a multi-member gzip file
+            rest, d = d.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
+            yield d.decompress(rest)
+    if not d.eof:
+        raise EOFError("the gzip stream ends early (a truncated file?)")
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     buf = b""
-    while chunk := stream.read(1 << 20):
+    first = True
+    for chunk in chunks:
+        if first and chunk:
+            chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+            first = False
         buf += chunk
         *lines, buf = buf.split(b"\n")
         yield from lines
@@ -201,15 +221,19 @@ def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) ->
                 index += len(rows)
         return
     with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
-        stream = gzip.GzipFile(fileobj=f) if path.endswith(".gz") else f
         out, index = [], 0
-        for line in _lines(stream):
-            if line.strip():
-                out.append((index, _parse_line(line)))
-                if len(out) >= chunk_rows:
-                    yield out
-                    out = []
-            index += 1
+        try:
+            for line in _lines(_chunks(f, path)):
+                if line.strip():
+                    out.append((index, _parse_line(line)))
+                    if len(out) >= chunk_rows:
+                        yield out
+                        out = []
+                index += 1
+        except Exception:  # rows read before a failure are kept; the caller sees it after
+            if out:
+                yield out
+            raise
         if out:
             yield out
 

@@ -50,7 +50,7 @@ from .io import (
     write_text,
 )
 from .leaderboard import leaderboard
-from .progress import Progress, start_ray
+from .progress import Progress, start_ray, uninterrupted
 from .report import markdown, png, summary_table
 from .runs import show_run
 from .selection import duplicates, select, write_selected
@@ -98,6 +98,7 @@ def run_job(cfg: CurateConfig) -> dict:
         chunks = committed_chunks(run_dir)
         remove_uncommitted(run_dir, chunks)
         done = completed_files(chunks)
+        resumed = {"files_resumed": len(done), "chunks_resumed": len(chunks)}
         todo = [f for f in files if f[0] not in done]
         log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
         timings["plan"] = time.time() - started
@@ -108,7 +109,8 @@ def run_job(cfg: CurateConfig) -> dict:
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            tokens = stream(todo, cfg, run_dir, skip)
+            tokens, calls = stream(todo, cfg, run_dir, skip)
+            timings["calls"] = calls
             timings["score"] = time.time() - t
             log(
                 f"scored {len(todo)} files in {timings['score']:.1f} s "
@@ -119,7 +121,8 @@ def run_job(cfg: CurateConfig) -> dict:
         missing = sorted({i for i, _, _ in files} - completed_files(chunks))
         if missing:
             raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
-        return finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started)
+        timings["started"] = started
+        return finish(cfg, files, run_dir, chunks, resumed, tokens, timings)
 
 
 def _manifest(run_dir: str) -> dict | None:
@@ -152,8 +155,11 @@ def check_student(cfg: CurateConfig) -> None:
         raise InputError(f"cannot load the student {student!r}: {first}") from None
 
 
-def finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started) -> dict:
+def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dict) -> dict:
     """The reduce, the reports and the manifest, from the committed outputs."""
+    started = timings.pop("started")
+    calls = timings.pop("calls", {})
+    run_id = run_dir.rsplit("/", 1)[-1]
     t = time.time()
     scores = read_parquet_dir(join(run_dir, "scores"), REDUCE_COLUMNS)
     if scores is None:
@@ -174,7 +180,7 @@ def finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started) 
     )
 
     t = time.time()
-    write_selected(files, chosen, df, cfg, run_dir)
+    renamed = write_selected(files, chosen, df, cfg, run_dir)
     timings["select"] = time.time() - t
     log(f"selected/ written in {timings['select']:.1f} s")
 
@@ -206,9 +212,23 @@ def finish(cfg, files, run_id, run_dir, chunks, done, tokens, timings, started) 
             "matched_prompts": board["n_matched_prompts"],
             "selected": len(chosen),
             "duplicates": len(dups),
-            "files_resumed": len(done),
+            **resumed,
         },
+        "renamed_input_columns": renamed,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "calls": {
+            "n": len(calls),
+            "budget_tokens": cfg.call_tokens,
+            "max_estimated_tokens": max((t for _, t in calls.values()), default=0),
+            "max_rows": max((r for r, _ in calls.values()), default=0),
+            # every call over the budget holds one row: a response larger than the budget
+            "over_budget_single_rows": sum(
+                1 for r, t in calls.values() if t > cfg.call_tokens and r == 1
+            ),
+            "over_budget_multi_rows": sum(
+                1 for r, t in calls.values() if t > cfg.call_tokens and r > 1
+            ),
+        },
         "throughput": {
             "response_tokens_this_run": tokens,
             "response_tokens_per_s": round(tokens / timings["score"], 1)
@@ -286,11 +306,13 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
     ends: dict[int, int] = {}  # file -> its last chunk, once seen
     uris = {i: uri for i, uri, _ in todo}
     tokens = 0
+    calls: dict[str, tuple[int, int]] = {}  # call id -> (rows, estimated model tokens)
     batches = build(todo, cfg, run_dir, skip).iter_batches(batch_size=None, batch_format="pyarrow")
     with Progress(len(todo), None, log) as progress:
         for batch in batches:
             for row in batch.to_pylist():
                 key = (row["file_index"], row["chunk"])
+                calls[row["call_id"]] = (row["call_rows"], row["call_tokens"])
                 acc = written.setdefault(
                     key,
                     {
@@ -309,7 +331,8 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
                     totals[key] = (row["chunk_rows"], bool(row["last"]))
                 if key in totals and acc["scored"] + acc["rejected"] == totals[key][0]:
                     last = totals[key][1]
-                    commit_chunk(run_dir, *key, uris[key[0]], {"last": last, **acc})
+                    with uninterrupted():
+                        commit_chunk(run_dir, *key, uris[key[0]], {"last": last, **acc})
                     f, c = key
                     have[f].add(c)
                     if last:
@@ -317,7 +340,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
                     if f in ends and len(have[f]) == ends[f] + 1:
                         progress.done_files += 1
                         del ends[f]
-    return tokens
+    return tokens, calls
 
 
 def _fingerprint(student: str | None, revision: str | None) -> str:

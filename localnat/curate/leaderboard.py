@@ -25,31 +25,66 @@ def kendall_tau_b(x, y) -> float:
     return float(kendalltau(x[keep], y[keep], variant="b").statistic)
 
 
-def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> dict:
-    """Teacher scores on matched prompts (answered by every teacher), responses averaged
-    within a prompt first; mean, bootstrap 95% CI over prompts, median, rank, pairwise win
-    rates, for local and global naturalness; Kendall tau-b between the two rankings."""
+def ranked_teachers(answered: pd.DataFrame, min_share: float) -> list[str]:
+    """The teachers ranked together: all of them, unless the prompts every one answered (the
+    matched set) are fewer than `min_share` of all prompts; then, one at a time, leave out
+    the teacher whose absence enlarges the matched set most (ties: the one that answered
+    fewest prompts), until the share is reached or two teachers remain. One sparse teacher
+    therefore cannot shrink everyone's comparison to a handful of prompts."""
+    keep = list(answered.columns)
+    target = min_share * len(answered)
+    while len(keep) > 2 and answered[keep].all(axis=1).sum() < target:
+
+        def gain(t, keep=keep):
+            rest = [k for k in keep if k != t]
+            return answered[rest].all(axis=1).sum(), -answered[t].sum()
+
+        keep.remove(max(keep, key=gain))
+    return keep
+
+
+def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5) -> dict:
+    """Teacher scores on matched prompts (answered by every ranked teacher, see
+    `ranked_teachers`), responses averaged within a prompt first; mean, bootstrap 95% CI over
+    prompts, median, rank, pairwise win rates, for local and global naturalness; Kendall
+    tau-b between the two rankings. Teachers left out of the ranking are listed apart, with
+    their means over their own prompts and no rank."""
     teachers = sorted(df["teacher"].unique())
     per_prompt = {
         m: df.pivot_table(index="prompt_id", columns="teacher", values=m, aggfunc="mean")[teachers]
         for m in METRICS.values()
     }
-    matched_mask = per_prompt["local_nat"].notna().all(axis=1)
-    matched = bool(matched_mask.sum())
+    answered = per_prompt["local_nat"].notna()
+    ranked = ranked_teachers(answered, min_share)
+    apart = [t for t in teachers if t not in ranked]
+    matched_mask = answered[ranked].all(axis=1)
+    n_matched, n_prompts = int(matched_mask.sum()), int(df["prompt_id"].nunique())
+    matched = bool(n_matched)
+    warning = None
+    if not matched:
+        warning = (
+            "no prompt is answered by every ranked teacher: means are over each teacher's own "
+            "prompts and are not comparable"
+        )
+    elif n_matched < min(10, n_prompts) or n_matched < min_share * n_prompts:
+        warning = (
+            f"only {n_matched} of {n_prompts} prompts are answered by every ranked teacher: "
+            "the ranking and its intervals rest on few prompts"
+        )
     out = {
         "teachers": teachers,
-        "n_prompts": int(df["prompt_id"].nunique()),
-        "n_matched_prompts": int(matched_mask.sum()),
+        "ranked": ranked,
+        "unranked": apart,
+        "n_prompts": n_prompts,
+        "n_matched_prompts": n_matched,
+        "min_matched_share": min_share,
         "matched": matched,
-        "warning": None
-        if matched
-        else "no prompt is answered by every teacher: means are "
-        "over each teacher's own prompts and are not comparable",
+        "warning": warning,
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
         "per_teacher": {
             t: {
                 "n_responses": int((df["teacher"] == t).sum()),
-                "n_prompts": int(df.loc[df["teacher"] == t, "prompt_id"].nunique()),
+                "n_prompts": int(answered[t].sum()),
             }
             for t in teachers
         },
@@ -60,9 +95,12 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000) -> dict:
             out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
     means = {}
     for key, metric in METRICS.items():
-        table = per_prompt[metric][matched_mask] if matched else per_prompt[metric]
-        stats = _teacher_stats(table, seed, n_boot)
-        means[key] = [stats[t]["mean"] for t in teachers]
+        table = per_prompt[metric][ranked]
+        stats = _teacher_stats(table[matched_mask] if matched else table, seed, n_boot)
+        means[key] = [stats[t]["mean"] for t in ranked]
+        if apart:  # their own prompts: reported, not ranked
+            own = _teacher_stats(per_prompt[metric][apart], seed, n_boot)
+            stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
     out["kendall_tau_b"] = _num(kendall_tau_b(means["local"], means["global"]))

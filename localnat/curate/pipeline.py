@@ -42,37 +42,97 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, sk
             {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, [])}
             for i, uri, root in files
         ],
-        override_num_blocks=max(1, len(files)),
+        override_num_blocks=max(1, len(files)),  # blocks follow files
     )
     ds = ds.map_batches(
-        read_files, batch_size=1, batch_format="pyarrow", fn_kwargs={"cfg": cfg}, num_cpus=0.5
-    )
-    ds = ds.map_batches(
-        Tokenize,
-        batch_size=cfg.batch_rows,
+        Prepare,
+        batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg},
         num_cpus=0.5,
-        # Reading fuses into this stage; scale it with the students so they never wait.
+        # Scale reading and tokenizing with the students so they never wait.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
     )
-    ds = ds.map_batches(
+    # One call per block: a Score task is one call, so its rows are written (and their
+    # chunks committed) as soon as it returns, and the actors share the calls.
+    ds = ds.repartition(target_num_rows_per_block=1)
+    # The actor writes its call's rows itself: no extra task (and worker process) per call.
+    return ds.map_batches(
         Score,
-        batch_size=cfg.batch_rows,
+        batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg},
+        fn_constructor_kwargs={"cfg": cfg, "run_dir": run_dir},
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        # Ray Data's actor defaults restart a killed actor and retry its batch.
+        # Ray Data's actor defaults restart a killed actor and retry its call.
         num_gpus=cfg.gpus_per_actor or None,
         num_cpus=cfg.cpus_per_actor,
     )
-    return ds.map_batches(
-        write_parts,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_kwargs={"run_dir": run_dir, "cfg": cfg},
-        num_cpus=0.25,
+
+
+class Prepare:
+    """CPU stage, one input file per call: read + validate in commit chunks (`read_files`),
+    tokenize and segment (`Tokenize`), and pack the rows into calls of at most
+    `cfg.call_tokens` estimated model tokens (a larger row goes alone). Each call is emitted
+    as one row holding its rows as Arrow IPC bytes, so the work of one Score call is bounded
+    by tokens, never by rows."""
+
+    def __init__(self, cfg: CurateConfig):
+        self.cfg = cfg
+        self.tokenize = Tokenize(cfg)
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        pending, tokens = [], 0
+        for piece in read_files(batch, self.cfg):
+            piece = self.tokenize(piece)
+            start = 0
+            for i, cost in enumerate(row_costs(piece, self.cfg)):
+                if tokens and tokens + cost > self.cfg.call_tokens:
+                    pending.append(piece.slice(start, i - start))
+                    yield _call_row(pending, tokens)
+                    pending, tokens, start = [], 0, i
+                tokens += cost
+            pending.append(piece.slice(start))
+        if any(t.num_rows for t in pending):
+            yield _call_row(pending, tokens)
+
+
+def row_costs(table: pa.Table, cfg: CurateConfig) -> list[int]:
+    """Estimated model tokens of each row: the prompt, the global pass, and each step's tokens
+    again as target or context of the windows that hold it (about k+1 times for a fixed k,
+    w*n/2+1 for a fraction w, at most the number of steps). Rejected rows cost nothing."""
+    out = []
+    prompts = table.column("prompt_ids").to_pylist()
+    for prompt, bounds in zip(prompts, table.column("bounds").to_pylist()):
+        if bounds is None:
+            out.append(0)
+            continue
+        n, steps = bounds[-1], len(bounds) - 1
+        reuse = sum(
+            min(w.k + 1 if w.k is not None else w.w * steps / 2 + 1, steps)
+            for w in cfg.score.windows
+        )
+        out.append(int(len(prompt) + n * (1 + reuse)))
+    return out
+
+
+def _call_row(tables: list[pa.Table], tokens: int) -> pa.Table:
+    table = pa.concat_tables([t for t in tables if t.num_rows])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return pa.table(
+        {
+            "call_id": [uuid.uuid4().hex[:12]],
+            "rows": [table.num_rows],
+            "est_tokens": [tokens],
+            "call": pa.array([sink.getvalue().to_pybytes()], pa.large_binary()),
+        }
     )
+
+
+def _read_call(batch: pa.Table) -> pa.Table:
+    with pa.ipc.open_stream(batch.column("call")[0].as_py()) as reader:
+        return reader.read_all()
 
 
 def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
@@ -156,7 +216,7 @@ def _with_chunk(table: pa.Table, chunk: int, rows: int | None, last: bool) -> pa
 
 
 class Tokenize:
-    """CPU stage: tokenize once with offsets, segment, apply the token-to-step rule."""
+    """Tokenize once with offsets, segment, apply the token-to-step rule."""
 
     def __init__(self, cfg: CurateConfig):
         self.prepare = Preparer(load_tokenizer(cfg.score), cfg.score)
@@ -188,9 +248,11 @@ class Tokenize:
 
 
 class Score:
-    """GPU (or CPU) stage: one student per actor, loaded once."""
+    """GPU (or CPU) stage: one student per actor, loaded once; scores one call and writes
+    its rows (`write_parts`), returning the per-chunk counts."""
 
-    def __init__(self, cfg: CurateConfig):
+    def __init__(self, cfg: CurateConfig, run_dir: str):
+        self.cfg, self.run_dir = cfg, run_dir
         import torch
 
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
@@ -198,7 +260,12 @@ class Score:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
         self.scorer = Scorer(cfg.score)
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_parts(self.score(batch), self.run_dir, self.cfg)
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        """One call (see `Prepare`) -> its rows with scores, or reasons."""
+        table = _read_call(batch)
         reasons = table.column("reject_reason").to_pylist()
         items = []
         for i, row in enumerate(table.select(_TOKEN_COLUMNS).to_pylist()):
@@ -230,7 +297,13 @@ class Score:
             table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
         splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
-        return table.append_column("oom_splits", pa.array(splits, pa.int64()))
+        table = table.append_column("oom_splits", pa.array(splits, pa.int64()))
+        for name in ("call_id", "est_tokens"):  # each row says which call scored it
+            value = batch.column(name)[0]
+            table = table.append_column(
+                name, pa.array([value.as_py()] * table.num_rows, value.type)
+            )
+        return table
 
     def _score_one(self, item: Prepared) -> dict:
         try:
@@ -271,6 +344,9 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
                 "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
                 "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
                 "parts": parts,
+                "call_id": table.column("call_id")[0].as_py(),
+                "call_rows": table.num_rows,
+                "call_tokens": table.column("est_tokens")[0].as_py(),
             }
         )
     return pa.Table.from_pylist(counts)

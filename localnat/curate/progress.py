@@ -6,8 +6,38 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
+from contextlib import contextmanager
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler stopping the job): unwind, release the lease, exit resumable.
+    A BaseException so that no `except Exception` on the way swallows it."""
+
+
+_state = {"critical": 0, "pending": False}
+
+
+def _on_sigterm(signum, frame):
+    if _state["critical"]:
+        _state["pending"] = True  # raised when the commit in progress is written
+        return
+    raise Terminated()
+
+
+@contextmanager
+def uninterrupted():
+    """A commit (a marker write) finishes before SIGTERM unwinds the run."""
+    _state["critical"] += 1
+    try:
+        yield
+    finally:
+        _state["critical"] -= 1
+        if not _state["critical"] and _state["pending"]:
+            _state["pending"] = False
+            raise Terminated()
 
 
 def start_ray(cfg) -> None:
@@ -19,6 +49,8 @@ def start_ray(cfg) -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = not quiet
     ctx.print_on_execution_start = not quiet
+    # Off (-1) by default: one long call (a 100k-token trace) is progress too.
+    ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout or -1
     if quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
@@ -34,6 +66,9 @@ def start_ray(cfg) -> None:
         runtime_env={"env_vars": env} if env else None,
         **extra,
     )
+    if threading.current_thread() is threading.main_thread():
+        # After ray.init, which installs its own handler: ours unwinds cleanly instead.
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 class Progress:

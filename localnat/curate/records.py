@@ -84,9 +84,9 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     if teacher is None or str(teacher).strip() == "":
         reasons.append(f"teacher ({cols['teacher']!r}) is missing")
     pid = rec.get(cols["prompt_id"])
-    if _missing(pid) and texts.get("prompt") is not None:
+    if missing(pid) and texts.get("prompt") is not None:
         pid = prompt_hash(texts["prompt"])  # as if the column were absent, never "nan"
-    elif _missing(pid):
+    elif missing(pid):
         pid = None
     for role, value in (("prompt_id", pid), ("teacher", teacher)):
         if isinstance(value, str) and not _encodable(value):
@@ -131,7 +131,8 @@ def as_bool(value) -> bool | None:
     raise ValueError(f"is {value!r}: use true/false or 1/0")
 
 
-def _missing(value) -> bool:
+def missing(value) -> bool:
+    """None, NaN or blank: a value that is not there."""
     if value is None or (isinstance(value, float) and value != value):
         return True
     return isinstance(value, str) and not value.strip()

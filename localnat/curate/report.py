@@ -6,7 +6,7 @@ import io
 
 
 def markdown(board: dict, student: str) -> str:
-    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
+    teachers = ordered(board)
     has_acc = any("accuracy" in board["per_teacher"][t] for t in teachers)
     lines = [
         f"# Teacher leaderboard for student `{student}`",
@@ -19,6 +19,8 @@ def markdown(board: dict, student: str) -> str:
     ]
     if board.get("warning"):
         lines += [f"**Warning:** {board['warning']}", ""]
+    if apart_note(board):
+        lines += [f"**Note:** {cell(apart_note(board))}", ""]
     head = "| LN rank | teacher | local nat (95% CI) | median | GN rank | global nat (95% CI) |"
     head += " accuracy |" if has_acc else ""
     head += " responses |"
@@ -27,8 +29,8 @@ def markdown(board: dict, student: str) -> str:
         s = board["per_teacher"][t]
         ln, gn = s["local"], s["global"]
         row = (
-            f"| {ln['rank']} | {cell(t)} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
-            f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {gn['rank']} | {_f(gn['mean'])} "
+            f"| {_r(ln['rank'])} | {cell(t)} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
+            f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {_r(gn['rank'])} | {_f(gn['mean'])} "
             f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |"
         )
         row += f" {_f(s.get('accuracy'), 2)} |" if has_acc else ""
@@ -49,6 +51,27 @@ def markdown(board: dict, student: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ordered(board: dict) -> list[str]:
+    """Ranked teachers by local rank, then the ones listed apart (unranked), by name."""
+    rank = lambda t: board["per_teacher"][t]["local"]["rank"]  # noqa: E731
+    ranked = sorted((t for t in board["teachers"] if rank(t) is not None), key=rank)
+    return ranked + sorted(t for t in board["teachers"] if rank(t) is None)
+
+
+def _r(rank) -> str:
+    return "-" if rank is None else str(rank)
+
+
+def apart_note(board: dict) -> str | None:
+    """Which teachers are listed apart from the ranking, and why."""
+    apart = board.get("unranked") or []
+    if not apart:
+        return None
+    n = board["n_prompts"]
+    names = ", ".join(f"{t} ({board['per_teacher'][t]['n_prompts']} of {n} prompts)" for t in apart)
+    return f"not ranked, too few shared prompts (their means are over their own prompts): {names}"
+
+
 def cell(text: str) -> str:
     """A teacher name as one Markdown table cell: pipes escaped, newlines flattened."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -66,7 +89,7 @@ def png(board: dict, student: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
+    teachers = ordered(board)
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(teachers) + 1.8), sharey=True)
     for ax, key, title, color in (
         (axes[0], "local", "local naturalness", "tab:blue"),
@@ -80,7 +103,7 @@ def png(board: dict, student: str) -> bytes:
         ax.errorbar(means, y, xerr=[lo, hi], fmt="o", color=color, capsize=4)
         for yi, s in zip(y, stats):
             ax.annotate(
-                f"#{s['rank']}",
+                f"#{_r(s['rank'])}",
                 (means[yi], yi),
                 textcoords="offset points",
                 xytext=(0, 7),
@@ -106,18 +129,20 @@ def png(board: dict, student: str) -> bytes:
 
 def summary_table(board: dict, manifest: dict) -> str:
     """The short end-of-run summary printed to the terminal."""
-    teachers = sorted(board["teachers"], key=lambda t: board["per_teacher"][t]["local"]["rank"])
+    teachers = ordered(board)
     width = max(len(t) for t in teachers)
     lines = [f"{'teacher':<{width}}  LN rank  local_nat  GN rank  global_nat  accuracy"]
     for t in teachers:
         s = board["per_teacher"][t]
         acc = s.get("accuracy")
         lines.append(
-            f"{t:<{width}}  {s['local']['rank']:>7}  {_f(s['local']['mean']):>9}  "
-            f"{s['global']['rank']:>7}  {_f(s['global']['mean']):>10}  "
+            f"{t:<{width}}  {_r(s['local']['rank']):>7}  {_f(s['local']['mean']):>9}  "
+            f"{_r(s['global']['rank']):>7}  {_f(s['global']['mean']):>10}  "
             f"{'' if acc is None else f'{acc:.2f}':>8}"
         )
     c = manifest["counts"]
+    lines += [f"note: {apart_note(board)}"] if apart_note(board) else []
+    lines += [f"warning: {board['warning']}"] if board.get("warning") else []
     lines += [
         f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",

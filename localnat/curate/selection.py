@@ -24,14 +24,23 @@ from .io import (
     stable_id,
     write_table,
 )
+from .records import missing
 
 READ_CHUNK_ROWS = 256
 METRICS = {"local": "local_nat", "global": "global_nat"}
 
 
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose (prompt_id, teacher, response) repeat an earlier row: row_id, duplicate_of."""
-    first = df.groupby("content_hash")["row_id"].transform("min")
+    """Rows whose (prompt_id, teacher, response) repeat an earlier row, earlier by input order
+    (file, then row: `source` is `uri#row` and files are numbered in URI order; without a
+    `source` column, by row_id): row_id, duplicate_of."""
+    if "source" in df:
+        where = df["source"].str.rsplit("#", n=1, expand=True)
+        df = df.assign(_uri=where[0], _row=where[1].astype("int64"))
+        df = df.sort_values(["_uri", "_row"], kind="stable")
+    else:
+        df = df.sort_values("row_id", kind="stable")
+    first = df.groupby("content_hash")["row_id"].transform("first")
     dup = df["row_id"] != first
     return pd.DataFrame(
         {"row_id": df.loc[dup, "row_id"].to_numpy(), "duplicate_of": first[dup].to_numpy()}
@@ -57,10 +66,11 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     return best[["prompt_id", "teacher", *SELECTED_COLUMNS]].reset_index(drop=True)
 
 
-def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> None:
+def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
     """Read the selected rows back from the inputs with all their columns and the scores,
     one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
-    part to one schema so the directory loads as one dataset."""
+    part to one schema so the directory loads as one dataset. Returns the input columns
+    renamed because they carry one of our names (`row_id` -> `input_row_id`)."""
     import ray
 
     src = scored.set_index("row_id")["source"]
@@ -78,29 +88,45 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> No
         for i, uri, root in files
         if redact(uri) in wanted
     }
-    schemas = dict(zip(parts, ray.get(list(parts.values()))))
+    results = dict(zip(parts, ray.get(list(parts.values()))))
+    renamed = {k: v for _, r in results.values() for k, v in r.items()}
+    schemas = {part: schema for part, (schema, _) in results.items()}
     if not schemas:
-        return
+        return renamed
     schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
     conform = ray.remote(num_cpus=0.5)(conform_part)
     ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
+    return renamed
 
 
 def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
     """Write the input rows at the given row numbers, all their columns plus the selection's
-    scores, to `out`; return the part's schema."""
+    scores, to `out`; return the part's schema and the input columns renamed because they
+    carry one of our names (ours are the contract; theirs are kept as `input_<name>`)."""
     hive = hive_columns(uri, root)
-    records = []
+    records, renamed = [], {}
     for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
         for index, rec in chunk:
             if index in rows:
                 s = rows[index]
                 rec = {**hive, **rec}
-                rec.setdefault(cfg.prompt_id_column, s["prompt_id"])
+                if missing(rec.get(cfg.prompt_id_column)):
+                    rec[cfg.prompt_id_column] = s["prompt_id"]
+                for name in SELECTED_COLUMNS:
+                    if name in rec:
+                        new = _free_name(f"input_{name}", rec)
+                        rec[new] = rec.pop(name)
+                        renamed[name] = new
                 records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
     table = pa.Table.from_pylist(records)
     write_table(table, out)
-    return table.schema
+    return table.schema, renamed
+
+
+def _free_name(name: str, rec: dict) -> str:
+    while name in rec:
+        name = f"input_{name}"
+    return name
 
 
 def conform_part(uri: str, schema: pa.Schema) -> None:
