@@ -94,6 +94,17 @@ class CurateConfig:
         group=_RAY,
         default_text="32768 without GPUs, 1000000 with",
     )
+    gpu_wait: float = option(
+        600.0,
+        "seconds to wait for GPUs on a remote cluster (autoscaling); a local one fails at once",
+        group=_RAY,
+    )
+    max_response_tokens: int | None = option(
+        None,
+        "reject longer responses with a reason instead of scoring them (a bound on the cost "
+        "of the longest rows; exact scores either way)",
+        group=_SEL,
+    )
     no_progress_timeout: float = option(
         0.0,
         "seconds Ray Data may go without finishing a task before it fails the run; 0 = never "
@@ -126,8 +137,10 @@ class CurateConfig:
             raise OptionError("gpus-per-actor: must be >= 0")
         if self.call_tokens is None:
             object.__setattr__(self, "call_tokens", 1_000_000 if self.gpus_per_actor else 32_768)
-        if self.call_tokens < 1 or self.no_progress_timeout < 0:
-            raise OptionError("call-tokens: must be >= 1; no-progress-timeout: >= 0")
+        if self.max_response_tokens is not None and self.max_response_tokens < 1:
+            raise OptionError("max-response-tokens: must be >= 1")
+        if self.call_tokens < 1 or self.no_progress_timeout < 0 or self.gpu_wait < 0:
+            raise OptionError("call-tokens: must be >= 1; no-progress-timeout, gpu-wait: >= 0")
         if self.cpus_per_actor is None:
             object.__setattr__(self, "cpus_per_actor", 1.0 if self.gpus_per_actor else 0.5)
         if self.cpus_per_actor <= 0:

@@ -45,16 +45,19 @@ def redact(text: str) -> str:
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path inside it) for a local path, s3:// or gs:// URI."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        return _s3(), parsed.netloc + parsed.path
-    if parsed.scheme in ("gs", "gcs"):
-        return pafs.GcsFileSystem(), parsed.netloc + parsed.path
-    if parsed.scheme in ("", "file"):
-        path = parsed.path if parsed.scheme == "file" else uri
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path))
-    raise ValueError(f"unsupported URI scheme {parsed.scheme!r} in {redact(uri)}")
+    """(filesystem, path inside it) for a local path, file://, s3:// or gs:// URI. Keys are
+    opaque: `#`, `?` and spaces are part of the name, never a fragment or a query."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    scheme = scheme.lower()
+    if scheme == "s3":
+        return _s3(), rest
+    if scheme in ("gs", "gcs"):
+        return pafs.GcsFileSystem(), rest
+    if scheme == "file":
+        return pafs.LocalFileSystem(), os.path.abspath(unquote(rest))
+    raise ValueError(f"unsupported URI scheme {scheme!r} in {redact(uri)}")
 
 
 def _s3() -> pafs.S3FileSystem:
@@ -158,17 +161,24 @@ def file_format(uri: str, fmt: str = "auto") -> str:
     )
 
 
-def input_columns(uri: str, fmt: str = "auto") -> list[str]:
-    """Column names of an input file (Parquet footer, or the first JSONL record)."""
+def input_columns(uri: str, fmt: str = "auto", sample_rows: int = 1000) -> list[str] | None:
+    """Column names of an input file: the Parquet schema, or the keys of the first
+    `sample_rows` JSONL records (writers leave out null fields, so one record is not enough).
+    None for a file without a row (it becomes a reject row, not an error)."""
     fs, path = filesystem(uri)
     if file_format(uri, fmt) == "parquet":
         with fs.open_input_file(path) as f:
             return pq.ParquetFile(f).schema_arrow.names
-    with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
-        for line in _lines(_chunks(f, path)):
-            if line.strip():
-                return list(json.loads(line))
-    return []
+    keys: dict[str, None] = {}
+    seen = 0
+    for rows in read_rows(uri, fmt, None, 256):
+        for _, rec in rows:
+            if isinstance(rec, dict):
+                keys.update(dict.fromkeys(rec))
+            seen += 1
+        if seen >= sample_rows:
+            break
+    return list(keys) if seen else None
 
 
 def _chunks(f, path: str) -> Iterator[bytes]:

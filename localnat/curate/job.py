@@ -11,7 +11,9 @@ Layout of OUTPUT/RUN_ID/:
 
 from __future__ import annotations
 
+import heapq
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
@@ -125,6 +127,37 @@ def run_job(cfg: CurateConfig) -> dict:
         return finish(cfg, files, run_dir, chunks, resumed, tokens, timings)
 
 
+def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
+    """--gpus-per-actor on a cluster without them would wait forever for an actor: fail at
+    once on a local cluster; on a remote one (GPU nodes may be autoscaling up) wait up to
+    --gpu-wait seconds, saying so."""
+    import ray
+
+    if not cfg.gpus_per_actor:
+        return
+    deadline = time.time() + (
+        cfg.gpu_wait if cfg.ray_address or os.environ.get("RAY_ADDRESS") else 0
+    )
+    while True:
+        have = ray.cluster_resources().get("GPU", 0)
+        if have >= cfg.gpus_per_actor:
+            return
+        if time.time() >= deadline:
+            raise InputError(
+                f"--gpus-per-actor {cfg.gpus_per_actor:g}: the Ray cluster has {have:g} GPUs "
+                f"(resources: {ray.cluster_resources()}); use --gpus-per-actor 0 for CPU"
+            )
+        log(f"waiting for GPUs: the cluster has {have:g}, an actor needs {cfg.gpus_per_actor:g}")
+        time.sleep(min(poll_s, max(0.0, deadline - time.time())))
+
+
+def _rows_per_actor(calls: dict) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for rows, _, actor in calls.values():
+        out[actor] = out.get(actor, 0) + rows
+    return out
+
+
 def _manifest(run_dir: str) -> dict | None:
     """A complete run's manifest; a corrupt one is rebuilt from the committed chunks."""
     text = read_text(join(run_dir, "manifest.json"))
@@ -180,7 +213,7 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
     )
 
     t = time.time()
-    renamed = write_selected(files, chosen, df, cfg, run_dir)
+    written = write_selected(files, chosen, df, cfg, run_dir)
     timings["select"] = time.time() - t
     log(f"selected/ written in {timings['select']:.1f} s")
 
@@ -188,9 +221,15 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
     board["student"] = student
     board["metric_note"] = "mean per-token log-prob of the student; higher = more natural"
     write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
-    report = markdown(board, student)
-    write_text(join(run_dir, "teachers.md"), report)
-    write_bytes(join(run_dir, "teachers.png"), png(board, student))
+    report_errors = []
+    for name, render in (("teachers.md", markdown), ("teachers.png", png)):
+        try:  # a report that fails to render must not fail a run whose scores are written
+            out = render(board, student)
+            (write_text if isinstance(out, str) else write_bytes)(join(run_dir, name), out)
+        except Exception as err:  # noqa: BLE001
+            report_errors.append(f"{name}: {type(err).__name__}: {err}")
+            log(f"warning: {name} not written: {type(err).__name__}: {err}")
+    top = df.nlargest(5, "n_response_tokens")[["source", "teacher", "n_response_tokens"]]
 
     timings["total"] = time.time() - started
     manifest = {
@@ -214,20 +253,29 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
             "duplicates": len(dups),
             **resumed,
         },
-        "renamed_input_columns": renamed,
+        "report_errors": report_errors,
+        # the longest responses: each costs about (k+1) x its tokens (README "Sizing")
+        "most_expensive_rows": [
+            {"source": r.source, "teacher": r.teacher, "response_tokens": int(r.n_response_tokens)}
+            for r in top.itertuples()
+        ],
+        "renamed_input_columns": written["renamed"],
+        # passthrough columns whose types differ between (or within) files: written as text
+        "selected_text_columns": written["as_text"],
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "calls": {
             "n": len(calls),
             "budget_tokens": cfg.call_tokens,
-            "max_estimated_tokens": max((t for _, t in calls.values()), default=0),
-            "max_rows": max((r for r, _ in calls.values()), default=0),
+            "max_estimated_tokens": max((t for _, t, _ in calls.values()), default=0),
+            "max_rows": max((r for r, _, _ in calls.values()), default=0),
             # every call over the budget holds one row: a response larger than the budget
             "over_budget_single_rows": sum(
-                1 for r, t in calls.values() if t > cfg.call_tokens and r == 1
+                1 for r, t, _ in calls.values() if t > cfg.call_tokens and r == 1
             ),
             "over_budget_multi_rows": sum(
-                1 for r, t in calls.values() if t > cfg.call_tokens and r > 1
+                1 for r, t, _ in calls.values() if t > cfg.call_tokens and r > 1
             ),
+            "rows_per_actor": _rows_per_actor(calls),
         },
         "throughput": {
             "response_tokens_this_run": tokens,
@@ -249,9 +297,12 @@ def check_columns(files, cfg: CurateConfig) -> None:
     def problem(item) -> str | None:
         _, uri, root = item
         try:
-            present = set(input_columns(uri, cfg.input_format)) | set(hive_columns(uri, root))
+            columns = input_columns(uri, cfg.input_format)
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
+        if columns is None:  # no row: one reject row, as an unreadable file
+            return None
+        present = set(columns) | set(hive_columns(uri, root))
         # JSONL writers may leave out null optional fields: those rows are rejected one by one.
         required = needed if file_format(uri, cfg.input_format) == "parquet" else needed[:3]
         missing = [c for c in required if c not in present]
@@ -267,23 +318,41 @@ def check_columns(files, cfg: CurateConfig) -> None:
 
 
 def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
-    rows = {}
+    """What a run would do: rows per file (counted as the run counts them: an unreadable or
+    empty file is one reject row), the longest responses and their rough cost, the plan."""
+    rows, longest = {}, []
+    column = cfg.response_column
     for _, uri, _ in files:
+        n = 0
         try:
-            rows[redact(uri)] = sum(len(c) for c in read_rows(uri, cfg.input_format, [], 4096))
+            for chunk in read_rows(uri, cfg.input_format, [column], 4096):
+                n += len(chunk)
+                for index, rec in chunk:
+                    text = rec.get(column) if isinstance(rec, dict) else None
+                    if isinstance(text, str):
+                        longest = heapq.nlargest(5, [*longest, (len(text), f"{uri}#{index}")])
+            rows[redact(uri)] = n or 1
         except Exception as err:  # noqa: BLE001
-            rows[redact(uri)] = f"unreadable: {redact(str(err))}"
+            rows[redact(uri)] = n + 1
+            log(f"{uri}: unreadable from row {n} on: {type(err).__name__}: {err}")
+    # ~4 characters a token; each response token is computed about (1 + reuse) times
+    reuse = sum(min(w.k + 1, 8) if w.k is not None else 8 for w in cfg.score.windows)
     return {
         "dry_run": True,
         "run_dir": redact(run_dir),
         "input_files": rows,
-        "input_rows": sum(v for v in rows.values() if isinstance(v, int)),
+        "input_rows": sum(rows.values()),
+        "longest_responses": [
+            {"source": redact(src), "chars": n, "rough_model_tokens": n // 4 * (1 + reuse)}
+            for n, src in longest
+        ],
         "plan": {
             "student": cfg.score.student or DEFAULT_STUDENT,
             "windows": [w.name for w in cfg.score.windows],
             "segmenter": cfg.score.segmenter,
             "actors": cfg.actors,
             "gpus_per_actor": cfg.gpus_per_actor,
+            "call_tokens": cfg.call_tokens,
             "select_by": cfg.select_by,
             "already_done_files": len(completed_files(committed_chunks(run_dir))),
         },
@@ -296,6 +365,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
     from .pipeline import build
 
     start_ray(cfg)
+    wait_for_gpus(cfg)
     if cfg.score.student is None:
         from ..scoring.student import default_student_dir
 
@@ -306,13 +376,13 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
     ends: dict[int, int] = {}  # file -> its last chunk, once seen
     uris = {i: uri for i, uri, _ in todo}
     tokens = 0
-    calls: dict[str, tuple[int, int]] = {}  # call id -> (rows, estimated model tokens)
+    calls: dict[str, tuple[int, int, str]] = {}  # call id -> (rows, est. tokens, actor)
     batches = build(todo, cfg, run_dir, skip).iter_batches(batch_size=None, batch_format="pyarrow")
     with Progress(len(todo), None, log) as progress:
         for batch in batches:
             for row in batch.to_pylist():
                 key = (row["file_index"], row["chunk"])
-                calls[row["call_id"]] = (row["call_rows"], row["call_tokens"])
+                calls[row["call_id"]] = (row["call_rows"], row["call_tokens"], row["actor"])
                 acc = written.setdefault(
                     key,
                     {
@@ -332,7 +402,8 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
                 if key in totals and acc["scored"] + acc["rejected"] == totals[key][0]:
                     last = totals[key][1]
                     with uninterrupted():
-                        commit_chunk(run_dir, *key, uris[key[0]], {"last": last, **acc})
+                        record = {"last": last, **acc, "committed_unix": time.time()}
+                        commit_chunk(run_dir, *key, uris[key[0]], record)
                     f, c = key
                     have[f].add(c)
                     if last:

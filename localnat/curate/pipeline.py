@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -216,10 +217,12 @@ def _with_chunk(table: pa.Table, chunk: int, rows: int | None, last: bool) -> pa
 
 
 class Tokenize:
-    """Tokenize once with offsets, segment, apply the token-to-step rule."""
+    """Tokenize once with offsets, segment, apply the token-to-step rule; reject responses
+    over --max-response-tokens."""
 
     def __init__(self, cfg: CurateConfig):
         self.prepare = Preparer(load_tokenizer(cfg.score), cfg.score)
+        self.max_tokens = cfg.max_response_tokens
 
     def __call__(self, table: pa.Table) -> pa.Table:
         cols = {name: [] for name in _TOKEN_COLUMNS}
@@ -229,6 +232,9 @@ class Tokenize:
             if item.error is None:
                 steps = None if row["steps_json"] is None else json.loads(row["steps_json"])
                 item = self.prepare(row["prompt"], row["response"], steps)
+            n = len(item.response_ids) if item.error is None else 0
+            if self.max_tokens is not None and n > self.max_tokens:
+                item = Prepared(error=f"response has {n:,} tokens, over max-response-tokens")
             reasons[i] = item.error
             ok = item.error is None
             cols["prompt_ids"].append(item.prompt_ids.tolist() if ok else None)
@@ -261,7 +267,9 @@ class Score:
         self.scorer = Scorer(cfg.score)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return write_parts(self.score(batch), self.run_dir, self.cfg)
+        counts = write_parts(self.score(batch), self.run_dir, self.cfg)
+        actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
+        return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
 
     def score(self, batch: pa.Table) -> pa.Table:
         """One call (see `Prepare`) -> its rows with scores, or reasons."""

@@ -7,6 +7,8 @@ The selection itself is a pure function over the compact score columns (pandas);
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -89,14 +91,34 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
         if redact(uri) in wanted
     }
     results = dict(zip(parts, ray.get(list(parts.values()))))
-    renamed = {k: v for _, r in results.values() for k, v in r.items()}
-    schemas = {part: schema for part, (schema, _) in results.items()}
+    renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
+    as_text = sorted({c for _, _, t in results.values() for c in t})
+    schemas = {part: schema for part, (schema, _, _) in results.items()}
     if not schemas:
-        return renamed
-    schema = pa.unify_schemas(list(schemas.values()), promote_options="permissive")
+        return {"renamed": renamed, "as_text": as_text}
+    schema, conflicting = common_schema(list(schemas.values()))
     conform = ray.remote(num_cpus=0.5)(conform_part)
     ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
-    return renamed
+    return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
+
+
+def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
+    """One schema for all parts: each column's types promoted where Arrow can (int + float,
+    null + anything), else the column as text (a passthrough column that is an int in one
+    file and a string in another). Returns the schema and the columns made text."""
+    types: dict[str, list] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, []).append(f.type)
+    fields, as_text = [], []
+    for name, kinds in types.items():
+        try:
+            one = [pa.schema([(name, k)]) for k in kinds]
+            fields.append(pa.unify_schemas(one, promote_options="permissive").field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+            as_text.append(name)
+    return pa.schema(fields), as_text
 
 
 def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
@@ -118,9 +140,32 @@ def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out:
                         rec[new] = rec.pop(name)
                         renamed[name] = new
                 records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
-    table = pa.Table.from_pylist(records)
+    table, as_text = _table(records)
     write_table(table, out)
-    return table.schema, renamed
+    return table.schema, renamed, as_text
+
+
+def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:
+    """Records -> a table; a column whose values Arrow cannot put in one type (JSONL rows
+    with a number here and a string there) is written as text (JSON for non-strings)."""
+    try:
+        return pa.Table.from_pylist(records), []
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    names = list(dict.fromkeys(k for r in records for k in r))
+    columns, as_text = {}, []
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array([_text(v) for v in values], pa.string())
+            as_text.append(name)
+    return pa.table(columns), as_text
+
+
+def _text(value):
+    return value if value is None or isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _free_name(name: str, rec: dict) -> str:
@@ -136,4 +181,10 @@ def conform_part(uri: str, schema: pa.Schema) -> None:
     for name in schema.names:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
-    write_table(table.select(schema.names).cast(schema), uri)
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type != field.type and pa.types.is_string(field.type):
+            column = pa.array([_text(v) for v in column.to_pylist()], pa.string())
+        columns.append(column.cast(field.type))
+    write_table(pa.table(columns, schema=schema), uri)
