@@ -77,6 +77,12 @@ class CurateConfig:
         choices=("local", "global", "random"),
     )
     seed: int = option(0, "bootstrap and random selection", group=_SEL)
+    min_matched_share: float = option(
+        0.5,
+        "teachers are left out of the ranking (listed apart) until the prompts every ranked "
+        "teacher answered are at least this share of all prompts (docs/method.md §7)",
+        group=_SEL,
+    )
     actors: int = option(1, "scoring actors, one student each", group=_RAY)
     gpus_per_actor: float = option(
         0.0, "1 per GPU; 0.5 packs two small students per GPU", group=_RAY
@@ -133,6 +139,8 @@ class CurateConfig:
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
         if self.actors < 1 or self.commit_rows < 1:
             raise OptionError("actors and commit-rows: must be >= 1")
+        if not 0 <= self.min_matched_share <= 1:
+            raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:
             raise OptionError("gpus-per-actor: must be >= 0")
         if self.call_tokens is None:

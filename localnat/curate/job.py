@@ -205,7 +205,7 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
         )
     df = df[~df["row_id"].isin(dups["row_id"])]
     chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
-    board = leaderboard(df, cfg.seed)
+    board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share)
     timings["reduce"] = time.time() - t
     log(
         f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
