@@ -211,6 +211,8 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
 
     again = run_job(cfg)  # complete: not redone
     assert again["finished_utc"] == first["finished_utc"]
+    assert again["report"] == first["report"]  # the short summary, not teachers.md
+    assert "longest responses (tokens):" in again["report"]
 
     # an interrupted run: manifest never written, one file not marked done, stray parts
     (run_dir / "manifest.json").unlink()

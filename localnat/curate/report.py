@@ -150,6 +150,17 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"{c['selected']} selected; {c['duplicates']} duplicates",
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
         "response tokens/s",
+    ]
+    costly = manifest.get("most_expensive_rows") or []
+    lines += (
+        [
+            "longest responses (tokens): "
+            + ", ".join(f"{r['response_tokens']:,} ({r['teacher']})" for r in costly)
+        ]
+        if costly
+        else []
+    )
+    lines += [
         f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
         "teachers.png, manifest.json)",
     ]
