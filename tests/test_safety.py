@@ -274,14 +274,14 @@ def test_identity_uses_the_stores_version_on_s3(s3env, tmp_path):
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body)
     files = [(0, "s3://ident/in/a.jsonl", "s3://ident/in")]
     cfg = CurateConfig(inputs=("s3://ident/in",))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg))  # unchanged: fine
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))  # unchanged: fine
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body.replace(b"abc", b"cba"))
     with pytest.raises(RunMismatch, match="changed: inputs"):
-        check_same_run("s3://ident/runs/r", run_identity(files, cfg))
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
     write_text("s3://ident/runs/r/_run.json", "{not json")
     with pytest.raises(RunMismatch, match="unreadable.*--overwrite"):
-        check_same_run("s3://ident/runs/r", run_identity(files, cfg))
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
 
 
 # 5. credentials never travel in URIs
@@ -391,3 +391,108 @@ def test_max_response_tokens_rejects_longer_responses_with_a_reason(tiny_student
             assert reason == f"response has {k:,} tokens, over max-response-tokens"
         else:
             assert reason is None
+
+
+# Review findings: each a scenario that lost or mixed rows before
+
+
+def test_selected_rows_keep_every_column_and_survive_surrogates():
+    from localnat.curate.selection import _table
+
+    table, as_text = _table([{"a": 1}, {"a": 2, "answer": "x"}, {"a": 3, "s": "bad\udc80"}])
+    assert table.column_names == ["a", "answer", "s"]  # not only the first record's keys
+    assert table.column("answer").to_pylist() == [None, "x", None]
+    assert table.column("s").to_pylist()[2] == "bad\\udc80" and as_text == []
+    table, as_text = _table([{"v": 1}, {"v": "one"}])
+    assert table.column("v").to_pylist() == ["1", "one"] and as_text == ["v"]
+
+
+def test_credentials_whose_secret_holds_a_slash_are_refused_and_redacted():
+    uri = "s3://AKIAX:wJal/K7MD/bPxR@bucket/data/"
+    with pytest.raises(Exception, match="credentials inside a URI"):
+        CurateConfig(inputs=(uri,))
+    assert "K7MD" not in redact(f"input not found: {uri}")
+    assert CurateConfig(inputs=("s3://bucket/user@example.com/x.jsonl",)).inputs  # a key
+
+
+def test_the_identity_holds_everything_that_changes_a_result(tmp_path):
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "a.parquet")
+    files = [(0, str(tmp_path / "a.parquet"), str(tmp_path))]
+    base = run_identity(files, CurateConfig(), "sha256:1")
+    for changed in (
+        run_identity(files, CurateConfig(max_response_tokens=100), "sha256:1"),
+        run_identity(files, CurateConfig(gpus_per_actor=1.0), "sha256:1"),  # auto -> bf16
+        run_identity(files, CurateConfig(), "sha256:2"),  # other weights
+        run_identity(
+            files, CurateConfig(score=ScoreConfig(attn_implementation="eager")), "sha256:1"
+        ),
+    ):
+        assert changed != base
+    speed = CurateConfig(score=ScoreConfig(batch_tokens=64, head_chunk=8))
+    assert run_identity(files, speed, "sha256:1") == base
+
+
+def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_complete(tmp_path):
+    from localnat.curate.commit import completed_files
+
+    run_dir = str(tmp_path / "run")
+    (tmp_path / "run" / "_lease").mkdir(parents=True)
+    (tmp_path / "run" / "_lease" / "x.json").write_text('{"owner": "x", "ho')  # mid-write
+    with pytest.raises(RunBusy):
+        with Lease(run_dir):
+            pass
+    old = time.time() - 3600
+    import os
+
+    os.utime(tmp_path / "run" / "_lease" / "x.json", (old, old))  # a crash long ago
+    with Lease(run_dir):
+        pass
+    chunks = {
+        (0, 0): {"last": False},
+        (0, 1): {"last": True},
+        (1, 0): {"last": True},
+        (2, 0): {"last": True},
+        (2, 1): {"last": True},
+    }
+    assert completed_files(chunks) == {0, 1}  # file 2 claims two ends: redo, never trust
+
+
+def test_overwrite_deletes_the_manifest_first_and_run_json_last(tmp_path, monkeypatch):
+    import localnat.curate.commit as commit
+
+    run = tmp_path / "r"
+    for name in ("_done/f000000-c000000.json", "_run.json", "manifest.json", "scores/p.parquet"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    order = []
+    real = commit.delete
+    monkeypatch.setattr(commit, "delete", lambda uri: order.append(Path(uri).name) or real(uri))
+    commit.prepare_overwrite(str(run))
+    assert order[0] == "manifest.json" and order[-1] == "_run.json" and len(order) == 4
+
+
+def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path, monkeypatch):
+    import localnat.curate.pipeline as pipeline
+
+    def rows_then(err):
+        def read_rows(uri, fmt, cols, n):
+            yield [(0, {"prompt": "p?", "response": "r.", "teacher": "t"})]
+            raise err
+
+        return read_rows
+
+    item = pa.table(
+        {
+            "file_index": [0],
+            "uri": ["x.jsonl"],
+            "root": ["."],
+            "skip": pa.array([[]], pa.list_(pa.int64())),
+        }
+    )
+    monkeypatch.setattr(pipeline, "read_rows", rows_then(OSError("connection reset")))
+    with pytest.raises(OSError, match="connection reset"):  # retried/resumed, never committed
+        list(read_files(item, CurateConfig()))
+    monkeypatch.setattr(pipeline, "read_rows", rows_then(EOFError("gzip ends early")))
+    rows = chunks_of(read_files(item, CurateConfig()))
+    assert rows[0]["reject_reason"] is None
+    assert rows[1]["reject_reason"].startswith("unreadable file: rows from 1 on not read")

@@ -6,8 +6,16 @@ from ..scoring.api import result_schema
 from ..scoring.config import ScoreConfig
 
 # Identity of a working row, carried from the reader to scores/ (README "Outputs").
-ID_COLUMNS = ["row_id", "source", "prompt_id", "teacher", "is_correct", "content_hash"]
-REJECT_COLUMNS = [*ID_COLUMNS[:5], "prompt", "response", "reject_reason"]
+ID_COLUMNS = [
+    "row_id",
+    "source",
+    "file_index",
+    "prompt_id",
+    "teacher",
+    "is_correct",
+    "content_hash",
+]
+REJECT_COLUMNS = [*ID_COLUMNS[:6], "prompt", "response", "reject_reason"]
 # What the reduce reads back from scores/: compact, no per-step arrays.
 REDUCE_COLUMNS = [*ID_COLUMNS, "local_nat", "global_nat", "n_response_tokens"]
 # What selection adds to an input row in selected/.

@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 from .config import CurateConfig
-from .io import delete, file_version, join, list_files, read_text, redact, write_text
+from .io import delete, file_version, filesystem, join, list_files, read_text, redact, write_text
 
 # Settings that change speed, never a score or a row's place: a resume may change them.
-SPEED_ONLY = {"batch_tokens", "head_chunk", "device", "attn_implementation"}
+# (device changes numerics only through dtype "auto", which the identity resolves.)
+SPEED_ONLY = {"batch_tokens", "head_chunk", "device"}
 LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead run
 
 
@@ -42,10 +43,14 @@ class RunBusy(RuntimeError):
     """Another live run holds the run directory."""
 
 
-def run_identity(files, cfg: CurateConfig) -> dict:
+def run_identity(files, cfg: CurateConfig, student_fingerprint: str) -> dict:
     """What a resume must match: every input file's version (size + mtime/ETag), the input
-    format, the chunking, the columns and every setting that changes a score."""
+    format, the chunking, the columns, the student's weights and every setting that changes
+    a score or a row's fate."""
     score = {k: v for k, v in asdict(cfg.score).items() if k not in SPEED_ONLY}
+    if score["dtype"] == "auto":  # bf16 on CUDA, fp32 on CPU: what "auto" means here
+        cuda = cfg.gpus_per_actor > 0 or cfg.score.device.startswith("cuda")
+        score["dtype"] = "auto:" + ("bfloat16" if cuda else "float32")
     with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
         versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
     return {
@@ -54,6 +59,8 @@ def run_identity(files, cfg: CurateConfig) -> dict:
         "commit_rows": cfg.commit_rows,
         "score": json.loads(redact(json.dumps(score, default=str))),
         "columns": cfg.columns,
+        "max_response_tokens": cfg.max_response_tokens,
+        "student_fingerprint": student_fingerprint,
     }
 
 
@@ -92,7 +99,12 @@ def prepare_overwrite(run_dir: str) -> None:
             f"--overwrite refused: {redact(run_dir)} holds files but no localnat _run.json, "
             "so it is not a localnat run directory; nothing was deleted"
         )
-    for uri in entries:
+    # manifest first (a half-deleted run is never "complete"), _run.json last (it is still
+    # ours if this is interrupted)
+    order = sorted(
+        entries, key=lambda u: (not u.endswith("/manifest.json"), u.endswith("/_run.json"))
+    )
+    for uri in order:
         delete(uri)
 
 
@@ -125,7 +137,9 @@ class Lease:
             if uri == self.uri:
                 continue
             other = _read_json(uri)
-            if other is not None and _live(other):
+            if other is None:  # being written, or left by a crash: live until it is old
+                other = {"host": "?", "pid": "?", "expires": _mtime(uri) + self.ttl}
+            if _live(other):
                 delete(self.uri)
                 raise RunBusy(
                     f"another run holds {redact(self.dir.rsplit('/', 1)[0])} (host "
@@ -151,6 +165,12 @@ class Lease:
             delete(self.uri)
         except Exception:  # noqa: BLE001 - it expires on its own
             pass
+
+
+def _mtime(uri: str) -> float:
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    return info.mtime.timestamp() if info.mtime else 0.0
 
 
 def _read_json(uri: str) -> dict | None:
@@ -181,8 +201,9 @@ def commit_chunk(run_dir: str, file_index: int, chunk: int, uri: str, record: di
     write_text(marker(run_dir, file_index, chunk), json.dumps({"uri": redact(uri), **record}))
 
 
-def committed_chunks(run_dir: str) -> dict[tuple[int, int], dict]:
-    """(file index, chunk) -> marker. A marker cut short by a crash is deleted (redone)."""
+def committed_chunks(run_dir: str, clean: bool = True) -> dict[tuple[int, int], dict]:
+    """(file index, chunk) -> marker. A marker cut short by a crash is ignored, and deleted
+    (so its chunk is redone) when `clean` (only under the lease)."""
     uris = [u for u in list_files(join(run_dir, "_done")) if u.endswith(".json")]
     with ThreadPoolExecutor(16) as pool:
         bodies = list(pool.map(_read_json, uris))
@@ -195,7 +216,8 @@ def committed_chunks(run_dir: str) -> dict[tuple[int, int], dict]:
         except ValueError:
             continue  # not ours
         if not isinstance(body, dict) or "parts" not in body:
-            delete(uri)
+            if clean:
+                delete(uri)
             continue
         done[key] = body
     return done
@@ -203,8 +225,16 @@ def committed_chunks(run_dir: str) -> dict[tuple[int, int], dict]:
 
 def completed_files(chunks: dict[tuple[int, int], dict]) -> set[int]:
     """Files whose every chunk, up to the one marked last, is committed."""
-    last = {f: c for (f, c), body in chunks.items() if body.get("last")}
-    return {f for f, end in last.items() if all((f, c) in chunks for c in range(end + 1))}
+    last: dict[int, set] = {}
+    for (f, c), body in chunks.items():
+        if body.get("last"):
+            last.setdefault(f, set()).add(c)
+    # two "last" chunks for one file cannot happen for one version of it: never complete
+    return {
+        f
+        for f, ends in last.items()
+        if len(ends) == 1 and all((f, c) in chunks for c in range(max(ends) + 1))
+    }
 
 
 def remove_uncommitted(run_dir: str, chunks: dict[tuple[int, int], dict]) -> None:

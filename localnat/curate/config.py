@@ -12,8 +12,9 @@ from ..scoring.config import OptionError, ScoreConfig, check_fields, option
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# scheme://user[:secret]@...: credentials that would end up in logs and manifests.
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+# scheme://user[:secret]@...: credentials that would end up in logs and manifests. A
+# secret may hold '/', so also anything with a ':' before an '@' (bucket names have none).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#]*|[^@/]*:[^@]*)@")
 _IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
 
 

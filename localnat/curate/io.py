@@ -12,8 +12,10 @@ import hashlib
 import json
 import os
 import re
+import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -28,7 +30,8 @@ _SECRET_ENV = (
     "HF_TOKEN",
     "HUGGING_FACE_HUB_TOKEN",
 )
-_URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+# user:secret@ after a scheme; a secret may hold '/' (AWS secret keys do)
+_URI_CREDENTIALS = re.compile(r"(?<=://)(?:[^/@\s]+|[^@\s/]*:[^@\s]*)@")
 # key:secret@bucket where a library dropped the scheme (an S3 "bucket" name in an error)
 _BARE_CREDENTIALS = re.compile(r"(?<![\w/.-])[^\s/@:'\"]+:[^\s/@'\"]+@")
 
@@ -277,8 +280,16 @@ def write_text(uri: str, text: str) -> None:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
+    """Write a small object whole: an object store's put is atomic; a local file is written
+    aside and renamed into place, so a reader never sees half of it."""
     fs, path = filesystem(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
     with fs.open_output_stream(path) as f:
         f.write(data)
 
@@ -311,11 +322,21 @@ def delete(uri: str) -> None:
 
 
 def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | None:
-    files = [f for f in list_files(uri) if f.endswith(".parquet")]
-    if not files:
+    return read_parquet_files([f for f in list_files(uri) if f.endswith(".parquet")], columns)
+
+
+def read_parquet_files(uris: list[str], columns: list[str] | None = None) -> pa.Table | None:
+    """The given Parquet files as one table (read in parallel: object stores are slow per
+    call); None for no file."""
+    if not uris:
         return None
-    fs, _ = filesystem(uri)
-    tables = [pq.read_table(filesystem(f)[1], filesystem=fs, columns=columns) for f in files]
+
+    def read(uri):
+        fs, path = filesystem(uri)
+        return pq.read_table(path, filesystem=fs, columns=columns)
+
+    with ThreadPoolExecutor(16) as pool:
+        tables = list(pool.map(read, sorted(uris)))
     return pa.concat_tables(tables, promote_options="permissive")
 
 

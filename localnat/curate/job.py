@@ -43,7 +43,7 @@ from .io import (
     input_columns,
     join,
     list_inputs,
-    read_parquet_dir,
+    read_parquet_files,
     read_rows,
     read_text,
     redact,
@@ -96,7 +96,8 @@ def run_job(cfg: CurateConfig) -> dict:
     with Lease(run_dir):
         if cfg.overwrite:
             prepare_overwrite(run_dir)
-        check_same_run(run_dir, run_identity(files, cfg))
+        fingerprint = _fingerprint(cfg.score.student, cfg.score.revision)
+        check_same_run(run_dir, run_identity(files, cfg, fingerprint))
         chunks = committed_chunks(run_dir)
         remove_uncommitted(run_dir, chunks)
         done = completed_files(chunks)
@@ -194,7 +195,8 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
     calls = timings.pop("calls", {})
     run_id = run_dir.rsplit("/", 1)[-1]
     t = time.time()
-    scores = read_parquet_dir(join(run_dir, "scores"), REDUCE_COLUMNS)
+    committed = [join(run_dir, p) for d in chunks.values() for p in d["parts"]]
+    scores = read_parquet_files([p for p in committed if "/scores/" in p], REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
     df = scores.to_pandas()
@@ -354,7 +356,7 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
             "gpus_per_actor": cfg.gpus_per_actor,
             "call_tokens": cfg.call_tokens,
             "select_by": cfg.select_by,
-            "already_done_files": len(completed_files(committed_chunks(run_dir))),
+            "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
         },
     }
 

@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,6 +31,10 @@ from .io import hive_columns, join, read_rows, write_table
 from .records import file_reject, normalize
 
 READ_CHUNK_ROWS = 256
+# What a file's own content raises (corrupt Parquet, a truncated gzip, undecodable bytes):
+# the file is rejected. Anything else (a storage error) fails the task, which Ray retries
+# and a rerun resumes: a transient error must never commit a file cut short.
+BAD_FILE = (ValueError, EOFError, zlib.error, pa.ArrowException)
 _TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
 
 
@@ -156,7 +161,9 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
             for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
                 for row in rows:
                     yield from chunker.add(row)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is a reject, not a crash
+        except BAD_FILE as err:  # a corrupt file is a reject row; an I/O error is raised
+            if isinstance(err, OSError):
+                raise
             where = f"rows from {chunker.seen} on not read: " if chunker.seen else ""
             yield from chunker.add((None, f"{where}{type(err).__name__}: {err}"))
         else:
@@ -185,11 +192,13 @@ class Chunker:
         self.seen += 1
 
     def flush(self, end: bool, last: bool = False) -> Iterator[pa.Table]:
-        rows, self.pending = self.pending, []
         chunk = (self.seen - 1) // self.size
-        if rows and chunk not in self.skip:
+        if self.pending and chunk not in self.skip:
             n = (self.seen - 1) % self.size + 1 if end else None
-            yield _with_chunk(self.make(rows), chunk, n, last)
+            table = _with_chunk(self.make(self.pending), chunk, n, last)
+            self.pending = []
+            yield table
+        self.pending = []
 
 
 def _normalize_piece(rows: list, uri: str, index: int, hive: dict, cfg) -> pa.Table:

@@ -22,7 +22,6 @@ from .io import (
     join,
     list_files,
     read_rows,
-    redact,
     stable_id,
     write_table,
 )
@@ -75,20 +74,20 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
     renamed because they carry one of our names (`row_id` -> `input_row_id`)."""
     import ray
 
-    src = scored.set_index("row_id")["source"]
-    wanted: dict[str, dict[int, dict]] = {}
+    where = scored.set_index("row_id")[["file_index", "source"]]
+    wanted: dict[int, dict[int, dict]] = {}
     for row in chosen.to_dict("records"):
-        uri, index = src[row["row_id"]].rsplit("#", 1)
-        wanted.setdefault(uri, {})[int(index)] = row
+        file_index, source = where.loc[row["row_id"]]
+        wanted.setdefault(int(file_index), {})[int(source.rsplit("#", 1)[1])] = row
     for old in list_files(join(run_dir, "selected")):
         delete(old)
     task = ray.remote(num_cpus=0.5)(write_selected_part)
     parts = {
         join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
-            uri, root, wanted[redact(uri)], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
+            uri, root, wanted[i], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
         )
         for i, uri, root in files
-        if redact(uri) in wanted
+        if i in wanted
     }
     results = dict(zip(parts, ray.get(list(parts.values()))))
     renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
@@ -148,24 +147,25 @@ def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out:
 def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:
     """Records -> a table; a column whose values Arrow cannot put in one type (JSONL rows
     with a number here and a string there) is written as text (JSON for non-strings)."""
-    try:
-        return pa.Table.from_pylist(records), []
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        pass
-    names = list(dict.fromkeys(k for r in records for k in r))
+    names = list(dict.fromkeys(k for r in records for k in r))  # every record's keys
     columns, as_text = {}, []
     for name in names:
         values = [r.get(name) for r in records]
         try:
             columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
             columns[name] = pa.array([_text(v) for v in values], pa.string())
-            as_text.append(name)
+            if any(v is not None and not isinstance(v, str) for v in values):
+                as_text.append(name)
     return pa.table(columns), as_text
 
 
 def _text(value):
-    return value if value is None or isinstance(value, str) else json.dumps(value, default=str)
+    """A value as text: JSON for non-strings; unpaired surrogates escaped, never a crash."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _free_name(name: str, rec: dict) -> str:
