@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
@@ -39,6 +40,7 @@ from .commit import (
 from .config import CurateConfig
 from .io import (
     file_format,
+    filesystem,
     hive_columns,
     input_columns,
     join,
@@ -112,7 +114,7 @@ def run_job(cfg: CurateConfig) -> dict:
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            tokens, calls = stream(todo, cfg, run_dir, skip)
+            tokens, calls = stream(todo, cfg, run_dir, skip, total_rows(todo, cfg, chunks))
             timings["calls"] = calls
             timings["score"] = time.time() - t
             log(
@@ -361,7 +363,28 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
     }
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
+def total_rows(todo, cfg: CurateConfig, chunks: dict) -> int | None:
+    """Rows left to do, for the progress line's ETA: Parquet footers give the row counts at
+    no cost; with any JSONL input (counted only by reading it) the total is unknown."""
+    if any(file_format(uri, cfg.input_format) != "parquet" for _, uri, _ in todo):
+        return None
+
+    def rows(uri):
+        fs, path = filesystem(uri)
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            n = sum(pool.map(rows, [uri for _, uri, _ in todo]))
+    except Exception:  # noqa: BLE001 - an unreadable file: its reject row shows up later
+        return None
+    todo_files = {i for i, _, _ in todo}
+    done = sum(c["scored"] + c["rejected"] for (f, _), c in chunks.items() if f in todo_files)
+    return max(n - done, 0) or None
+
+
+def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None = None):
     """Run the Ray pipeline over the files to do; commit each chunk of rows as soon as all
     its rows are written. Returns the response tokens scored."""
     from .pipeline import build
@@ -380,7 +403,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict) -> int:
     tokens = 0
     calls: dict[str, tuple[int, int, str]] = {}  # call id -> (rows, est. tokens, actor)
     batches = build(todo, cfg, run_dir, skip).iter_batches(batch_size=None, batch_format="pyarrow")
-    with Progress(len(todo), None, log) as progress:
+    with Progress(len(todo), rows, log) as progress:
         for batch in batches:
             for row in batch.to_pylist():
                 key = (row["file_index"], row["chunk"])
