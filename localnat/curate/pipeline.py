@@ -68,7 +68,8 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, sk
         batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg, "run_dir": run_dir},
-        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        # One call in flight per actor: a long call never holds short ones in its queue.
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
         num_gpus=cfg.gpus_per_actor or None,
         num_cpus=cfg.cpus_per_actor,

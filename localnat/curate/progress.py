@@ -51,6 +51,10 @@ def start_ray(cfg) -> None:
     ctx.print_on_execution_start = not quiet
     # Off (-1) by default: one long call (a 100k-token trace) is progress too.
     ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout or -1
+    # Start scoring once every student is loaded, so the first calls spread over all of
+    # them instead of queueing on the first one up (an hour: a student that cannot load in
+    # that time is a broken cluster, and the error says so).
+    ctx.wait_for_min_actors_s = 3600
     if quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
