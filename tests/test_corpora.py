@@ -94,9 +94,9 @@ def long_tail(ray_local, tiny_student, tmp_path_factory):
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"short{i}.parquet")
     full = pq.read_table(Path(__file__).parents[1] / "localnat/sample/mip_math_sample.parquet")
     full = full.to_pandas()
-    text = "\n\n".join(full[full.teacher.isin(LONG_TEACHERS)].response)[:40_000]
+    text = "\n\n".join(full[full.teacher.isin(LONG_TEACHERS)].response)[:120_000]
     long = pd.DataFrame([{**df.iloc[0].to_dict(), "teacher": "long-teacher", "response": text}])
-    pq.write_table(pa.Table.from_pandas(long, preserve_index=False), d / "zlong.parquet")
+    pq.write_table(pa.Table.from_pandas(long, preserve_index=False), d / "along.parquet")
     cfg = config(
         tiny_student,
         [str(d)],
@@ -118,12 +118,12 @@ def test_a_long_row_is_scored_exactly_and_holds_no_short_row_back(long_tail, tin
     got = scores.loc["long-teacher"]
     alone = Scorer(ScoreConfig(student=tiny_student, windows=(4, 0.25), device="cpu"))
     expect = alone.score(long.prompt.tolist(), long.response.tolist()).to_pylist()[0]
-    assert got.n_response_tokens == expect["n_response_tokens"] > 8000
+    assert got.n_response_tokens == expect["n_response_tokens"] > 25_000
     assert abs(got.local_nat - expect["local_nat"]) < 1e-5
     assert abs(got.global_nat - expect["global_nat"]) < 1e-5
     # the short files committed while the long row was still being scored
     markers = {Path(u).name: json.loads(read_text(u)) for u in list_files(f"{run_dir}/_done")}
-    long_file = max(int(n[1:7]) for n in markers)  # zlong sorts last
+    long_file = 0  # along.parquet sorts first: read first, scored while the rest flows
     long_at = max(m["committed_unix"] for n, m in markers.items() if int(n[1:7]) == long_file)
     short_at = [m["committed_unix"] for n, m in markers.items() if int(n[1:7]) != long_file]
     assert max(short_at) < long_at
@@ -138,5 +138,7 @@ def test_work_per_call_is_bounded_by_tokens_and_actors_share_it(long_tail):
     assert calls["over_budget_single_rows"] >= 1  # the long row
     assert calls["max_rows"] > 1  # short rows still share calls
     assert calls["n"] >= 6  # at least one call per file
+    # the long call keeps one actor busy; with one call in flight per actor the short
+    # files' calls go to the other
     per_actor = calls["rows_per_actor"]
     assert len(per_actor) == 2 and min(per_actor.values()) > 0, per_actor
