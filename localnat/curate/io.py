@@ -164,14 +164,16 @@ def file_format(uri: str, fmt: str = "auto") -> str:
     )
 
 
-def input_columns(uri: str, fmt: str = "auto", sample_rows: int = 1000) -> list[str] | None:
-    """Column names of an input file: the Parquet schema, or the keys of the first
-    `sample_rows` JSONL records (writers leave out null fields, so one record is not enough).
-    None for a file without a row (it becomes a reject row, not an error)."""
+def input_columns(uri: str, fmt: str = "auto", sample_rows: int = 1000):
+    """(column names, row count or None) of an input file: the Parquet footer's schema and
+    count, or the keys of the first `sample_rows` JSONL records (writers leave out null
+    fields, so one record is not enough) and no count. Names are None for a file without a
+    row (it becomes a reject row, not an error)."""
     fs, path = filesystem(uri)
     if file_format(uri, fmt) == "parquet":
         with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).schema_arrow.names
+            footer = pq.ParquetFile(f)
+            return footer.schema_arrow.names, footer.metadata.num_rows
     keys: dict[str, None] = {}
     seen = 0
     for rows in read_rows(uri, fmt, None, 256):
@@ -181,7 +183,7 @@ def input_columns(uri: str, fmt: str = "auto", sample_rows: int = 1000) -> list[
             seen += 1
         if seen >= sample_rows:
             break
-    return list(keys) if seen else None
+    return (list(keys) if seen else None), None
 
 
 def _chunks(f, path: str) -> Iterator[bytes]:

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
@@ -40,7 +39,6 @@ from .commit import (
 from .config import CurateConfig
 from .io import (
     file_format,
-    filesystem,
     hive_columns,
     input_columns,
     join,
@@ -90,7 +88,7 @@ def run_job(cfg: CurateConfig) -> dict:
     # Outputs written inside an input directory are never read back as inputs.
     files = list_inputs(list(cfg.inputs), exclude=output)
     files = [(i, uri, root) for i, (uri, root) in enumerate(files)]
-    check_columns(files, cfg)
+    file_rows = check_columns(files, cfg)
     if cfg.dry_run:
         return dry_run(files, cfg, run_dir)
     check_student(cfg)
@@ -108,14 +106,13 @@ def run_job(cfg: CurateConfig) -> dict:
         log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
         timings["plan"] = time.time() - started
 
-        tokens = 0
+        tokens, calls = 0, {}
         if todo:
             t = time.time()
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            tokens, calls = stream(todo, cfg, run_dir, skip, total_rows(todo, cfg, chunks))
-            timings["calls"] = calls
+            tokens, calls = stream(todo, cfg, run_dir, skip, total_rows(todo, file_rows, chunks))
             timings["score"] = time.time() - t
             log(
                 f"scored {len(todo)} files in {timings['score']:.1f} s "
@@ -126,8 +123,8 @@ def run_job(cfg: CurateConfig) -> dict:
         missing = sorted({i for i, _, _ in files} - completed_files(chunks))
         if missing:
             raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
-        timings["started"] = started
-        return finish(cfg, files, run_dir, chunks, resumed, tokens, timings)
+        scored = {"tokens": tokens, "calls": calls, "resumed": resumed}
+        return finish(cfg, files, run_dir, chunks, fingerprint, scored, timings, started)
 
 
 def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
@@ -191,10 +188,10 @@ def check_student(cfg: CurateConfig) -> None:
         raise InputError(f"cannot load the student {student!r}: {first}") from None
 
 
-def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dict) -> dict:
-    """The reduce, the reports and the manifest, from the committed outputs."""
-    started = timings.pop("started")
-    calls = timings.pop("calls", {})
+def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, started) -> dict:
+    """The reduce, the reports and the manifest, from the committed outputs. `scored`: this
+    attempt's response tokens, calls and what it resumed."""
+    tokens, calls, resumed = scored["tokens"], scored["calls"], scored["resumed"]
     run_id = run_dir.rsplit("/", 1)[-1]
     t = time.time()
     committed = [join(run_dir, p) for d in chunks.values() for p in d["parts"]]
@@ -246,7 +243,7 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
         "student": {
             "id": student,
             "revision": cfg.score.revision,
-            "fingerprint": _fingerprint(cfg.score.student, cfg.score.revision),
+            "fingerprint": fingerprint,
         },
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
@@ -293,15 +290,18 @@ def finish(cfg, files, run_dir, chunks, resumed: dict, tokens: int, timings: dic
     return {**manifest, "report": summary_table(board, manifest)}
 
 
-def check_columns(files, cfg: CurateConfig) -> None:
-    """Fail before any model work when a file lacks a configured column."""
+def check_columns(files, cfg: CurateConfig) -> dict[int, int | None]:
+    """Fail before any model work when a file lacks a configured column. Returns each file's
+    row count where its footer says it (Parquet), read in the same pass, else None."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
     needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
+    rows: dict[int, int | None] = {}
 
     def problem(item) -> str | None:
-        _, uri, root = item
+        index, uri, root = item
+        rows[index] = None
         try:
-            columns = input_columns(uri, cfg.input_format)
+            columns, rows[index] = input_columns(uri, cfg.input_format)
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
         if columns is None:  # no row: one reject row, as an unreadable file
@@ -319,6 +319,7 @@ def check_columns(files, cfg: CurateConfig) -> None:
             "input files lack configured columns (see --prompt-column etc.):\n  "
             + "\n  ".join(problems)
         )
+    return rows
 
 
 def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
@@ -363,22 +364,13 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
     }
 
 
-def total_rows(todo, cfg: CurateConfig, chunks: dict) -> int | None:
-    """Rows left to do, for the progress line's ETA: Parquet footers give the row counts at
-    no cost; with any JSONL input (counted only by reading it) the total is unknown."""
-    if any(file_format(uri, cfg.input_format) != "parquet" for _, uri, _ in todo):
+def total_rows(todo, file_rows: dict, chunks: dict) -> int | None:
+    """Rows left to do, for the progress line's ETA: the Parquet footers' counts (from
+    `check_columns`); with any JSONL or unreadable input the total is unknown."""
+    counts = [file_rows.get(i) for i, _, _ in todo]
+    if None in counts:
         return None
-
-    def rows(uri):
-        fs, path = filesystem(uri)
-        with fs.open_input_file(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows
-
-    try:
-        with ThreadPoolExecutor(16) as pool:
-            n = sum(pool.map(rows, [uri for _, uri, _ in todo]))
-    except Exception:  # noqa: BLE001 - an unreadable file: its reject row shows up later
-        return None
+    n = sum(counts)
     todo_files = {i for i, _, _ in todo}
     done = sum(c["scored"] + c["rejected"] for (f, _), c in chunks.items() if f in todo_files)
     return max(n - done, 0) or None

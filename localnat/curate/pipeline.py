@@ -1,12 +1,13 @@
 """The Ray Data graph, top to bottom in the order data flows:
 
-    input files -> read + validate (CPU tasks) -> tokenize + segment (CPU tasks)
-      -> score (actor pool, one student each) -> write scores/ and rejects/ parts
+    input files (one block each) -> Prepare: read + validate in commit chunks, tokenize +
+      segment, pack into token-bounded calls (CPU actors) -> one call per block
+      -> Score: score a call, write its scores/ and rejects/ parts (one student per actor)
 
 Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
 a bad row carries `reject_reason` to the writer, which puts it in rejects/.
-Output parts are named by input file (f000012-<uuid>.parquet); the driver commits them
-(commit.py).
+Parts are named by input file and chunk (f000012-c000003-<uuid>.parquet); the driver
+commits them (commit.py).
 """
 
 from __future__ import annotations
@@ -130,7 +131,6 @@ def _call_row(tables: list[pa.Table], tokens: int) -> pa.Table:
     return pa.table(
         {
             "call_id": [uuid.uuid4().hex[:12]],
-            "rows": [table.num_rows],
             "est_tokens": [tokens],
             "call": pa.array([sink.getvalue().to_pybytes()], pa.large_binary()),
         }
@@ -196,10 +196,12 @@ class Chunker:
         chunk = (self.seen - 1) // self.size
         if self.pending and chunk not in self.skip:
             n = (self.seen - 1) % self.size + 1 if end else None
+            # made before the rows are let go: a piece that fails keeps them (the run fails)
             table = _with_chunk(self.make(self.pending), chunk, n, last)
             self.pending = []
             yield table
-        self.pending = []
+        else:
+            self.pending = []  # rows of a committed chunk: read past
 
 
 def _normalize_piece(rows: list, uri: str, index: int, hive: dict, cfg) -> pa.Table:
