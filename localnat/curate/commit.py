@@ -47,10 +47,7 @@ def run_identity(files, cfg: CurateConfig, student_fingerprint: str) -> dict:
     """What a resume must match: every input file's version (size + mtime/ETag), the input
     format, the chunking, the columns, the student's weights and every setting that changes
     a score or a row's fate."""
-    score = {k: v for k, v in asdict(cfg.score).items() if k not in SPEED_ONLY}
-    if score["dtype"] == "auto":  # bf16 on CUDA, fp32 on CPU: what "auto" means here
-        cuda = cfg.gpus_per_actor > 0 or cfg.score.device.startswith("cuda")
-        score["dtype"] = "auto:" + ("bfloat16" if cuda else "float32")
+    score = score_settings(cfg, SPEED_ONLY)
     with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
         versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
     return {
@@ -62,6 +59,15 @@ def run_identity(files, cfg: CurateConfig, student_fingerprint: str) -> dict:
         "max_response_tokens": cfg.max_response_tokens,
         "student_fingerprint": student_fingerprint,
     }
+
+
+def score_settings(cfg: CurateConfig, ignore: set[str]) -> dict:
+    """The scoring settings but `ignore`, dtype "auto" resolved as the actors resolve it."""
+    score = {k: v for k, v in asdict(cfg.score).items() if k not in ignore}
+    if score["dtype"] == "auto":  # bf16 on CUDA, fp32 on CPU
+        cuda = cfg.gpus_per_actor > 0 or cfg.score.device.startswith("cuda")
+        score["dtype"] = "auto:" + ("bfloat16" if cuda else "float32")
+    return score
 
 
 def check_same_run(run_dir: str, identity: dict) -> None:
@@ -255,4 +261,6 @@ def counts(chunks: dict[tuple[int, int], dict], n_files: int) -> dict:
         "scored": scored,
         "rejected": rejected,
         "oom_splits": sum(d["oom_splits"] for d in chunks.values()),
+        # scored rows whose scores came from the score cache (markers before it: none)
+        "cache_hits": sum(d.get("reused", 0) for d in chunks.values()),
     }

@@ -43,6 +43,14 @@ class CurateConfig:
         group=_IO,
         metavar="URI",
     )
+    cache: str | None = option(
+        None,
+        "score cache: rows scored before with the same student and settings are reused, "
+        "not rescored; append-only, shareable by runs (local or `s3://`)",
+        group=_IO,
+        default_text="none",
+        metavar="URI",
+    )
     run_id: str | None = option(
         None,
         "one path segment (letters, digits, `.`, `_`, `-`); reuse one to resume that run",
@@ -166,7 +174,12 @@ class CurateConfig:
             raise OptionError("input: an empty URI")
         if not self.output.strip():
             raise OptionError("output: an empty URI")
-        for key, uri in [("input", u) for u in self.inputs] + [("output", self.output)]:
+        uris = [("input", u) for u in self.inputs] + [("output", self.output)]
+        if self.cache is not None:
+            if not self.cache.strip():
+                raise OptionError("cache: an empty URI")
+            uris.append(("cache", self.cache))
+        for key, uri in uris:
             if _USERINFO.match(uri):
                 shown = _USERINFO.sub(r"\1***@", uri)
                 raise OptionError(

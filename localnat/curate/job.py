@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
+from .cache import open_namespace
 from .columns import REDUCE_COLUMNS
 from .commit import (
     Lease,
@@ -112,7 +113,11 @@ def run_job(cfg: CurateConfig) -> dict:
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            tokens, calls = stream(todo, cfg, run_dir, skip, total_rows(todo, file_rows, chunks))
+            cache = open_namespace(cfg, fingerprint, log) if cfg.cache else None
+            if cache:
+                log(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
+            rows = total_rows(todo, file_rows, chunks)
+            tokens, calls = stream(todo, cfg, run_dir, skip, rows, cache)
             timings["score"] = time.time() - t
             log(
                 f"scored {len(todo)} files in {timings['score']:.1f} s "
@@ -232,6 +237,9 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
             log(f"warning: {name} not written: {type(err).__name__}: {err}")
     top = df.nlargest(5, "n_response_tokens")[["source", "teacher", "n_response_tokens"]]
 
+    rows = counts(chunks, len(files))
+    if cfg.cache:
+        rows["cache_misses"] = rows["scored"] - rows["cache_hits"]
     timings["total"] = time.time() - started
     manifest = {
         "status": "complete",
@@ -247,7 +255,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
         },
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
-            **counts(chunks, len(files)),
+            **rows,
             "prompts": board["n_prompts"],
             "matched_prompts": board["n_matched_prompts"],
             "selected": len(chosen),
@@ -264,6 +272,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
         # passthrough columns whose types differ between (or within) files: written as text
         "selected_text_columns": written["as_text"],
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         "calls": {
             "n": len(calls),
             "budget_tokens": cfg.call_tokens,
@@ -288,6 +297,15 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
     write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
     log(f"run {run_id} complete")
     return {**manifest, "report": summary_table(board, manifest)}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def check_columns(files, cfg: CurateConfig) -> dict[int, int | None]:
@@ -376,9 +394,9 @@ def total_rows(todo, file_rows: dict, chunks: dict) -> int | None:
     return max(n - done, 0) or None
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None = None):
+def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None, cache=None):
     """Run the Ray pipeline over the files to do; commit each chunk of rows as soon as all
-    its rows are written. Returns the response tokens scored."""
+    its rows are written. Returns the response tokens scored (cache hits not counted)."""
     from .pipeline import build
 
     start_ray(cfg)
@@ -394,7 +412,8 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None =
     uris = {i: uri for i, uri, _ in todo}
     tokens = 0
     calls: dict[str, tuple[int, int, str]] = {}  # call id -> (rows, est. tokens, actor)
-    batches = build(todo, cfg, run_dir, skip).iter_batches(batch_size=None, batch_format="pyarrow")
+    graph = build(todo, cfg, run_dir, skip, cache)
+    batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
     with Progress(len(todo), rows, log) as progress:
         for batch in batches:
             for row in batch.to_pylist():
@@ -405,6 +424,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None =
                     {
                         "scored": 0,
                         "rejected": 0,
+                        "reused": 0,
                         "response_tokens": 0,
                         "oom_splits": 0,
                         "parts": [],
@@ -413,7 +433,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None =
                 for name in acc:
                     acc[name] += row[name]
                 tokens += row["response_tokens"]
-                progress.add(row["scored"], row["rejected"], row["response_tokens"])
+                progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
                 if row["chunk_rows"] is not None:
                     totals[key] = (row["chunk_rows"], bool(row["last"]))
                 if key in totals and acc["scored"] + acc["rejected"] == totals[key][0]:

@@ -1,8 +1,10 @@
 """The Ray Data graph, top to bottom in the order data flows:
 
-    input files (one block each) -> Prepare: read + validate in commit chunks, tokenize +
-      segment, pack into token-bounded calls (CPU actors) -> one call per block
-      -> Score: score a call, write its scores/ and rejects/ parts (one student per actor)
+    input files (one block each) -> Prepare: read + validate in commit chunks, look rows
+      up in the score cache (hits take their scores from it), tokenize + segment the rest,
+      pack into token-bounded calls (CPU actors) -> one call per block
+      -> Score: score a call (a call of hits is only written), write its scores/ and
+      rejects/ parts, append its fresh scores to the cache (one student per actor)
 
 Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
 a bad row carries `reject_reason` to the writer, which puts it in rejects/.
@@ -26,6 +28,7 @@ import pyarrow.compute as pc
 from ..scoring.api import Scorer
 from ..scoring.prepare import Prepared, Preparer
 from ..scoring.student import load_tokenizer
+from .cache import HIT_CALL_TOKENS, Lookup, write_part
 from .columns import REJECT_COLUMNS, result_columns, score_columns
 from .config import CurateConfig
 from .io import hive_columns, join, read_rows, write_table
@@ -39,9 +42,15 @@ BAD_FILE = (ValueError, EOFError, zlib.error, pa.ArrowException)
 _TOKEN_COLUMNS = ["prompt_ids", "response_ids", "bounds", "step_starts", "step_ends"]
 
 
-def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, skip: dict):
+def build(
+    files: list[tuple[int, str, str]],
+    cfg: CurateConfig,
+    run_dir: str,
+    skip: dict,
+    cache: tuple[str, list[str]] | None = None,
+):
     """Dataset of per-chunk write counts; iterating it runs the job. `skip`: file index ->
-    chunks already committed."""
+    chunks already committed; `cache`: the cache namespace and its readable parts."""
     import ray.data
 
     ds = ray.data.from_items(
@@ -55,7 +64,7 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, sk
         Prepare,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg},
+        fn_constructor_kwargs={"cfg": cfg, "cache_parts": cache[1] if cache else None},
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
@@ -68,7 +77,7 @@ def build(files: list[tuple[int, str, str]], cfg: CurateConfig, run_dir: str, sk
         Score,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "run_dir": run_dir},
+        fn_constructor_kwargs={"cfg": cfg, "run_dir": run_dir, "cache": cache and cache[0]},
         # One call in flight per actor: a long call never holds short ones in its queue.
         compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
@@ -84,13 +93,26 @@ class Prepare:
     as one row holding its rows as Arrow IPC bytes, so the work of one Score call is bounded
     by tokens, never by rows."""
 
-    def __init__(self, cfg: CurateConfig):
+    def __init__(self, cfg: CurateConfig, cache_parts: list[str] | None = None):
         self.cfg = cfg
         self.tokenize = Tokenize(cfg)
+        self.lookup = Lookup(cache_parts, cfg) if cache_parts is not None else None
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, tokens = [], 0
+        hits, hit_tokens = [], 0
         for piece in read_files(batch, self.cfg):
+            if self.lookup is None:
+                piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
+            else:
+                found, piece = self.lookup.split(piece)
+                piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
+                if found.num_rows:
+                    hits.append(found.append_column("reused", pa.array([True] * found.num_rows)))
+                    hit_tokens += pc.sum(found.column("n_response_tokens")).as_py()
+                if hit_tokens >= HIT_CALL_TOKENS:
+                    yield _call_row(hits, 0, cached=True)
+                    hits, hit_tokens = [], 0
             piece = self.tokenize(piece)
             start = 0
             for i, cost in enumerate(row_costs(piece, self.cfg)):
@@ -102,6 +124,8 @@ class Prepare:
             pending.append(piece.slice(start))
         if any(t.num_rows for t in pending):
             yield _call_row(pending, tokens)
+        if hits:
+            yield _call_row(hits, 0, cached=True)
 
 
 def row_costs(table: pa.Table, cfg: CurateConfig) -> list[int]:
@@ -123,7 +147,9 @@ def row_costs(table: pa.Table, cfg: CurateConfig) -> list[int]:
     return out
 
 
-def _call_row(tables: list[pa.Table], tokens: int) -> pa.Table:
+def _call_row(tables: list[pa.Table], tokens: int, cached: bool = False) -> pa.Table:
+    """A call as one row: its rows as Arrow IPC bytes; `cached`: rows of cache hits, with
+    their scores, only to be written."""
     table = pa.concat_tables([t for t in tables if t.num_rows])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -133,6 +159,7 @@ def _call_row(tables: list[pa.Table], tokens: int) -> pa.Table:
             "call_id": [uuid.uuid4().hex[:12]],
             "est_tokens": [tokens],
             "call": pa.array([sink.getvalue().to_pybytes()], pa.large_binary()),
+            "cached": [cached],
         }
     )
 
@@ -269,8 +296,8 @@ class Score:
     """GPU (or CPU) stage: one student per actor, loaded once; scores one call and writes
     its rows (`write_parts`), returning the per-chunk counts."""
 
-    def __init__(self, cfg: CurateConfig, run_dir: str):
-        self.cfg, self.run_dir = cfg, run_dir
+    def __init__(self, cfg: CurateConfig, run_dir: str, cache: str | None = None):
+        self.cfg, self.run_dir, self.cache = cfg, run_dir, cache
         import torch
 
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
@@ -279,7 +306,15 @@ class Score:
         self.scorer = Scorer(cfg.score)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        counts = write_parts(self.score(batch), self.run_dir, self.cfg)
+        if batch.column("cached")[0].as_py():
+            table = _read_call(batch)
+            table = table.append_column("oom_splits", pa.array([0] * table.num_rows, pa.int64()))
+            table = _with_call(table, batch)
+        else:
+            table = self.score(batch)
+            if self.cache is not None:  # after the parts it repeats: a retry rescoring is fine
+                write_part(self.cache, table, self.cfg)
+        counts = write_parts(table, self.run_dir, self.cfg)
         actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
         return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
 
@@ -318,18 +353,20 @@ class Score:
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
         splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
         table = table.append_column("oom_splits", pa.array(splits, pa.int64()))
-        for name in ("call_id", "est_tokens"):  # each row says which call scored it
-            value = batch.column(name)[0]
-            table = table.append_column(
-                name, pa.array([value.as_py()] * table.num_rows, value.type)
-            )
-        return table
+        return _with_call(table, batch)
 
     def _score_one(self, item: Prepared) -> dict:
         try:
             return self.scorer.score_prepared([item])[0]
         except Exception as err:  # noqa: BLE001
             return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
+
+
+def _with_call(table: pa.Table, batch: pa.Table) -> pa.Table:
+    for name in ("call_id", "est_tokens"):  # each row says which call scored it
+        value = batch.column(name)[0]
+        table = table.append_column(name, pa.array([value.as_py()] * table.num_rows, value.type))
+    return table
 
 
 def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
@@ -361,7 +398,12 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
                 "rejected": bad.num_rows,
                 "chunk_rows": ends.column("chunk_rows")[0].as_py() if ends.num_rows else None,
                 "last": ends.column("last_chunk")[0].as_py() if ends.num_rows else None,
-                "response_tokens": pc.sum(scored.column("n_response_tokens")).as_py() or 0,
+                "reused": pc.sum(scored.column("reused")).as_py() or 0,
+                # the student's work: tokens of rows scored here, not of cache hits
+                "response_tokens": pc.sum(
+                    pc.if_else(scored.column("reused"), 0, scored.column("n_response_tokens"))
+                ).as_py()
+                or 0,
                 "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
                 "parts": parts,
                 "call_id": table.column("call_id")[0].as_py(),

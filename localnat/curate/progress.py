@@ -77,11 +77,11 @@ def start_ray(cfg) -> None:
 
 class Progress:
     """Counters the driver updates as parts are written; a thread prints them every
-    `every` seconds: files done/total, rows scored/rejected, response tokens/s, ETA."""
+    `every` seconds: files done/total, rows scored/reused/rejected, response tokens/s, ETA."""
 
     def __init__(self, files: int, rows: int | None, log, every: float = 10.0):
         self.files, self.rows, self.log, self.every = files, rows, log, every
-        self.done_files = self.scored = self.rejected = self.tokens = 0
+        self.done_files = self.scored = self.rejected = self.tokens = self.reused = 0
         self.started = time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -94,10 +94,11 @@ class Progress:
         self._stop.set()
         self._thread.join(timeout=1)
 
-    def add(self, scored: int, rejected: int, tokens: int) -> None:
+    def add(self, scored: int, rejected: int, tokens: int, reused: int = 0) -> None:
         self.scored += scored
         self.rejected += rejected
         self.tokens += tokens
+        self.reused += reused
 
     def line(self) -> str:
         elapsed = max(time.time() - self.started, 1e-9)
@@ -110,7 +111,8 @@ class Progress:
             eta = f"{(self.files - self.done_files) * elapsed / self.done_files:,.0f} s"
         return (
             f"progress: files {self.done_files}/{self.files}, rows {rows} "
-            f"({self.scored:,} scored, {self.rejected:,} rejected), "
+            f"({self.scored - self.reused:,} scored, {self.reused:,} reused, "
+            f"{self.rejected:,} rejected), "
             f"{self.tokens / elapsed:,.1f} response tokens/s, {elapsed:,.0f} s elapsed, ETA {eta}"
         )
 

@@ -148,6 +148,12 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
         f"{c['selected']} selected; {c['duplicates']} duplicates",
+        *(
+            [f"score cache: {c['cache_misses']} rows scored by the student, "
+             f"{c['cache_hits']} reused"]
+            if "cache_misses" in c
+            else []
+        ),
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
         "response tokens/s",
     ]

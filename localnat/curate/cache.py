@@ -1,0 +1,227 @@
+"""The score cache (docs/method.md §10): a night scores only what is new.
+
+    CACHE/v1-<settings>/settings.json                 what every score below depends on
+    CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet    cache_key + every score column
+
+`<settings>` hashes the student (its fingerprint and revision) and every setting that
+changes a score; `cache_key` hashes a row's prompt, response and given steps. A changed
+student or setting is another namespace: nothing in it, nothing wrong reused.
+
+Append-only and safe to share: a run writes new parts under unique names and never
+rewrites or deletes one; a reader dedupes by key (the earliest part wins). The lookup runs
+in the Prepare actors (`Lookup`), which hold the keys as one numpy array (16 bytes a row);
+the driver only lists the parts. A part that cannot be read is reported and its rows are
+misses: rescored, never wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .columns import result_columns
+from .commit import score_settings
+from .config import CurateConfig
+from .io import filesystem, join, list_files, read_text, redact, write_table, write_text
+
+VERSION = "v1"
+KEY = "cache_key"
+# Settings that change speed or a row's fate, never a score: not part of the namespace.
+NOT_SCORES = {"batch_tokens", "head_chunk", "device", "attn_implementation", "max_chars"}
+# A call of cache hits carries about this many response tokens: writing them is cheap.
+HIT_CALL_TOKENS = 2_000_000
+_PARTS_HELD = 8  # cache parts an actor keeps read (hits come in runs from the same parts)
+
+
+def namespace(cfg: CurateConfig, fingerprint: str) -> str:
+    """The cache directory of this student and these settings. The student's path is left
+    out (the same weights elsewhere hit); its fingerprint and revision are in."""
+    settings = score_settings(cfg, NOT_SCORES | {"student"})
+    settings["student_fingerprint"] = fingerprint
+    text = json.dumps(settings, sort_keys=True, default=str)
+    digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    return join(cfg.cache, f"{VERSION}-{digest}")
+
+
+def open_namespace(cfg: CurateConfig, fingerprint: str, log) -> tuple[str, list[str]]:
+    """The namespace and its readable parts (each part's footer read, in parallel); an
+    unreadable part is reported here, once, and left out: its rows are misses."""
+    ns = namespace(cfg, fingerprint)
+    if read_text(join(ns, "settings.json")) is None:
+        about = {
+            "student": cfg.score.student or "default",
+            "student_fingerprint": fingerprint,
+            "settings": score_settings(cfg, NOT_SCORES),
+        }
+        write_text(join(ns, "settings.json"), redact(json.dumps(about, indent=2, default=str)))
+    parts = [u for u in list_files(join(ns, "parts")) if u.endswith(".parquet")]
+
+    def readable(uri: str) -> bool:
+        try:
+            fs, path = filesystem(uri)
+            return KEY in pq.read_schema(path, filesystem=fs).names
+        except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
+            log(f"warning: cache part {redact(uri)} is unreadable, its rows will be rescored "
+                f"({type(err).__name__}: {str(err)[:200]})")
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        ok = list(pool.map(readable, parts))
+    return ns, [u for u, good in zip(parts, ok) if good]
+
+
+def row_keys(table: pa.Table) -> pa.Array:
+    """Each row's cache key (16 bytes; null for a rejected row): its prompt, response and
+    given steps, exactly as the scorer sees them."""
+    out = []
+    cols = table.select(["prompt", "response", "steps_json", "reject_reason"]).to_pydict()
+    for prompt, response, steps, reason in zip(*cols.values()):
+        if reason is not None:
+            out.append(None)
+            continue
+        text = json.dumps([prompt, response, steps], ensure_ascii=False)
+        out.append(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+    return pa.array(out, pa.binary(16))
+
+
+def _as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Non-null fixed 16-byte keys -> a numpy 'S16' array (sortable, searchable)."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    if keys.null_count:
+        keys = keys.drop_null()
+    data = keys.buffers()[1]
+    return np.frombuffer(data, dtype="S16", count=len(keys), offset=keys.offset * 16)
+
+
+class Lookup:
+    """The keys of every readable part (sorted, deduped: the earliest part wins) and the
+    parts themselves, read when a hit needs them. Built once per Prepare actor."""
+
+    def __init__(self, parts: list[str], cfg: CurateConfig, log=print):
+        self.parts, self.cfg, self.log = parts, cfg, log
+        self.columns = result_columns(cfg.score)
+        self.bad: set[int] = set()
+        self.held: dict[int, pa.Table] = {}
+
+        def keys(i):
+            try:
+                fs, path = filesystem(parts[i])
+                return _as_numpy(pq.read_table(path, filesystem=fs, columns=[KEY]).column(KEY))
+            except Exception as err:  # noqa: BLE001 - its rows are misses
+                self._unreadable(i, err)
+                return np.empty(0, "S16")
+
+        with ThreadPoolExecutor(16) as pool:
+            found = list(pool.map(keys, range(len(parts))))
+        every = np.concatenate(found) if found else np.empty(0, "S16")
+        part = np.repeat(np.arange(len(found), dtype=np.int32), [len(k) for k in found])
+        row = np.concatenate([np.arange(len(k), dtype=np.int32) for k in found] or [part])
+        # stable sort: among equal keys the earliest part comes first, and unique keeps it
+        order = np.argsort(every, kind="stable")
+        self.keys, first = np.unique(every[order], return_index=True)
+        self.part, self.row = part[order][first], row[order][first]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _unreadable(self, i: int, err: Exception) -> None:
+        if i not in self.bad:
+            self.bad.add(i)
+            self.log(f"[localnat] warning: cache part {redact(self.parts[i])} is unreadable, "
+                     f"its rows are rescored ({type(err).__name__}: {str(err)[:200]})")
+
+    def find(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """For each key: whether the cache holds it, and where (index into self.part/row)."""
+        found = np.zeros(len(keys), bool)
+        where = np.zeros(len(keys), np.int64)
+        valid = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
+        if not len(valid) or not len(self.keys):
+            return found, where
+        wanted = _as_numpy(keys.take(pa.array(valid)))
+        at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+        hit = self.keys[at] == wanted
+        found[valid[hit]] = True
+        where[valid[hit]] = at[hit]
+        return found, where
+
+    def split(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """Working rows -> (hits with every score column, reused=True; the rest, with their
+        cache_key, to be scored). A hit over --max-response-tokens goes to the rest, where it
+        is rejected as without a cache."""
+        keys = row_keys(table)
+        table = table.append_column(KEY, keys)
+        found, where = self.find(keys)
+        values: dict[int, pa.Table] = {}
+        for i in np.unique(self.part[where[found]]):
+            values[int(i)] = self._part(int(i))
+        rows = []
+        for r in np.flatnonzero(found):
+            part = values.get(int(self.part[where[r]]))
+            if part is None:
+                found[r] = False
+            else:
+                rows.append((r, int(self.part[where[r]]), int(self.row[where[r]])))
+        if not rows:
+            return table.slice(0, 0), table
+        taken = _take_grouped(values, rows)
+        limit = self.cfg.max_response_tokens
+        if limit is not None:  # over the limit: rejected by the scoring path, as uncached
+            ok = pc.less_equal(taken.column("n_response_tokens"), limit).to_numpy(
+                zero_copy_only=False
+            )
+            for (r, _, _), keep in zip(rows, ok):
+                found[r] = bool(keep)
+            taken = taken.filter(pa.array(ok))
+        index = pa.array(np.flatnonzero(found))
+        hits = table.take(index)
+        for name in self.columns:
+            hits = hits.append_column(name, taken.column(name))
+        return hits, table.filter(pa.array(~found))
+
+    def _part(self, i: int) -> pa.Table | None:
+        if i in self.bad:
+            return None
+        if i not in self.held:
+            try:
+                fs, path = filesystem(self.parts[i])
+                table = pq.read_table(path, filesystem=fs, columns=self.columns)
+            except Exception as err:  # noqa: BLE001 - its rows are misses, rescored
+                self._unreadable(i, err)
+                return None
+            if len(self.held) >= _PARTS_HELD:
+                self.held.pop(next(iter(self.held)))
+            self.held[i] = table
+        return self.held[i]
+
+
+def _take_grouped(values: dict[int, pa.Table], rows: list[tuple[int, int, int]]) -> pa.Table:
+    """The cached rows in the order of `rows` (row, part, index): one take per part, then
+    one take to restore the order."""
+    by_part: dict[int, list[int]] = {}
+    for n, (_, p, i) in enumerate(rows):
+        by_part.setdefault(p, []).append(n)
+    pieces, order = [], []
+    for p, ns in by_part.items():
+        pieces.append(values[p].take(pa.array([rows[n][2] for n in ns])))
+        order.extend(ns)
+    table = pa.concat_tables(pieces)
+    return table.take(pa.array(np.argsort(np.asarray(order), kind="stable")))
+
+
+def write_part(ns: str, table: pa.Table, cfg: CurateConfig) -> None:
+    """Append the freshly scored rows of a call (not rejected, not reused) to the cache."""
+    fresh = table.filter(
+        pc.and_(pc.is_null(table.column("reject_reason")), pc.invert(table.column("reused")))
+    )
+    if not fresh.num_rows:
+        return
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
+    write_table(fresh.select([KEY, *result_columns(cfg.score)]), join(ns, "parts", name))
