@@ -66,8 +66,10 @@ def corpus(rows: int, files: int, seed: int, prefix: str) -> list[pa.Table]:
     for i in dup:  # a repeat of the row before: the duplicate report has work to do
         prompt_of[i], teacher[i], responses[i] = prompt_of[i - 1], teacher[i - 1], responses[i - 1]
     ids = [f"{prefix}{p:07d}" for p in prompt_of]
-    prompts = [f"Problem {prefix}{p}: how many apples are left after {p % 97} are eaten?"
-               for p in prompt_of]
+    prompts = [
+        f"Problem {prefix}{p}: how many apples are left after {p % 97} are eaten?"
+        for p in prompt_of
+    ]
     table = pa.table(
         {
             "prompt_id": ids,
@@ -130,8 +132,9 @@ def same_outputs(a: Path, b: Path) -> list[str]:
 
     differ = []
     for name in ("scores", "rejects", "selected"):
-        frames = [pq.read_table(d / name).to_pandas() if (d / name).exists() else None
-                  for d in (a, b)]
+        frames = [
+            pq.read_table(d / name).to_pandas() if (d / name).exists() else None for d in (a, b)
+        ]
         if frames[0] is None or frames[1] is None:
             if (frames[0] is None) != (frames[1] is None):
                 differ.append(name)
@@ -154,8 +157,12 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--files", type=int, default=100)
     p.add_argument("--actors", type=int, default=2)
-    p.add_argument("--call-tokens", type=int, default=200_000,
-                   help="about a second of the tiny student per call")
+    p.add_argument(
+        "--call-tokens",
+        type=int,
+        default=200_000,
+        help="about a second of the tiny student per call",
+    )
     p.add_argument("--commit-rows", type=int, default=1000)
     p.add_argument("--new", type=float, default=0.01, help="share of new rows the second night")
     p.add_argument("--verify", action="store_true", help="also a cache-less full night")
@@ -169,13 +176,17 @@ def main(argv=None) -> int:
     write(corpus(args.rows, args.files, 0, "p"), work / "in", "night1")
     new = max(1, int(args.rows * args.new))
     student = save_tiny_student(work / "student")
-    print(f"corpus: {args.rows:,} rows in {args.files} files ({time.time() - t:.0f} s to make);"
-          f" {args.actors} actors, tiny random student, call-tokens {args.call_tokens:,}")
+    print(
+        f"corpus: {args.rows:,} rows in {args.files} files ({time.time() - t:.0f} s to make);"
+        f" {args.actors} actors, tiny random student, call-tokens {args.call_tokens:,}"
+    )
     full = night(work, "full", student, args, cache=True)
     write(corpus(new, max(1, args.files // 100), 1, "n"), work / "in", "night2")
     incremental = night(work, "incremental", student, args, cache=True)
-    print("| night | rows | wall s | rows/s | plan s | score s | reduce s | selected/ s "
-          "| driver peak RSS MB | scored | reused | rejected |")
+    print(
+        "| night | rows | wall s | rows/s | plan s | score s | reduce s | selected/ s "
+        "| driver peak RSS MB | scored | reused | rejected |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(line("full", args.rows, full))
     print(line(f"+{args.new:.0%} new", args.rows + new, incremental))

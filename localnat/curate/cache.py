@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,8 +69,10 @@ def open_namespace(cfg: CurateConfig, fingerprint: str, log) -> tuple[str, list[
             fs, path = filesystem(uri)
             return KEY in pq.read_schema(path, filesystem=fs).names
         except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
-            log(f"warning: cache part {redact(uri)} is unreadable, its rows will be rescored "
-                f"({type(err).__name__}: {str(err)[:200]})")
+            log(
+                f"warning: cache part {redact(uri)} is unreadable, its rows will be rescored "
+                f"({type(err).__name__}: {str(err)[:200]})"
+            )
             return False
 
     with ThreadPoolExecutor(16) as pool:
@@ -135,8 +138,10 @@ class Lookup:
     def _unreadable(self, i: int, err: Exception) -> None:
         if i not in self.bad:
             self.bad.add(i)
-            self.log(f"[localnat] warning: cache part {redact(self.parts[i])} is unreadable, "
-                     f"its rows are rescored ({type(err).__name__}: {str(err)[:200]})")
+            self.log(
+                f"[localnat] warning: cache part {redact(self.parts[i])} is unreadable, "
+                f"its rows are rescored ({type(err).__name__}: {str(err)[:200]})"
+            )
 
     def find(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """For each key: whether the cache holds it, and where (index into self.part/row)."""
@@ -206,7 +211,7 @@ def _take_grouped(values: dict[int, pa.Table], rows: list[tuple[int, int, int]])
     """The cached rows in the order of `rows` (row, part, index): one take per part, then
     one take to restore the order."""
     by_part: dict[int, list[int]] = {}
-    for n, (_, p, i) in enumerate(rows):
+    for n, (_, p, _) in enumerate(rows):
         by_part.setdefault(p, []).append(n)
     pieces, order = [], []
     for p, ns in by_part.items():

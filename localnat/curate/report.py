@@ -149,8 +149,10 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
         f"{c['selected']} selected; {c['duplicates']} duplicates",
         *(
-            [f"score cache: {c['cache_misses']} rows scored by the student, "
-             f"{c['cache_hits']} reused"]
+            [
+                f"score cache: {c['cache_misses']} rows scored by the student, "
+                f"{c['cache_hits']} reused"
+            ]
             if "cache_misses" in c
             else []
         ),
