@@ -82,3 +82,11 @@ def s3(tmp_path_factory):
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def s3env(s3, monkeypatch):
+    """The S3 server, with its endpoint and credentials in this process's environment."""
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    return s3

@@ -36,14 +36,6 @@ def shards(d: Path, df, rows_per_file: int) -> Path:
     return d
 
 
-@pytest.fixture
-def s3env(s3, monkeypatch):
-    """The S3 server, with its endpoint and credentials in this process's environment."""
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
-    return s3
-
-
 def bucket(s3, name: str) -> None:
     client = s3.client()
     if name not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:

@@ -51,11 +51,13 @@ def namespace(cfg: CurateConfig, fingerprint: str) -> str:
     return join(cfg.cache, f"{VERSION}-{digest}")
 
 
-def open_namespace(cfg: CurateConfig, fingerprint: str, log) -> tuple[str, list[str]]:
+def open_namespace(
+    cfg: CurateConfig, fingerprint: str, log, write: bool = True
+) -> tuple[str, list[str]]:
     """The namespace and its readable parts (each part's footer read, in parallel); an
     unreadable part is reported here, once, and left out: its rows are misses."""
     ns = namespace(cfg, fingerprint)
-    if read_text(join(ns, "settings.json")) is None:
+    if write and read_text(join(ns, "settings.json")) is None:
         about = {
             "student": cfg.score.student or "default",
             "student_fingerprint": fingerprint,

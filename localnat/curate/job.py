@@ -358,6 +358,7 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
         except Exception as err:  # noqa: BLE001
             rows[redact(uri)] = n + 1
             log(f"{uri}: unreadable from row {n} on: {type(err).__name__}: {err}")
+    cached = _dry_run_cache(files, cfg) if cfg.cache else {}
     # ~4 characters a token; each response token is computed about (1 + reuse) times
     reuse = sum(min(w.k + 1, 8) if w.k is not None else 8 for w in cfg.score.windows)
     return {
@@ -365,6 +366,7 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
         "run_dir": redact(run_dir),
         "input_files": rows,
         "input_rows": sum(rows.values()),
+        **cached,
         "longest_responses": [
             {"source": redact(src), "chars": n, "rough_model_tokens": n // 4 * (1 + reuse)}
             for n, src in longest
@@ -379,6 +381,33 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
             "select_by": cfg.select_by,
             "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
         },
+    }
+
+
+def _dry_run_cache(files, cfg: CurateConfig) -> dict:
+    """Rows the cache holds and rows the student would score (rows read and validated as
+    the run reads them; the cache's keys held here, 16 bytes a row)."""
+    import pyarrow as pa
+
+    from .cache import Lookup, row_keys
+    from .pipeline import read_files
+
+    ns, parts = open_namespace(
+        cfg, _fingerprint(cfg.score.student, cfg.score.revision), log, write=False
+    )
+    lookup = Lookup(parts, cfg, log)
+    hits = valid = 0
+    for index, uri, root in files:
+        batch = pa.Table.from_pylist([{"file_index": index, "uri": uri, "root": root, "skip": []}])
+        for piece in read_files(batch, cfg):
+            found, _ = lookup.find(row_keys(piece))
+            hits += int(found.sum())
+            valid += piece.column("reject_reason").null_count  # null: not rejected
+    return {
+        "cache": redact(ns),
+        "cache_parts": len(parts),
+        "cache_hits": hits,
+        "rows_to_score": valid - hits,
     }
 
 

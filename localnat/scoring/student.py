@@ -130,14 +130,23 @@ def encode_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> l
     return ids[:-1] if eos is not None and len(ids) > 1 and ids[-1] == eos else ids
 
 
-def model_fingerprint(path_or_id: str) -> str:
-    """A hash of a local model directory's config and weight file sizes."""
+def model_fingerprint(path_or_id: str, samples: int = 16, sample_bytes: int = 1 << 16) -> str:
+    """A hash of a local model directory: its config and tokenizer files whole, and of each
+    weight file its size and `samples` slices spread over it (a fine-tune of the same shape
+    changes them; hashing every byte of a 60 GB student would cost minutes)."""
     path = Path(path_or_id)
     if not path.is_dir():
         return "unknown"
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
-        if f.suffix in (".json", ".safetensors", ".bin"):
+        if f.suffix in (".json", ".model", ".txt"):
             h.update(f.name.encode())
-            h.update(f.read_bytes() if f.suffix == ".json" else str(f.stat().st_size).encode())
+            h.update(f.read_bytes())
+        elif f.suffix in (".safetensors", ".bin"):
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                for i in range(samples):
+                    fh.seek(size * i // samples)
+                    h.update(fh.read(sample_bytes))
     return "sha256:" + h.hexdigest()[:16]

@@ -1,0 +1,218 @@
+"""The score cache: a night scores only what is new, and its outputs equal a full rescore."""
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from s3server import ACCESS_KEY, SECRET_KEY
+from test_job import config, sample
+from test_safety import bucket, shards
+
+from localnat.curate.cache import KEY, namespace
+from localnat.curate.io import list_files, read_parquet_dir
+from localnat.curate.job import DEMO, run_job
+from localnat.scoring.config import Window
+
+COLUMNS = ["prompt_id", "prompt", "teacher", "response", "is_correct"]
+
+
+def corpus() -> pd.DataFrame:
+    """50 real rows: MATH answers of five teachers (three long-CoT) and GSM8K answers of
+    six, responses cut to 600 characters (the tiny student's context)."""
+    gsm = pq.read_table(DEMO).to_pandas()
+    df = pd.concat([sample(600)[COLUMNS], gsm[COLUMNS]], ignore_index=True)
+    df["response"] = df["response"].str.slice(0, 600)
+    return df
+
+
+def outputs(run_dir: Path) -> dict:
+    """Every output of a run, in a comparable form (rows in row_id order)."""
+    out = {}
+    for name in ("scores", "rejects", "selected"):
+        table = read_parquet_dir(str(run_dir / name))
+        if table is not None:
+            df = table.to_pandas().sort_values("row_id").reset_index(drop=True)
+            out[name] = df[sorted(df.columns)]
+    out["teachers"] = json.loads((run_dir / "teachers.json").read_text())
+    return out
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    x, y = outputs(a), outputs(b)
+    assert x.keys() == y.keys()
+    for name in x:
+        if name == "teachers":
+            assert x[name] == y[name]
+        else:  # exactly: a hit carries the bits a fresh score gave, step columns included
+            pd.testing.assert_frame_equal(x[name], y[name], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def nights(ray_local, tiny_student, tmp_path_factory):
+    """Night 1 over 49 rows with a cache; night 2 over those plus one new row (2%) with the
+    cache; and a cache-less full run of night 2's corpus to compare with."""
+    tmp = tmp_path_factory.mktemp("nights")
+    df = corpus()
+    old, new = df.iloc[:-1], df.iloc[-1:]
+    inputs = shards(tmp / "in", old, 10)
+    cache = str(tmp / "cache")
+    out = str(tmp / "out")
+    first = run_job(config(tiny_student, [str(inputs)], out, run_id="n1", cache=cache))
+    pq.write_table(pa.Table.from_pandas(new, preserve_index=False), inputs / "zz-new.parquet")
+    second = run_job(config(tiny_student, [str(inputs)], out, run_id="n2", cache=cache))
+    full = run_job(config(tiny_student, [str(inputs)], out, run_id="full"))
+    return {
+        "tmp": tmp,
+        "inputs": inputs,
+        "cache": cache,
+        "out": Path(out),
+        "old": old,
+        "new": new,
+        "runs": {"n1": first, "n2": second, "full": full},
+        "student": tiny_student,
+    }
+
+
+def test_a_night_scores_only_new_rows_and_equals_a_full_rescore(nights):
+    first, second = nights["runs"]["n1"], nights["runs"]["n2"]
+    old, new = len(nights["old"]), len(nights["new"])
+    assert first["counts"]["cache_hits"] == 0 and first["counts"]["cache_misses"] == old
+    c = second["counts"]
+    assert c["input_rows"] == old + new == c["scored"] + c["rejected"]
+    assert c["cache_misses"] == new and c["cache_hits"] == old
+    # the student saw only the new row: the tokens it scored are that row's
+    scores = outputs(nights["out"] / "full")["scores"]
+    new_tokens = scores[
+        scores["prompt_id"].isin(nights["new"]["prompt_id"])
+        & scores["teacher"].isin(nights["new"]["teacher"])
+    ]
+    assert second["throughput"]["response_tokens_this_run"] == new_tokens["n_response_tokens"].sum()
+    assert "score cache: 1 rows scored by the student, 49 reused" in second["report"]
+    assert_same_outputs(nights["out"] / "n2", nights["out"] / "full")
+
+
+def test_the_cache_is_append_only_and_holds_each_scored_row_once(nights):
+    parts = [u for u in list_files(nights["cache"]) if u.endswith(".parquet")]
+    keys = pa.concat_tables([pq.read_table(p) for p in parts]).column(KEY).to_pylist()
+    assert len(keys) == len(set(keys)) == len(nights["old"]) + len(nights["new"])
+    (settings,) = [u for u in list_files(nights["cache"]) if u.endswith("settings.json")]
+    assert "student_fingerprint" in json.loads(Path(settings).read_text())
+
+
+def test_a_dry_run_says_how_many_rows_would_be_scored(nights, tmp_path):
+    extra = corpus().iloc[:3].assign(response=lambda d: d["response"] + " Done.")
+    pq.write_table(pa.Table.from_pandas(extra, preserve_index=False), tmp_path / "more.parquet")
+    inputs = [str(nights["inputs"]), str(tmp_path / "more.parquet")]
+    out = run_job(
+        config(nights["student"], inputs, str(tmp_path / "o"), cache=nights["cache"], dry_run=True)
+    )
+    assert out["input_rows"] == 53 and out["cache_hits"] == 50 and out["rows_to_score"] == 3
+    assert not (tmp_path / "o").exists()
+
+
+def test_changed_settings_or_student_never_reuse_a_score(nights, tmp_path):
+    # each setting that changes a score is another namespace; speed settings are not
+    base = config(nights["student"], [], "o", cache="c")
+    ns = namespace(base, "sha256:a")
+    for changed in (
+        replace(base.score, windows=(Window(k=2),)),
+        replace(base.score, segmenter="line"),
+        replace(base.score, system_prompt="Be brief."),
+        replace(base.score, dtype="bfloat16"),
+        replace(base.score, max_window_tokens=512),
+    ):
+        assert namespace(replace(base, score=changed), "sha256:a") != ns
+    assert namespace(base, "sha256:b") != ns  # another student (fingerprint)
+    for same in (
+        replace(base.score, batch_tokens=512, head_chunk=64, attn_implementation="eager"),
+        replace(base.score, student="/elsewhere/same-weights"),
+    ):
+        assert namespace(replace(base, score=same), "sha256:a") == ns
+    # a real run with another window on the same cache: nothing reused, all rows scored
+    run = run_job(
+        config(
+            nights["student"],
+            [str(nights["inputs"])],
+            str(tmp_path / "out"),
+            run_id="w2",
+            cache=nights["cache"],
+            window=2,
+        )
+    )
+    assert run["counts"]["cache_hits"] == 0 and run["counts"]["cache_misses"] == 50
+
+
+def test_a_corrupt_cache_part_is_reported_and_its_rows_rescored(nights, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(nights["cache"], cache)
+    parts = sorted(p for p in cache.rglob("*.parquet"))
+    lost = pq.read_metadata(parts[0]).num_rows
+    parts[0].write_bytes(b"PAR1 not a parquet file at all")
+    run = run_job(
+        config(
+            nights["student"],
+            [str(nights["inputs"])],
+            str(tmp_path / "out"),
+            run_id="c",
+            cache=str(cache),
+        )
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("is unreadable, its rows will be rescored") == 1
+    assert run["counts"]["cache_misses"] == lost and run["counts"]["cache_hits"] == 50 - lost
+    assert_same_outputs(tmp_path / "out" / "c", nights["out"] / "full")
+
+
+def test_runs_sharing_an_s3_cache_at_once_agree_and_keep_no_secret(
+    ray_local, s3env, tiny_student, tmp_path
+):
+    bucket(s3env, "cache")
+    inputs = shards(tmp_path / "in", corpus().iloc[:20], 5)
+    cache = "s3://cache/nightly"
+    runs, errors = {}, []
+
+    def night(run_id):
+        try:
+            runs[run_id] = run_job(
+                config(
+                    tiny_student, [str(inputs)], str(tmp_path / "out"), run_id=run_id, cache=cache
+                )
+            )
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=night, args=(r,)) for r in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and set(runs) == {"x", "y"}
+    assert_same_outputs(tmp_path / "out" / "x", tmp_path / "out" / "y")
+    # both wrote their scores; where they overlap, the values agree bit for bit
+    client = s3env.client()
+    objects = [o["Key"] for o in client.list_objects_v2(Bucket="cache")["Contents"]]
+    tables = [
+        pq.read_table(pa.BufferReader(client.get_object(Bucket="cache", Key=k)["Body"].read()))
+        for k in objects
+        if k.endswith(".parquet")
+    ]
+    values = pa.concat_tables(tables).to_pandas()
+    values["step_logprobs"] = values["step_logprobs"].map(tuple)
+    per_key = values.drop_duplicates(subset=[KEY, "local_nat", "global_nat", "step_logprobs"])
+    assert per_key[KEY].is_unique and per_key[KEY].nunique() == 20
+    for key in objects:  # no credential in any object the cache holds
+        body = client.get_object(Bucket="cache", Key=key)["Body"].read()
+        assert SECRET_KEY.encode() not in body and ACCESS_KEY.encode() not in body
+    # a third night reuses every row from S3
+    again = run_job(
+        config(tiny_student, [str(inputs)], str(tmp_path / "out"), run_id="z", cache=cache)
+    )
+    assert again["counts"]["cache_hits"] == 20 and again["counts"]["cache_misses"] == 0
+    assert_same_outputs(tmp_path / "out" / "z", tmp_path / "out" / "x")
