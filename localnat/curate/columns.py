@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..scoring.api import result_schema
 from ..scoring.config import ScoreConfig
+from ..scoring.schema import result_schema
 
 # Identity of a working row, carried from the reader to scores/ (README "Outputs").
 ID_COLUMNS = [

@@ -74,14 +74,15 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
     renamed because they carry one of our names (`row_id` -> `input_row_id`)."""
     import ray
 
-    where = scored.set_index("row_id")[["file_index", "source"]]
+    where = chosen.merge(scored[["row_id", "file_index", "source"]], on="row_id")
+    where["_row"] = where["source"].str.rsplit("#", n=1).str[1].astype("int64")
     wanted: dict[int, dict[int, dict]] = {}
-    for row in chosen.to_dict("records"):
-        file_index, source = where.loc[row["row_id"]]
-        wanted.setdefault(int(file_index), {})[int(source.rsplit("#", 1)[1])] = row
+    for file_index, rows in where.groupby("file_index"):
+        records = rows[[*chosen.columns]].to_dict("records")
+        wanted[int(file_index)] = dict(zip(rows["_row"].tolist(), records))
     for old in list_files(join(run_dir, "selected")):
         delete(old)
-    task = ray.remote(num_cpus=0.5)(write_selected_part)
+    task = ray.remote(num_cpus=1)(write_selected_part)
     parts = {
         join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
             uri, root, wanted[i], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
@@ -96,7 +97,7 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
     if not schemas:
         return {"renamed": renamed, "as_text": as_text}
     schema, conflicting = common_schema(list(schemas.values()))
-    conform = ray.remote(num_cpus=0.5)(conform_part)
+    conform = ray.remote(num_cpus=1)(conform_part)
     ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
     return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
 

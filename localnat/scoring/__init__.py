@@ -1,7 +1,21 @@
 """The scoring core: segmenters, window planning, the packed forward, the `Scorer` API.
-No Ray, no storage I/O: it scores (prompt, response) pairs with a student (docs/method.md)."""
+No Ray, no storage I/O: it scores (prompt, response) pairs with a student (docs/method.md).
+Names load on first use: a reader of score tables (a Ray task writing selected/) need not
+import torch."""
 
-from .api import Scorer, result_schema, score_responses
-from .config import ScoreConfig, Window
+from importlib import import_module
 
-__all__ = ["ScoreConfig", "Scorer", "Window", "result_schema", "score_responses"]
+_WHERE = {
+    "ScoreConfig": ".config",
+    "Window": ".config",
+    "result_schema": ".schema",
+    "Scorer": ".api",
+    "score_responses": ".api",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name], __name__), name)

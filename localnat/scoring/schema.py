@@ -1,0 +1,33 @@
+"""The columns of a score table: pyarrow only, so that readers of scores (the reduce, the
+selection tasks) never import torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from .config import Window
+
+
+def result_schema(windows: Sequence[Window]) -> pa.Schema:
+    """Columns of a score table, in order."""
+    return pa.schema(
+        [
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("global_nat", pa.float64()),
+            ("local_nat", pa.float64()),
+            *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
+            ("step_starts", pa.list_(pa.int64())),
+            ("step_ends", pa.list_(pa.int64())),
+            ("step_tokens", pa.list_(pa.int32())),
+            ("step_logprobs", pa.list_(pa.float64())),
+            ("step_global_logprobs", pa.list_(pa.float64())),
+            ("n_prompt_tokens", pa.int64()),
+            ("n_response_tokens", pa.int64()),
+            ("n_steps", pa.int64()),
+            ("global_truncated", pa.bool_()),
+            ("window_truncated", pa.bool_()),
+        ]
+    )
