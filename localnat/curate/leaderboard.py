@@ -118,14 +118,19 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
     rng = np.random.default_rng(seed)
     n = len(values)
     boot = None
-    if n:  # resample prompts in chunks: [chunk, n, teachers] stays small for big corpora
-        chunk = max(1, 2_000_000 // max(1, n * values.shape[1]))
-        boot = np.concatenate(
-            [
-                np.nanmean(values[rng.integers(0, n, size=(min(chunk, n_boot - s), n))], axis=1)
-                for s in range(0, n_boot, chunk)
-            ]
-        )
+    if n:  # resample prompts in chunks of [chunk, n] draws: small for big corpora
+        answered = ~np.isnan(values)
+        sums, counts = np.where(answered, values, 0.0), answered.astype(float)
+        chunk = max(1, 4_000_000 // n)
+        pieces = []
+        for s in range(0, n_boot, chunk):
+            k = min(chunk, n_boot - s)
+            draws = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+            # times each prompt is drawn in each resample; a resample's mean per teacher is
+            # then two matrix products (nan where the resample holds no answer of it)
+            times = np.bincount(draws.ravel(), minlength=k * n).reshape(k, n).astype(float)
+            pieces.append((times @ sums) / (times @ counts))
+        boot = np.concatenate(pieces)
     mean = np.nanmean(values, axis=0) if n else np.full(values.shape[1], np.nan)
     order = np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
     rank = np.empty(len(mean), dtype=int)

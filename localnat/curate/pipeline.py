@@ -1,10 +1,10 @@
 """The Ray Data graph, top to bottom in the order data flows:
 
     input files (one block each) -> Prepare: read + validate in commit chunks, look rows
-      up in the score cache (hits take their scores from it), tokenize + segment the rest,
-      pack into token-bounded calls (CPU actors) -> one call per block
-      -> Score: score a call (a call of hits is only written), write its scores/ and
-      rejects/ parts, append its fresh scores to the cache (one student per actor)
+      up in the score cache (hits are written here, with their cached scores), tokenize +
+      segment the rest, pack into token-bounded calls (CPU actors) -> one call per block
+      -> Score: score a call, write its scores/ and rejects/ parts, append its fresh
+      scores to the cache (one student per actor)
 
 Building the graph has no side effects; `run_job` executes it. Every stage keeps every row:
 a bad row carries `reject_reason` to the writer, which puts it in rejects/.
@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..scoring.api import Scorer
 from ..scoring.prepare import Prepared, Preparer
 from ..scoring.student import load_tokenizer
 from .cache import HIT_CALL_TOKENS, Lookup, write_part
@@ -64,7 +63,11 @@ def build(
         Prepare,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "cache_parts": cache[1] if cache else None},
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "run_dir": run_dir,
+            "cache_parts": cache[1] if cache else None,
+        },
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
@@ -93,26 +96,26 @@ class Prepare:
     as one row holding its rows as Arrow IPC bytes, so the work of one Score call is bounded
     by tokens, never by rows."""
 
-    def __init__(self, cfg: CurateConfig, cache_parts: list[str] | None = None):
-        self.cfg = cfg
-        self.tokenize = Tokenize(cfg)
+    def __init__(self, cfg: CurateConfig, run_dir: str, cache_parts: list[str] | None = None):
+        self.cfg, self.run_dir = cfg, run_dir
+        self._tokenize: Tokenize | None = None  # loaded at the first miss: a night of hits
         self.lookup = Lookup(cache_parts, cfg) if cache_parts is not None else None
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, tokens = [], 0
         hits, hit_tokens = [], 0
         for piece in read_files(batch, self.cfg):
-            if self.lookup is None:
-                piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
-            else:
+            if self.lookup is not None:
                 found, piece = self.lookup.split(piece)
-                piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
                 if found.num_rows:
                     hits.append(found.append_column("reused", pa.array([True] * found.num_rows)))
                     hit_tokens += pc.sum(found.column("n_response_tokens")).as_py()
                 if hit_tokens >= HIT_CALL_TOKENS:
-                    yield _call_row(hits, 0, cached=True)
+                    yield self._write_hits(hits)
                     hits, hit_tokens = [], 0
+                if not piece.num_rows:
+                    continue
+            piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
             piece = self.tokenize(piece)
             start = 0
             for i, cost in enumerate(row_costs(piece, self.cfg)):
@@ -125,7 +128,25 @@ class Prepare:
         if any(t.num_rows for t in pending):
             yield _call_row(pending, tokens)
         if hits:
-            yield _call_row(hits, 0, cached=True)
+            yield self._write_hits(hits)
+
+    def tokenize(self, piece: pa.Table) -> pa.Table:
+        if self._tokenize is None:  # transformers and the tokenizer take seconds to load
+            self._tokenize = Tokenize(self.cfg)
+        return self._tokenize(piece)
+
+    def _write_hits(self, hits: list[pa.Table]) -> pa.Table:
+        """Cache hits need no student: written here, and only their counts flow on (the
+        Score stage passes them through), so a night of hits moves no rows between actors."""
+        table = pa.concat_tables(hits)
+        call_id = uuid.uuid4().hex[:12]
+        n = table.num_rows
+        table = table.append_column("oom_splits", pa.array([0] * n, pa.int64()))
+        table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
+        table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
+        counts = write_parts(table, self.run_dir, self.cfg)
+        counts = counts.append_column("actor", pa.array(["cache"] * counts.num_rows))
+        return _call_row([counts], 0, cached=True, call_id=call_id)
 
 
 def row_costs(table: pa.Table, cfg: CurateConfig) -> list[int]:
@@ -147,16 +168,18 @@ def row_costs(table: pa.Table, cfg: CurateConfig) -> list[int]:
     return out
 
 
-def _call_row(tables: list[pa.Table], tokens: int, cached: bool = False) -> pa.Table:
-    """A call as one row: its rows as Arrow IPC bytes; `cached`: rows of cache hits, with
-    their scores, only to be written."""
+def _call_row(
+    tables: list[pa.Table], tokens: int, cached: bool = False, call_id: str | None = None
+) -> pa.Table:
+    """A call as one row: its rows as Arrow IPC bytes; `cached`: the counts of cache hits
+    already written."""
     table = pa.concat_tables([t for t in tables if t.num_rows])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return pa.table(
         {
-            "call_id": [uuid.uuid4().hex[:12]],
+            "call_id": [call_id or uuid.uuid4().hex[:12]],
             "est_tokens": [tokens],
             "call": pa.array([sink.getvalue().to_pybytes()], pa.large_binary()),
             "cached": [cached],
@@ -303,17 +326,16 @@ class Score:
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
             # Ray sets OMP threads to the actor's (fractional) CPUs; use the machine's share.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
+        from ..scoring.api import Scorer  # torch: only in the actors that score
+
         self.scorer = Scorer(cfg.score)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
-            table = _read_call(batch)
-            table = table.append_column("oom_splits", pa.array([0] * table.num_rows, pa.int64()))
-            table = _with_call(table, batch)
-        else:
-            table = self.score(batch)
-            if self.cache is not None:  # after the parts it repeats: a retry rescoring is fine
-                write_part(self.cache, table, self.cfg)
+            return _read_call(batch)  # hits, written by Prepare: their counts
+        table = self.score(batch)
+        if self.cache is not None:  # after the parts it repeats: a retry rescoring is fine
+            write_part(self.cache, table, self.cfg)
         counts = write_parts(table, self.run_dir, self.cfg)
         actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
         return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))

@@ -156,7 +156,7 @@ def summary_table(board: dict, manifest: dict) -> str:
             if "cache_misses" in c
             else []
         ),
-        f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (resumed)'} "
+        f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (none scored)'} "
         "response tokens/s",
     ]
     costly = manifest.get("most_expensive_rows") or []

@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .columns import SELECTED_COLUMNS
@@ -35,10 +36,17 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Rows whose (prompt_id, teacher, response) repeat an earlier row, earlier by input order
     (file, then row: `source` is `uri#row` and files are numbered in URI order; without a
     `source` column, by row_id): row_id, duplicate_of."""
-    if "source" in df:
-        where = df["source"].str.rsplit("#", n=1, expand=True)
-        df = df.assign(_uri=where[0], _row=where[1].astype("int64"))
-        df = df.sort_values(["_uri", "_row"], kind="stable")
+    if "source" in df:  # split and sorted in Arrow: no Python string per row
+        where = pc.split_pattern(pa.array(df["source"]), "#", max_splits=1, reverse=True)
+        keys = pa.table(
+            {
+                "uri": pc.list_element(where, 0),
+                "row": pc.cast(pc.list_element(where, 1), pa.int64()),
+            }
+        )
+        df = df.iloc[
+            pc.sort_indices(keys, sort_keys=[("uri", "ascending"), ("row", "ascending")]).to_numpy()
+        ]
     else:
         df = df.sort_values("row_id", kind="stable")
     first = df.groupby("content_hash")["row_id"].transform("first")
