@@ -84,10 +84,11 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
 
     where = chosen.merge(scored[["row_id", "file_index", "source"]], on="row_id")
     where["_row"] = where["source"].str.rsplit("#", n=1).str[1].astype("int64")
-    wanted: dict[int, dict[int, dict]] = {}
+    wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
     for file_index, rows in where.groupby("file_index"):
-        records = rows[[*chosen.columns]].to_dict("records")
-        wanted[int(file_index)] = dict(zip(rows["_row"].tolist(), records))
+        wanted[int(file_index)] = pa.Table.from_pandas(
+            rows[["_row", *chosen.columns]], preserve_index=False
+        )
     for old in list_files(join(run_dir, "selected")):
         delete(old)
     task = ray.remote(num_cpus=1)(write_selected_part)
@@ -129,10 +130,12 @@ def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
     return pa.schema(fields), as_text
 
 
-def write_selected_part(uri: str, root: str, rows: dict, cfg: CurateConfig, out: str):
-    """Write the input rows at the given row numbers, all their columns plus the selection's
-    scores, to `out`; return the part's schema and the input columns renamed because they
-    carry one of our names (ours are the contract; theirs are kept as `input_<name>`)."""
+def write_selected_part(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig, out: str):
+    """Write the input rows at the row numbers `chosen` lists (`_row`), all their columns
+    plus the selection's scores, to `out`; return the part's schema and the input columns
+    renamed because they carry one of our names (ours are the contract; theirs are kept as
+    `input_<name>`)."""
+    rows = {r.pop("_row"): r for r in chosen.to_pylist()}
     hive = hive_columns(uri, root)
     records, renamed = [], {}
     for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
