@@ -13,7 +13,7 @@ import torch
 
 from .batching import Segment, make_batches
 from .config import ScoreConfig, Window
-from .forward import encode_prompt_state, forward_segments
+from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
 from .student import context_length, load_model, load_tokenizer
 from .windows import global_step_means, plan_windows, step_means
@@ -26,6 +26,8 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("status", pa.string()),
             ("error", pa.string()),
             ("global_nat", pa.float64()),
+            ("rsr", pa.float64()),
+            ("global_entropy", pa.float64()),
             ("local_nat", pa.float64()),
             *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
             ("step_starts", pa.list_(pa.int64())),
@@ -40,6 +42,13 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("window_truncated", pa.bool_()),
         ]
     )
+
+
+def rank_surprisal_ratio(ranks: np.ndarray, logprobs: np.ndarray) -> float:
+    """Sum of clipped ranks over the sum of surprisals (arXiv 2601.14249; lower = more
+    suitable); the surprisal sum is floored as in the authors' code, so a response the
+    student predicts with certainty gives a large finite value, not a division by zero."""
+    return float(ranks.sum() / max(-logprobs.sum(), 1e-12))
 
 
 class Scorer:
@@ -103,7 +112,10 @@ class Scorer:
             group = item.prompt_ids.tobytes()
             for a, (lo, end) in plans[r].segments.items():
                 tokens = item.response_ids[a:end]
-                segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
+                # a == 0 is the global pass: its logits also give rsr and global_entropy
+                segments.append(
+                    Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals=a == 0)
+                )
 
         batches = make_batches(segments, cfg.batch_tokens)
         # A segment batched alone runs with its prompt inline; only shared batches need caches.
@@ -113,28 +125,33 @@ class Scorer:
                 prompts[seg.group] = encode_prompt_state(self.model, seg.prompt)
                 self.stats["tokens"] += len(seg.prompt)
                 self.stats["padded_tokens"] += len(seg.prompt)
-        logprobs: dict[tuple[int, int], np.ndarray] = {}
+        scored: dict[tuple[int, int], Scored] = {}
         for batch in batches:
-            for seg, lp in self._forward(batch, prompts, errors):
-                assert seg.key not in logprobs, f"segment {seg.key} scored twice"
-                logprobs[seg.key] = lp
+            for seg, out in self._forward(batch, prompts, errors):
+                assert seg.key not in scored, f"segment {seg.key} scored twice"
+                scored[seg.key] = out
 
         return [
             {"status": "error", "error": errors[r]}
             if r in errors
             # KeyError below = a slot never filled: a bug, not bad data
-            else self._result(item, plans[r], {a: logprobs[(r, a)] for a in plans[r].segments})
+            else self._result(item, plans[r], {a: scored[(r, a)] for a in plans[r].segments})
             for r, item in enumerate(items)
         ]
 
-    def _result(self, item: Prepared, plan, lps: dict) -> dict:
+    def _result(self, item: Prepared, plan, scored: dict[int, Scored]) -> dict:
         windows = self.cfg.windows
+        lps = {a: s.logprobs for a, s in scored.items()}
+        glob = scored[0]
+        assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
         means = [step_means(plan, lps, s) for s in range(len(windows))]
         local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(windows, means)}
         return {
             "status": "ok",
             "error": None,
-            "global_nat": float(lps[0][: plan.n_keep].mean()),
+            "global_nat": float(glob.logprobs.mean()),
+            "rsr": rank_surprisal_ratio(glob.ranks, glob.logprobs),
+            "global_entropy": float(glob.entropy.mean()),
             "local_nat": local[f"local_nat_{windows[0].name}"],
             **local,
             "step_starts": [s for s, _ in item.spans],
