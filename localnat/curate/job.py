@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
-from .columns import REDUCE_COLUMNS
+from .columns import REDUCE_COLUMNS, SIGNALS
 from .commit import (
     Lease,
     check_same_run,
@@ -220,7 +220,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
 
     student = cfg.score.student or DEFAULT_STUDENT
     board["student"] = student
-    board["metric_note"] = "mean per-token log-prob of the student; higher = more natural"
+    board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
     write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
     report_errors = []
     for name, render in (("teachers.md", markdown), ("teachers.png", png)):
