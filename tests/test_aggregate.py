@@ -205,3 +205,5 @@ def test_reports_show_every_signal_and_the_correlations():
     assert "| local | 1 | 1.000 | -1.000 | 1.000 |" in text
     assert "| rsr | -1.000 | -1.000 | 1 | -1.000 |" in text
     assert png(board, "x")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Sampled" not in text
+    assert "sample of F = 0.2 " in markdown({**board, "sample_steps": 0.2}, "x")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from reference import reference_global_steps, reference_scores, reference_signals, token_logprobs
 
-from localnat import ScoreConfig, Scorer
+from localnat import ScoreConfig, Scorer, Window
 from localnat.scoring.steps import assign_tokens, segment
 from localnat.scoring.student import encode_prompt
 
@@ -37,12 +37,12 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
         assert row["status"] == "ok", row["error"]
         gn, ln, per_step = reference_scores(model, tok, p, y, windows, **ref_kw)
         assert abs(row["global_nat"] - gn) < TOL
-        for (kind, value), name in zip(
-            windows, [c for c in table.column_names if c.startswith("local_nat_")]
-        ):
+        for kind, value in windows:
+            name = f"local_nat_{Window.parse(as_setting(kind, value)).name}"
             assert abs(row[name] - ln[(kind, value)]) < TOL, name
         np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
         assert abs(row["local_nat"] - ln[windows[0]]) < TOL
+        assert row["local_nat_se"] == 0 and row["steps_scored"] == row["n_steps"]  # exact
         rsr, entropy = reference_signals(model, tok, p, y, ref_kw.get("max_tokens", 10_000))
         assert abs(row["rsr"] - rsr) < TOL
         assert abs(row["global_entropy"] - entropy) < TOL

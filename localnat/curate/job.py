@@ -221,6 +221,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
     student = cfg.score.student or DEFAULT_STUDENT
     board["student"] = student
     board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
+    board["sample_steps"] = cfg.score.sample_steps  # LN estimated from sampled steps when set
     write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
     report_errors = []
     for name, render in (("teachers.md", markdown), ("teachers.png", png)):

@@ -21,6 +21,8 @@ def markdown(board: dict, student: str) -> str:
     ]
     if board.get("warning"):
         lines += [f"**Warning:** {board['warning']}", ""]
+    if board.get("sample_steps"):
+        lines += [f"**Sampled:** {sampled_note(board['sample_steps'])}", ""]
     if apart_note(board):
         lines += [f"**Note:** {cell(apart_note(board))}", ""]
     head = "| LN rank | teacher | local nat (95% CI) | median | GN rank | global nat (95% CI) |"
@@ -52,6 +54,14 @@ def markdown(board: dict, student: str) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def sampled_note(fraction: float) -> str:
+    return (
+        f"local naturalness is estimated from a stratified sample of F = {fraction:g} of each "
+        "response's steps beyond those read off the global pass (docs/method.md §5.2); the "
+        "bootstrap over prompts carries that noise too. GN, rsr and entropy are exact."
+    )
 
 
 def signals_table(board: dict, teachers: list[str]) -> list[str]:
@@ -188,6 +198,9 @@ def summary_table(board: dict, manifest: dict) -> str:
     c = manifest["counts"]
     lines += [f"note: {apart_note(board)}"] if apart_note(board) else []
     lines += [f"warning: {board['warning']}"] if board.get("warning") else []
+    lines += (
+        [f"sampled: {sampled_note(board['sample_steps'])}"] if board.get("sample_steps") else []
+    )
     lines += [
         f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",

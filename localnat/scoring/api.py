@@ -15,8 +15,9 @@ from .batching import Segment, make_batches
 from .config import ScoreConfig, Window
 from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
+from .sampling import StepSample, estimate, row_seed, sample_steps
 from .student import context_length, load_model, load_tokenizer
-from .windows import global_step_means, plan_windows, step_means
+from .windows import Plan, census, global_step_means, plan_windows, restrict, step_means
 
 
 def result_schema(windows: Sequence[Window]) -> pa.Schema:
@@ -29,6 +30,8 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("rsr", pa.float64()),
             ("global_entropy", pa.float64()),
             ("local_nat", pa.float64()),
+            ("local_nat_se", pa.float64()),
+            ("steps_scored", pa.int64()),
             *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
             ("step_starts", pa.list_(pa.int64())),
             ("step_ends", pa.list_(pa.int64())),
@@ -93,19 +96,13 @@ class Scorer:
     def score_prepared(self, items: list[Prepared]) -> list[dict]:
         """Score prepared items; one result dict per item, in order, errors included."""
         cfg = self.cfg
-        plans, segments = {}, []
+        plans, samples, segments = {}, {}, []
         errors = {r: item.error for r, item in enumerate(items) if item.error}
         for r, item in enumerate(items):
             if item.error:
                 continue
             try:
-                plans[r] = plan_windows(
-                    item.bounds,
-                    len(item.prompt_ids),
-                    cfg.windows,
-                    cfg.max_tokens,
-                    cfg.max_window_tokens,
-                )
+                plans[r], samples[r] = self._plan(item)
             except ValueError as err:
                 errors[r] = str(err)
                 continue
@@ -135,29 +132,52 @@ class Scorer:
             {"status": "error", "error": errors[r]}
             if r in errors
             # KeyError below = a slot never filled: a bug, not bad data
-            else self._result(item, plans[r], {a: scored[(r, a)] for a in plans[r].segments})
+            else self._result(
+                item, plans[r], samples[r], {a: scored[(r, a)] for a in plans[r].segments}
+            )
             for r, item in enumerate(items)
         ]
 
-    def _result(self, item: Prepared, plan, scored: dict[int, Scored]) -> dict:
+    def _plan(self, item: Prepared) -> tuple[Plan, list[StepSample] | None]:
+        """The row's windows; under step sampling, the steps drawn per setting (seeded by the
+        row's tokens) and the plan cut down to them. Raises ValueError (no room)."""
+        cfg = self.cfg
+        plan = plan_windows(
+            item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
+        )
+        if cfg.sample_steps is None:
+            return plan, None
+        seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+        drawn = [
+            sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))
+        ]
+        return restrict(plan, [d.scored for d in drawn]), drawn
+
+    def _result(self, item: Prepared, plan, samples, scored: dict[int, Scored]) -> dict:
         windows = self.cfg.windows
         lps = {a: s.logprobs for a, s in scored.items()}
         glob = scored[0]
         assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
-        means = [step_means(plan, lps, s) for s in range(len(windows))]
-        local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(windows, means)}
+        keep = [d.scored for d in samples] if samples else [None] * len(windows)
+        means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
+        # (estimate, se) per setting: exact rows have every step and no sampling error
+        ests = [estimate(m, d) for m, d in zip(means, samples)] if samples else []
+        ests = ests or [(float(m.mean()), 0.0) for m in means]
+        local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
         return {
             "status": "ok",
             "error": None,
             "global_nat": float(glob.logprobs.mean()),
             "rsr": rank_surprisal_ratio(glob.ranks, glob.logprobs),
             "global_entropy": float(glob.entropy.mean()),
-            "local_nat": local[f"local_nat_{windows[0].name}"],
+            "local_nat": ests[0][0],
+            "local_nat_se": ests[0][1],
+            "steps_scored": int(np.isfinite(means[0]).sum()),
             **local,
             "step_starts": [s for s, _ in item.spans],
             "step_ends": [e for _, e in item.spans],
             "step_tokens": np.diff(item.bounds).tolist(),
-            "step_logprobs": means[0].tolist(),
+            "step_logprobs": [None if np.isnan(x) else x for x in means[0].tolist()],
             "step_global_logprobs": global_step_means(plan, lps[0], item.bounds),
             "n_prompt_tokens": len(item.prompt_ids),
             "n_response_tokens": int(item.bounds[-1]),
