@@ -160,9 +160,10 @@ class Scorer:
         assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
         keep = [d.scored for d in samples] if samples else [None] * len(windows)
         means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
-        # (estimate, se) per setting: exact rows have every step and no sampling error
-        ests = [estimate(m, d) for m, d in zip(means, samples)] if samples else []
-        ests = ests or [(float(m.mean()), 0.0) for m in means]
+        if samples:  # (estimate, se) per setting
+            ests = [estimate(m, d) for m, d in zip(means, samples)]
+        else:  # exact: every step scored, no sampling error
+            ests = [(float(m.mean()), 0.0) for m in means]
         local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
         return {
             "status": "ok",
