@@ -10,8 +10,9 @@ Same responses, same tokenization and steps, one run, side by side:
     python -m jobs.benchmark                          # real student, bundled long-CoT traces
     python -m jobs.benchmark --student-shape tiny     # tiny random model, seconds
     python -m jobs.benchmark --device cuda --dtype bfloat16 --student-shape qwen2.5-1.5b
+    python -m jobs.benchmark --sampling 0.5 0.2   # step sampling against exact scores
 
-The last is the GPU check: a random-weight student of Qwen2.5-1.5B's shape (weights do not
+The third is the GPU check: a random-weight student of Qwen2.5-1.5B's shape (weights do not
 change speed), the bundled SmolLM2 tokenizer and traces; it needs only torch, transformers,
 numpy and pyarrow (no Ray, no network) and takes a few minutes on one H100.
 """
@@ -169,6 +170,13 @@ def parse_args(argv):
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2")
+    ap.add_argument(
+        "--sampling",
+        type=float,
+        nargs="+",
+        metavar="F",
+        help="instead: step sampling at these fractions against exact scoring (jobs/sampling.py)",
+    )
     return ap.parse_args(argv)
 
 
@@ -202,6 +210,14 @@ def main(argv=None) -> int:
         attn_implementation=args.attn_implementation,
     )
     tok, model, label = build_student(args, cfg)
+    if args.sampling:
+        from jobs import sampling
+
+        print(f"student: {label}, k={args.k}, {next(model.parameters()).dtype}")
+        sampling.run(
+            cfg, model, tok, sampling.load_rows(args.data, n_responses, max_chars), args.sampling
+        )
+        return 0
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     scorer = Scorer(cfg, model=model, tokenizer=tok)
     items = [scorer.prepare(p, r) for p, r in zip(prompts, responses)]

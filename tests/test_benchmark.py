@@ -63,3 +63,18 @@ def test_gpu_check_dry_run_on_cpu_with_bare_dependencies(tmp_path):
     assert re.search(r"matmul rate, [\d.]+ GFLOP/s", out)
     diff = re.search(r"max score difference between methods: (\S+) \(tolerance 0.0001: ok\)", out)
     assert diff and float(diff.group(1)) < 1e-4, out
+
+
+def test_sampling_benchmark_is_exact_at_full_fraction(capsys):
+    from jobs.benchmark import main
+
+    args = ["--student-shape", "tiny", "--responses", "10", "--max-chars", "1200"]
+    assert main([*args, "--sampling", "1.0", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "10 rows, 2 prompts, 5 teachers" in out
+    # F = 1: every step scored, so the same tokens, ranking and selection as exact
+    assert "| 1 | 100% | 1.000 | n/a of 0 sampled rows | 100% |" in out
+    row = re.search(
+        r"^\| 0.2 \| (\d+)% \| (\S+) \| (\d+)% of (\d+) sampled rows \| (\d+)% \|", out, re.M
+    )
+    assert row and int(row.group(1)) < 60 and int(row.group(4)) > 0, out
