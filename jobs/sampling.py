@@ -3,7 +3,8 @@
 Per fraction F: model tokens relative to exact, Kendall tau-b between the teacher rankings
 (teacher score: mean over prompts of its mean LN per prompt, docs/method.md §7), calibration
 (share of sampled rows whose exact LN lies within 2 se of the estimate) and the share of
-prompts whose best-LN response is the exact one's.
+prompts whose best-LN response is the exact one's. Unlike the GPU check it needs the full
+install (scipy, through the leaderboard's tau-b).
 """
 
 from __future__ import annotations
