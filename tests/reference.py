@@ -57,3 +57,22 @@ def reference_global_steps(model, tok, prompt, response, segmenter="sentence", s
     bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
     glob = token_logprobs(model, prompt_ids + enc["input_ids"])[len(prompt_ids) - 1 :]
     return [glob[b:c].mean().item() for b, c in zip(bounds[:-1], bounds[1:])]
+
+
+def reference_signals(model, tok, prompt, response, max_tokens=10_000, rank_clip=100):
+    """(RSR, mean next-token entropy) over the global pass's response tokens, from full logits:
+    rank = 1 + number of vocabulary entries with a strictly higher logit, clipped at
+    `rank_clip`; RSR = sum of ranks / sum of surprisals (arXiv 2601.14249)."""
+    prompt_ids = encode_prompt(tok, prompt)
+    resp = tok(response, add_special_tokens=False)["input_ids"]
+    P = len(prompt_ids)
+    ids = prompt_ids + resp[: max_tokens - P]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()[P - 1 : -1]  # predict resp
+    targets = torch.tensor(ids[P:])
+    target_logit = logits.gather(1, targets[:, None])
+    ranks = (1 + (logits > target_logit).sum(-1)).clamp(max=rank_clip).double()
+    logp = torch.log_softmax(logits, dim=-1)
+    surprisal = -logp.gather(1, targets[:, None])[:, 0].double()
+    entropy = -(logp.exp() * logp).sum(-1).double()
+    return (ranks.sum() / surprisal.sum()).item(), entropy.mean().item()

@@ -11,9 +11,13 @@ from localnat.curate.selection import duplicates, select
 
 
 def table(rows):
-    df = pd.DataFrame(
-        rows, columns=["row_id", "prompt_id", "teacher", "local_nat", "global_nat", "is_correct"]
-    )
+    """Rows of (row_id, prompt_id, teacher, local_nat, global_nat, is_correct[, rsr,
+    global_entropy]); without the last two, those signals are a constant the test ignores."""
+    columns = ["row_id", "prompt_id", "teacher", "local_nat", "global_nat", "is_correct"]
+    df = pd.DataFrame(rows, columns=columns + ["rsr", "global_entropy"][: len(rows[0]) - 6])
+    for signal in ("rsr", "global_entropy"):
+        if signal not in df:
+            df[signal] = 1.0
     df["content_hash"] = df["row_id"]
     return df
 
@@ -144,3 +148,62 @@ def test_a_small_matched_set_warns():
     board = leaderboard(table(rows), seed=0, n_boot=50)  # two teachers: both stay ranked
     assert board["ranked"] == ["A", "B"] and board["n_matched_prompts"] == 3
     assert "only 3 of 12 prompts" in board["warning"]
+
+
+def test_select_by_rsr_keeps_the_lowest():
+    rows = [
+        # p1: A has the best LN, B the lowest rsr, C no rsr (null never wins)
+        (1, "p1", "A", -0.1, -0.1, True, 9.0, 1.0),
+        (2, "p1", "B", -0.9, -0.9, True, 2.0, 1.0),
+        (3, "p1", "C", -0.5, -0.5, True, None, 1.0),
+        # p2: a tie on rsr goes to the smaller row_id
+        (5, "p2", "A", -0.1, -0.1, True, 4.0, 1.0),
+        (4, "p2", "B", -0.2, -0.2, True, 4.0, 1.0),
+    ]
+    got = select(table(rows), "rsr").set_index("prompt_id")
+    assert got.loc["p1", "row_id"] == 2 and got.loc["p2", "row_id"] == 4
+    assert set(got["selected_by"]) == {"rsr"}
+    assert select(table(rows), "local").set_index("prompt_id").loc["p1", "row_id"] == 1
+
+
+# Three teachers on two prompts. LN and GN order them A, B, C; rsr (lower is better) orders
+# them C, B, A; entropy (lower is better) A, B, C.
+SIGNAL_ROWS = [
+    (1, "p1", "A", -0.4, -0.4, None, 3.0, 1.0),
+    (2, "p1", "B", -0.9, -0.9, None, 2.5, 2.0),
+    (3, "p1", "C", -1.4, -1.4, None, 1.0, 3.0),
+    (4, "p2", "A", -0.6, -0.6, None, 3.0, 1.0),
+    (5, "p2", "B", -1.1, -1.1, None, 1.5, 2.0),
+    (6, "p2", "C", -1.6, -1.6, None, 1.0, 3.0),
+]
+
+
+def test_leaderboard_ranks_every_signal_in_its_direction():
+    board = leaderboard(table(SIGNAL_ROWS), seed=0, n_boot=100)
+    per = board["per_teacher"]
+    assert [per[t]["local"]["rank"] for t in "ABC"] == [1, 2, 3]
+    assert [per[t]["rsr"]["rank"] for t in "ABC"] == [3, 2, 1]  # lowest rsr ranks first
+    assert [per[t]["entropy"]["rank"] for t in "ABC"] == [1, 2, 3]
+    assert per["B"]["rsr"]["mean"] == pytest.approx(2.0)
+    assert per["B"]["rsr"]["ci95"] == [pytest.approx(1.5), pytest.approx(2.5)]
+    # B beats A on rsr on both prompts (lower), C on neither
+    assert per["B"]["rsr"]["win_rate"] == {"A": 1.0, "C": 0.0}
+    tau = {(p["a"], p["b"]): p["kendall_tau_b"] for p in board["rank_correlation"]}
+    assert len(tau) == 6
+    assert tau["local", "global"] == pytest.approx(1.0) == board["kendall_tau_b"]
+    assert tau["local", "rsr"] == pytest.approx(-1.0)  # oriented: opposite orders
+    assert tau["local", "entropy"] == pytest.approx(1.0)
+    assert tau["rsr", "entropy"] == pytest.approx(-1.0)
+
+
+def test_reports_show_every_signal_and_the_correlations():
+    from localnat.curate.report import markdown, png
+
+    board = leaderboard(table(SIGNAL_ROWS), seed=0, n_boot=100)
+    text = markdown(board, "x")
+    assert "| C | 1 | 1.000 (1.000, 1.000) | 3 | 3.000 (3.000, 3.000) |" in text
+    assert "| local | 1 | 1.000 | -1.000 | 1.000 |" in text
+    assert "| rsr | -1.000 | -1.000 | 1 | -1.000 |" in text
+    assert png(board, "x")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Sampled" not in text
+    assert "sample of F = 0.2 " in markdown({**board, "sample_steps": 0.2}, "x")

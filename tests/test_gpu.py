@@ -1,5 +1,6 @@
 """The CUDA path against the CPU reference. Runs only where a GPU is present (the CI machines
-have none; `python -m jobs.benchmark --device cuda --dtype bfloat16` is the throughput check)."""
+have none; `python -m jobs.benchmark --device cuda --dtype bfloat16 --student-shape qwen2.5-1.5b` is
+the throughput check)."""
 
 import pytest
 import torch

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from reference import reference_global_steps, reference_scores, token_logprobs
+from reference import reference_global_steps, reference_scores, reference_signals, token_logprobs
 
-from localnat import ScoreConfig, Scorer
+from localnat import ScoreConfig, Scorer, Window
 from localnat.scoring.steps import assign_tokens, segment
 from localnat.scoring.student import encode_prompt
 
@@ -37,12 +37,15 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
         assert row["status"] == "ok", row["error"]
         gn, ln, per_step = reference_scores(model, tok, p, y, windows, **ref_kw)
         assert abs(row["global_nat"] - gn) < TOL
-        for (kind, value), name in zip(
-            windows, [c for c in table.column_names if c.startswith("local_nat_")]
-        ):
+        for kind, value in windows:
+            name = f"local_nat_{Window.parse(as_setting(kind, value)).name}"
             assert abs(row[name] - ln[(kind, value)]) < TOL, name
         np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
         assert abs(row["local_nat"] - ln[windows[0]]) < TOL
+        assert row["local_nat_se"] == 0 and row["steps_scored"] == row["n_steps"]  # exact
+        rsr, entropy = reference_signals(model, tok, p, y, ref_kw.get("max_tokens", 10_000))
+        assert abs(row["rsr"] - rsr) < TOL
+        assert abs(row["global_entropy"] - entropy) < TOL
 
 
 @pytest.mark.parametrize(
@@ -189,3 +192,26 @@ def test_oom_batch_is_split_not_dropped(model, tok, monkeypatch):
     table = s.score(PROMPTS, RESPONSES)
     assert s.stats["oom_splits"] > 0 and max(calls) > 1
     check_against_reference(table, model, tok, PROMPTS, RESPONSES)
+
+
+def test_signals_on_known_logits():
+    """Rank is 1-based, counts strictly higher logits, and is clipped at 100; entropy in nats.
+    The head is an identity matrix, so each hidden row is a row of logits."""
+    from localnat.scoring.forward import scored_signals
+
+    vocab = 150
+    logits = torch.zeros(4, vocab)
+    logits[0, 7] = 5.0  # target 7 is the argmax: rank 1
+    logits[1] = -torch.arange(vocab, dtype=torch.float32)  # target 120 has 120 above: clipped
+    logits[2, :3] = 1.0  # three-way tie at the top, target among them: rank 1
+    # row 3 uniform: entropy log(vocab), every token rank 1
+    targets = torch.tensor([7, 120, 2, 42])
+    head = torch.nn.Linear(vocab, vocab, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(vocab))
+    logp, ranks, entropy = scored_signals(logits, targets, head, chunk=3)
+    assert ranks.tolist() == [1, 100, 1, 1]
+    expected = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+    torch.testing.assert_close(logp, expected)
+    assert abs(entropy[3].item() - np.log(vocab)) < 1e-5
+    assert entropy[0].item() < entropy[2].item() < entropy[3].item()

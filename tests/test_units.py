@@ -1,5 +1,7 @@
 """Unit tests of the small pieces: token batching, input discovery, hive columns, reports."""
 
+from itertools import combinations
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,12 +80,18 @@ def board(teachers):
         "n_prompts": 3,
         "n_matched_prompts": 2,
         "kendall_tau_b": 1.0,
+        "rank_correlation": [
+            {"a": a, "b": b, "kendall_tau_b": 1.0}
+            for a, b in combinations(["local", "global", "rsr", "entropy"], 2)
+        ],
         "bootstrap": {"n": 10, "seed": 0},
         "warning": None,
         "per_teacher": {
             t: {
                 "local": stats(i + 1, -1.0 - i),
                 "global": stats(i + 1, -0.5 - i),
+                "rsr": stats(i + 1, 2.0 + i),
+                "entropy": stats(i + 1, 1.0 + i),
                 "n_responses": 2,
                 "accuracy": 0.5,
             }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..scoring.config import ScoreConfig
 from ..scoring.schema import result_schema
 
@@ -16,10 +18,48 @@ ID_COLUMNS = [
     "content_hash",
 ]
 REJECT_COLUMNS = [*ID_COLUMNS[:6], "prompt", "response", "reject_reason"]
+
+
 # What the reduce reads back from scores/: compact, no per-step arrays.
-REDUCE_COLUMNS = [*ID_COLUMNS, "local_nat", "global_nat", "n_response_tokens"]
+@dataclass(frozen=True)
+class Signal:
+    """A per-row student signal the leaderboard reports per teacher (docs/method.md §5, §7)."""
+
+    column: str
+    higher_is_better: bool  # rank 1, a win and selection go to the better end
+    title: str
+    axis: str
+
+
+# Keyed as in teachers.json; "local" first: it orders the reports.
+SIGNALS = {
+    "local": Signal(
+        "local_nat", True, "local naturalness", "mean of step log-probs (higher = more natural)"
+    ),
+    "global": Signal(
+        "global_nat", True, "global naturalness", "mean log-prob per token (higher = more natural)"
+    ),
+    "rsr": Signal(
+        "rsr",
+        False,
+        "rank-surprisal ratio",
+        "sum of ranks (clipped at 100) / sum of surprisals (lower = more suitable)",
+    ),
+    "entropy": Signal(
+        "global_entropy",
+        False,
+        "next-token entropy",
+        "mean entropy per token, nats (lower = student more certain)",
+    ),
+}
+REDUCE_COLUMNS = [*ID_COLUMNS, *(s.column for s in SIGNALS.values()), "n_response_tokens"]
 # What selection adds to an input row in selected/.
-SELECTED_COLUMNS = ["row_id", "local_nat", "global_nat", "n_candidates", "selected_by"]
+SELECTED_COLUMNS = [
+    "row_id",
+    *(s.column for s in SIGNALS.values()),
+    "n_candidates",
+    "selected_by",
+]
 # The scorer's per-row status columns; the job turns them into reject_reason.
 STATUS_COLUMNS = ("status", "error")
 

@@ -81,9 +81,10 @@ class CurateConfig:
     )
     select_by: str = option(
         "local",
-        "`local`, `global` or `random` (seeded): the baselines use the same code path",
+        "`local`, `global`, `rsr` (lowest rank-surprisal ratio) or `random` (seeded): "
+        "the alternatives use the same code path",
         group=_SEL,
-        choices=("local", "global", "random"),
+        choices=("local", "global", "rsr", "random"),
     )
     seed: int = option(0, "bootstrap and random selection", group=_SEL)
     min_matched_share: float = option(

@@ -25,7 +25,7 @@ import pyarrow as pa
 from .. import __version__
 from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
 from .cache import open_namespace
-from .columns import REDUCE_COLUMNS
+from .columns import REDUCE_COLUMNS, SIGNALS
 from .commit import (
     Lease,
     check_same_run,
@@ -225,7 +225,8 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
 
     student = cfg.score.student or DEFAULT_STUDENT
     board["student"] = student
-    board["metric_note"] = "mean per-token log-prob of the student; higher = more natural"
+    board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
+    board["sample_steps"] = cfg.score.sample_steps  # LN estimated from sampled steps when set
     write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
     report_errors = []
     for name, render in (("teachers.md", markdown), ("teachers.png", png)):

@@ -1,17 +1,18 @@
 """The teacher leaderboard (docs/method.md §7), on compact score columns.
 
 Pure functions over a pandas DataFrame with columns row_id, prompt_id, teacher, is_correct,
-content_hash, local_nat, global_nat (one row per scored response).
+content_hash and every signal's column (`columns.SIGNALS`; one row per scored response).
 """
 
 from __future__ import annotations
 
 import warnings
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
-METRICS = {"local": "local_nat", "global": "global_nat"}
+from .columns import SIGNALS
 
 
 def kendall_tau_b(x, y) -> float:
@@ -46,15 +47,17 @@ def ranked_teachers(answered: pd.DataFrame, min_share: float) -> list[str]:
 def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5) -> dict:
     """Teacher scores on matched prompts (answered by every ranked teacher, see
     `ranked_teachers`), responses averaged within a prompt first; mean, bootstrap 95% CI over
-    prompts, median, rank, pairwise win rates, for local and global naturalness; Kendall
-    tau-b between the two rankings. Teachers left out of the ranking are listed apart, with
-    their means over their own prompts and no rank."""
+    prompts, median, rank, pairwise win rates, for every signal (local and global naturalness,
+    rsr, entropy); Kendall tau-b between each pair of signals' rankings. Teachers left out of
+    the ranking are listed apart, with their means over their own prompts and no rank."""
     teachers = sorted(df["teacher"].unique())
     per_prompt = {
-        m: df.pivot_table(index="prompt_id", columns="teacher", values=m, aggfunc="mean")[teachers]
-        for m in METRICS.values()
+        key: df.pivot_table(index="prompt_id", columns="teacher", values=s.column, aggfunc="mean")[
+            teachers
+        ]
+        for key, s in SIGNALS.items()
     }
-    answered = per_prompt["local_nat"].notna()
+    answered = per_prompt["local"].notna()
     ranked = ranked_teachers(answered, min_share)
     apart = [t for t in teachers if t not in ranked]
     matched_mask = answered[ranked].all(axis=1)
@@ -93,27 +96,35 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
         acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
         for t in teachers:
             out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
-    means = {}
-    for key, metric in METRICS.items():
-        table = per_prompt[metric][ranked]
-        stats = _teacher_stats(table[matched_mask] if matched else table, seed, n_boot)
-        means[key] = [stats[t]["mean"] for t in ranked]
+    oriented = {}  # per signal, the ranked teachers' means with "better" = larger
+    for key, signal in SIGNALS.items():
+        sign = 1.0 if signal.higher_is_better else -1.0
+        table = per_prompt[key][ranked]
+        stats = _teacher_stats(table[matched_mask] if matched else table, seed, n_boot, sign)
+        oriented[key] = [sign * _nan(stats[t]["mean"]) for t in ranked]
         if apart:  # their own prompts: reported, not ranked
-            own = _teacher_stats(per_prompt[metric][apart], seed, n_boot)
+            own = _teacher_stats(per_prompt[key][apart], seed, n_boot, sign)
             stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
-    out["kendall_tau_b"] = _num(kendall_tau_b(means["local"], means["global"]))
+    # Oriented means: +1 always says two signals order the teachers alike.
+    out["rank_correlation"] = [
+        {"a": a, "b": b, "kendall_tau_b": _num(kendall_tau_b(oriented[a], oriented[b]))}
+        for a, b in combinations(SIGNALS, 2)
+    ]
+    out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"]  # local vs global
     return out
 
 
-def _teacher_stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
+def _teacher_stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:
     with warnings.catch_warnings():  # all-nan columns (unmatched teachers) give nan, fine
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _stats(table, seed, n_boot)
+        return _stats(table, seed, n_boot, sign)
 
 
-def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
+def _stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:
+    """Per teacher: mean, CI, median, rank and win rates; `sign` -1 makes lower better (rank
+    1 = lowest mean, a win = a lower score)."""
     values = table.to_numpy(dtype=float)  # [prompts, teachers], nan where unanswered
     rng = np.random.default_rng(seed)
     n = len(values)
@@ -132,7 +143,7 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
             pieces.append((times @ sums) / (times @ counts))
         boot = np.concatenate(pieces)
     mean = np.nanmean(values, axis=0) if n else np.full(values.shape[1], np.nan)
-    order = np.argsort(-np.nan_to_num(mean, nan=-np.inf), kind="stable")
+    order = np.argsort(-np.nan_to_num(sign * mean, nan=-np.inf), kind="stable")
     rank = np.empty(len(mean), dtype=int)
     rank[order] = np.arange(1, len(mean) + 1)
     out = {}
@@ -141,7 +152,7 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
         for k, other in enumerate(table.columns):
             if k != j:
                 both = ~np.isnan(values[:, j]) & ~np.isnan(values[:, k])
-                a, b = values[both, j], values[both, k]
+                a, b = sign * values[both, j], sign * values[both, k]
                 wins[other] = _num(((a > b) + 0.5 * (a == b)).mean()) if both.any() else None
         out[t] = {
             "mean": _num(mean[j]),
@@ -156,6 +167,10 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int) -> dict:
             "win_rate": wins,
         }
     return out
+
+
+def _nan(x):
+    return float("nan") if x is None else x
 
 
 def _num(x):

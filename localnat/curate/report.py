@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from .columns import SIGNALS
+
 
 def markdown(board: dict, student: str) -> str:
     teachers = ordered(board)
@@ -19,6 +21,8 @@ def markdown(board: dict, student: str) -> str:
     ]
     if board.get("warning"):
         lines += [f"**Warning:** {board['warning']}", ""]
+    if board.get("sample_steps"):
+        lines += [f"**Sampled:** {sampled_note(board['sample_steps'])}", ""]
     if apart_note(board):
         lines += [f"**Note:** {cell(apart_note(board))}", ""]
     head = "| LN rank | teacher | local nat (95% CI) | median | GN rank | global nat (95% CI) |"
@@ -35,6 +39,7 @@ def markdown(board: dict, student: str) -> str:
         )
         row += f" {_f(s.get('accuracy'), 2)} |" if has_acc else ""
         lines.append(row + f" {s['n_responses']} |")
+    lines += ["", *signals_table(board, teachers), "", *correlation_table(board)]
     lines += [
         "",
         "Pairwise win rates (local naturalness, row beats column on matched prompts):",
@@ -49,6 +54,56 @@ def markdown(board: dict, student: str) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def sampled_note(fraction: float) -> str:
+    return (
+        f"local naturalness is estimated from a stratified sample of F = {fraction:g} of each "
+        "response's steps beyond those read off the global pass (docs/method.md §5.2); the "
+        "bootstrap over prompts carries that noise too. GN, rsr and entropy are exact."
+    )
+
+
+def signals_table(board: dict, teachers: list[str]) -> list[str]:
+    """The signals besides LN and GN (one global pass gives them all), per teacher."""
+    others = [k for k in SIGNALS if k not in ("local", "global")]
+    lines = [
+        "Other signals of the same pass: "
+        + "; ".join(f"{k}: {SIGNALS[k].title}, {SIGNALS[k].axis}" for k in others)
+        + ".",
+        "",
+    ]
+    head = "| teacher |" + "".join(f" {k} rank | {k} (95% CI) |" for k in others)
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for t in teachers:
+        cells = []
+        for k in others:
+            s = board["per_teacher"][t][k]
+            cells.append(
+                f" {_r(s['rank'])} | {_f(s['mean'])} ({_f(s['ci95'][0])}, {_f(s['ci95'][1])}) |"
+            )
+        lines.append(f"| {cell(t)} |" + "".join(cells))
+    return lines
+
+
+def correlation_table(board: dict) -> list[str]:
+    """Kendall tau-b between the signals' teacher rankings, as a matrix (1 = same order)."""
+    tau = {}
+    for pair in board["rank_correlation"]:
+        tau[pair["a"], pair["b"]] = tau[pair["b"], pair["a"]] = pair["kendall_tau_b"]
+    keys = list(SIGNALS)
+    lines = [
+        "Kendall tau-b between the signals' teacher rankings (each signal oriented so that "
+        "better ranks first):",
+        "",
+        "| | " + " | ".join(keys) + " |",
+        "|" + "---|" * (len(keys) + 1),
+    ]
+    for a in keys:
+        lines.append(
+            f"| {a} | " + " | ".join("1" if a == b else _f(tau[a, b]) for b in keys) + " |"
+        )
+    return lines
 
 
 def ordered(board: dict) -> list[str]:
@@ -83,18 +138,18 @@ def label(text: str) -> str:
 
 
 def png(board: dict, student: str) -> bytes:
-    """Per-teacher LN and GN with 95% CIs, side by side, teachers ordered by LN."""
+    """Per-teacher mean and 95% CI of every signal, side by side, teachers ordered by LN."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     teachers = ordered(board)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(teachers) + 1.8), sharey=True)
-    for ax, key, title, color in (
-        (axes[0], "local", "local naturalness", "tab:blue"),
-        (axes[1], "global", "global naturalness", "tab:gray"),
-    ):
+    fig, axes = plt.subplots(
+        1, len(SIGNALS), figsize=(5 * len(SIGNALS), 0.5 * len(teachers) + 1.8), sharey=True
+    )
+    colors = ("tab:blue", "tab:gray", "tab:green", "tab:orange")
+    for ax, (key, signal), color in zip(axes, SIGNALS.items(), colors):
         stats = [board["per_teacher"][t][key] for t in teachers]
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in stats]
         lo = [m - (s["ci95"][0] if s["ci95"][0] is not None else m) for m, s in zip(means, stats)]
@@ -110,8 +165,8 @@ def png(board: dict, student: str) -> bytes:
                 ha="center",
                 fontsize=8,
             )
-        ax.set_title(title)
-        ax.set_xlabel("mean log-prob per token (higher = more natural)")
+        ax.set_title(signal.title)
+        ax.set_xlabel(signal.axis, fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(teachers)), [label(t) for t in teachers])
     axes[0].invert_yaxis()
@@ -143,6 +198,9 @@ def summary_table(board: dict, manifest: dict) -> str:
     c = manifest["counts"]
     lines += [f"note: {apart_note(board)}"] if apart_note(board) else []
     lines += [f"warning: {board['warning']}"] if board.get("warning") else []
+    lines += (
+        [f"sampled: {sampled_note(board['sample_steps'])}"] if board.get("sample_steps") else []
+    )
     lines += [
         f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",

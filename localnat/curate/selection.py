@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .columns import SELECTED_COLUMNS
+from .columns import SELECTED_COLUMNS, SIGNALS
 from .config import CurateConfig
 from .io import (
     delete,
@@ -29,7 +29,8 @@ from .io import (
 from .records import missing
 
 READ_CHUNK_ROWS = 256
-METRICS = {"local": "local_nat", "global": "global_nat"}
+# `--select-by` choices besides `random`: the signals that rank responses
+METRICS = {k: SIGNALS[k] for k in ("local", "global", "rsr")}
 
 
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:
@@ -57,17 +58,20 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
-    """One row per prompt: the candidate with the highest score (ties: smallest row_id).
+    """One row per prompt: the candidate with the best score (the highest, or the lowest for a
+    lower-is-better signal such as rsr; ties: smallest row_id).
 
     `by="random"` draws a seeded candidate per prompt through the same code path.
-    Returns row_id, prompt_id, local_nat, global_nat, n_candidates, selected_by.
+    Returns prompt_id, teacher and SELECTED_COLUMNS (row_id, every signal, n_candidates,
+    selected_by).
     """
     cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
     cand = cand.copy()
     if by == "random":
         cand["_key"] = [-(stable_id(seed, r) / 2**63) for r in cand["row_id"]]
     else:
-        cand["_key"] = cand[METRICS[by]]
+        signal = METRICS[by]
+        cand["_key"] = cand[signal.column] * (1 if signal.higher_is_better else -1)
     cand = cand.sort_values(["prompt_id", "_key", "row_id"], ascending=[True, False, True])
     n = cand.groupby("prompt_id").size().rename("n_candidates")
     best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")

@@ -13,11 +13,19 @@ import torch
 
 from .batching import Segment, make_batches
 from .config import ScoreConfig
-from .forward import encode_prompt_state, forward_segments
+from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
+from .sampling import StepSample, estimate, row_seed, sample_steps
 from .schema import result_schema
 from .student import context_length, load_model, load_tokenizer
-from .windows import global_step_means, plan_windows, step_means
+from .windows import Plan, census, global_step_means, plan_windows, restrict, step_means
+
+
+def rank_surprisal_ratio(ranks: np.ndarray, logprobs: np.ndarray) -> float:
+    """Sum of clipped ranks over the sum of surprisals (arXiv 2601.14249; lower = more
+    suitable); the surprisal sum is floored as in the authors' code, so a response the
+    student predicts with certainty gives a large finite value, not a division by zero."""
+    return float(ranks.sum() / max(-logprobs.sum(), 1e-12))
 
 
 class Scorer:
@@ -62,26 +70,23 @@ class Scorer:
     def score_prepared(self, items: list[Prepared]) -> list[dict]:
         """Score prepared items; one result dict per item, in order, errors included."""
         cfg = self.cfg
-        plans, segments = {}, []
+        plans, samples, segments = {}, {}, []
         errors = {r: item.error for r, item in enumerate(items) if item.error}
         for r, item in enumerate(items):
             if item.error:
                 continue
             try:
-                plans[r] = plan_windows(
-                    item.bounds,
-                    len(item.prompt_ids),
-                    cfg.windows,
-                    cfg.max_tokens,
-                    cfg.max_window_tokens,
-                )
+                plans[r], samples[r] = self._plan(item)
             except ValueError as err:
                 errors[r] = str(err)
                 continue
             group = item.prompt_ids.tobytes()
             for a, (lo, end) in plans[r].segments.items():
                 tokens = item.response_ids[a:end]
-                segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
+                # a == 0 is the global pass: its logits also give rsr and global_entropy
+                segments.append(
+                    Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals=a == 0)
+                )
 
         batches = make_batches(segments, cfg.batch_tokens)
         # A segment batched alone runs with its prompt inline; only shared batches need caches.
@@ -91,34 +96,63 @@ class Scorer:
                 prompts[seg.group] = encode_prompt_state(self.model, seg.prompt)
                 self.stats["tokens"] += len(seg.prompt)
                 self.stats["padded_tokens"] += len(seg.prompt)
-        logprobs: dict[tuple[int, int], np.ndarray] = {}
+        scored: dict[tuple[int, int], Scored] = {}
         for batch in batches:
-            for seg, lp in self._forward(batch, prompts, errors):
-                assert seg.key not in logprobs, f"segment {seg.key} scored twice"
-                logprobs[seg.key] = lp
+            for seg, out in self._forward(batch, prompts, errors):
+                assert seg.key not in scored, f"segment {seg.key} scored twice"
+                scored[seg.key] = out
 
         return [
             {"status": "error", "error": errors[r]}
             if r in errors
             # KeyError below = a slot never filled: a bug, not bad data
-            else self._result(item, plans[r], {a: logprobs[(r, a)] for a in plans[r].segments})
+            else self._result(
+                item, plans[r], samples[r], {a: scored[(r, a)] for a in plans[r].segments}
+            )
             for r, item in enumerate(items)
         ]
 
-    def _result(self, item: Prepared, plan, lps: dict) -> dict:
+    def _plan(self, item: Prepared) -> tuple[Plan, list[StepSample] | None]:
+        """The row's windows; under step sampling, the steps drawn per setting (seeded by the
+        row's tokens) and the plan cut down to them. Raises ValueError (no room)."""
+        cfg = self.cfg
+        plan = plan_windows(
+            item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
+        )
+        if cfg.sample_steps is None:
+            return plan, None
+        seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+        drawn = [
+            sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))
+        ]
+        return restrict(plan, [d.scored for d in drawn]), drawn
+
+    def _result(self, item: Prepared, plan, samples, scored: dict[int, Scored]) -> dict:
         windows = self.cfg.windows
-        means = [step_means(plan, lps, s) for s in range(len(windows))]
-        local = {f"local_nat_{w.name}": float(m.mean()) for w, m in zip(windows, means)}
+        lps = {a: s.logprobs for a, s in scored.items()}
+        glob = scored[0]
+        assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
+        keep = [d.scored for d in samples] if samples else [None] * len(windows)
+        means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
+        if samples:  # (estimate, se) per setting
+            ests = [estimate(m, d) for m, d in zip(means, samples)]
+        else:  # exact: every step scored, no sampling error
+            ests = [(float(m.mean()), 0.0) for m in means]
+        local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
         return {
             "status": "ok",
             "error": None,
-            "global_nat": float(lps[0][: plan.n_keep].mean()),
-            "local_nat": local[f"local_nat_{windows[0].name}"],
+            "global_nat": float(glob.logprobs.mean()),
+            "rsr": rank_surprisal_ratio(glob.ranks, glob.logprobs),
+            "global_entropy": float(glob.entropy.mean()),
+            "local_nat": ests[0][0],
+            "local_nat_se": ests[0][1],
+            "steps_scored": int(np.isfinite(means[0]).sum()),
             **local,
             "step_starts": [s for s, _ in item.spans],
             "step_ends": [e for _, e in item.spans],
             "step_tokens": np.diff(item.bounds).tolist(),
-            "step_logprobs": means[0].tolist(),
+            "step_logprobs": [None if np.isnan(x) else x for x in means[0].tolist()],
             "step_global_logprobs": global_step_means(plan, lps[0], item.bounds),
             "n_prompt_tokens": len(item.prompt_ids),
             "n_response_tokens": int(item.bounds[-1]),

@@ -19,6 +19,7 @@ class Segment:
     prompt: np.ndarray  # [P] int64
     tokens: np.ndarray  # [n] int64
     score_from: int
+    signals: bool = False  # the global pass: rank and entropy per token as well
 
     @property
     def n_scored(self) -> int:

@@ -235,6 +235,15 @@ class ScoreConfig:
         default_text="2048 CPU / 32768 CUDA",
     )
     head_chunk: int = option(2048, "scored positions per LM-head chunk", group=_S)
+    sample_steps: float | None = option(
+        None,
+        "score a stratified random sample of this fraction F (0 < F <= 1) of the steps whose "
+        "windows are not read off the global pass (at least 4); `local_nat` becomes an "
+        "unbiased estimate with `local_nat_se` (docs/method.md §5.2)",
+        group=_S,
+        default_text="off: every step, exact",
+        metavar="F",
+    )
     max_chars: int = option(
         1_000_000, "longer prompts or responses are rejected, not scored", group=_S
     )
@@ -257,6 +266,8 @@ class ScoreConfig:
             value = getattr(self, name)
             if value is not None and value < 8:
                 raise OptionError(f"{name.replace('_', '-')}: must be >= 8, got {value}")
+        if self.sample_steps is not None and not 0 < self.sample_steps <= 1:
+            raise OptionError(f"sample-steps: must be in (0, 1], got {self.sample_steps}")
         if self.head_chunk < 1:
             raise OptionError("head-chunk: must be >= 1")
         if self.max_chars < 1:

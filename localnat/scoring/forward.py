@@ -11,7 +11,8 @@ Causal attention over cache indices makes segment token j see the whole prompt a
 segment tokens 0..j: exactly the window as a fresh sequence. Segment token j is predicted
 by the hidden state of token j-1, and token 0 by the prompt's last hidden state.
 The LM head runs only on those states, in chunks, with an fp32 log-softmax, so
-[tokens, vocab] is never built for context tokens.
+[tokens, vocab] is never built for context tokens. The global pass's tokens also get their
+rank and the next-token entropy (docs/method.md §5.1) from the same chunk of logits.
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ def encode_prompt_state(model, prompt_ids: np.ndarray) -> PromptState:
     )
 
 
+RANK_CLIP = 100  # the Rank-Surprisal Ratio's rank cap r (arXiv 2601.14249)
+
+
+@dataclass
+class Scored:
+    """One segment's scored tokens: log-probs, and for the global pass its signals."""
+
+    logprobs: np.ndarray  # [n] float64
+    ranks: np.ndarray | None = None  # [n] 1-based rank of the target, clipped at RANK_CLIP
+    entropy: np.ndarray | None = None  # [n] entropy (nats) of the next-token distribution
+
+
+def _logits(head, hidden: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    logits = head(hidden).float()  # [chunk, V], fp32 for the softmax
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
 def scored_logprobs(
     hidden: torch.Tensor,  # [N, H] states that predict the targets
     targets: torch.Tensor,  # [N]
@@ -69,36 +87,78 @@ def scored_logprobs(
     """log p(target | prefix) for N positions, LM head applied `chunk` rows at a time."""
     out = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
     for s in range(0, len(targets), chunk):
-        logits = head(hidden[s : s + chunk]).float()  # [chunk, V], fp32 for the softmax
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(_logits(head, hidden[s : s + chunk], softcap), dim=-1)
         out[s : s + chunk] = logp.gather(1, targets[s : s + chunk, None])[:, 0]
     return out
 
 
 @torch.inference_mode()
+def scored_signals(
+    hidden: torch.Tensor,  # [N, H]
+    targets: torch.Tensor,  # [N]
+    head: torch.nn.Module,
+    chunk: int,
+    softcap: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Log-prob, clipped rank and next-token entropy of N targets, per chunk of logits.
+
+    Memory stays that of `scored_logprobs` (logits + log-probs, [chunk, V] each): the rank
+    needs only the top RANK_CLIP logits (a target outside them has rank > RANK_CLIP, clipped),
+    and the entropy reuses the logits' buffer once they are no longer needed.
+    """
+    n = len(targets)
+    logp_out, rank_out, ent_out = (
+        torch.empty(n, dtype=torch.float32, device=hidden.device) for _ in range(3)
+    )
+    for s in range(0, n, chunk):
+        logits = _logits(head, hidden[s : s + chunk], softcap)  # [c, V]
+        tgt = targets[s : s + chunk, None]  # [c, 1]
+        top = torch.topk(logits, min(RANK_CLIP, logits.shape[-1]), dim=-1).values  # [c, r]
+        # rank = 1 + number of tokens with a strictly higher logit (ties favour the target)
+        rank = 1 + (top > logits.gather(1, tgt)).sum(-1)
+        rank_out[s : s + chunk] = rank.clamp(max=RANK_CLIP).float()
+        logp = torch.log_softmax(logits, dim=-1)
+        logp_out[s : s + chunk] = logp.gather(1, tgt)[:, 0]
+        # p * log p in the logits' buffer: the head's output, a fresh tensor owned here
+        p_logp = torch.exp(logp, out=logits).mul_(logp)
+        ent_out[s : s + chunk] = -p_logp.sum(-1)
+    return logp_out, rank_out, ent_out
+
+
+@torch.inference_mode()
 def forward_segments(
     model, segments: list[Segment], prompts: dict, head_chunk: int
-) -> list[np.ndarray]:
+) -> list[Scored]:
     """Score one batch of segments; `prompts[seg.group]` is its PromptState. Returns each
-    segment's scored log-probs (float64), in order."""
+    segment's scored log-probs (float64), in order, with signals for `seg.signals` ones."""
     device = next(model.parameters()).device
     if len(segments) == 1:
         hidden, pred = _alone(model, segments[0], device)
     else:
         hidden, pred = _on_prompt_cache(model, segments, [prompts[s.group] for s in segments])
-    targets = torch.from_numpy(np.concatenate([s.tokens[s.score_from :] for s in segments]))
+    targets = np.concatenate([s.tokens[s.score_from :] for s in segments])
+    wants = np.repeat([s.signals for s in segments], [s.n_scored for s in segments])
+    head = model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    logp = scored_logprobs(
-        hidden[torch.from_numpy(pred).to(device)],  # [N, H]
-        targets.to(device),
-        model.get_output_embeddings(),
-        head_chunk,
-        softcap,
-    )
-    logp = logp.double().cpu().numpy()
-    return np.split(logp, np.cumsum([s.n_scored for s in segments])[:-1])
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    # Local windows need log-probs only; the global pass's tokens (wants) also need rank and
+    # entropy. Two gathers of the predicting states: together [N, H], as before.
+    logp = np.empty(len(targets))
+    ranks, entropy = np.full(len(targets), np.nan), np.full(len(targets), np.nan)
+    plain, signal = np.flatnonzero(~wants), np.flatnonzero(wants)
+    if len(plain):
+        lp = scored_logprobs(hidden[t(pred[plain])], t(targets[plain]), head, head_chunk, softcap)
+        logp[plain] = lp.double().cpu().numpy()
+    if len(signal):
+        out = scored_signals(hidden[t(pred[signal])], t(targets[signal]), head, head_chunk, softcap)
+        logp[signal], ranks[signal], entropy[signal] = (x.double().cpu().numpy() for x in out)
+    cuts = np.cumsum([s.n_scored for s in segments])[:-1]
+    return [
+        Scored(lp, rk, en) if seg.signals else Scored(lp)
+        for seg, lp, rk, en in zip(
+            segments, np.split(logp, cuts), np.split(ranks, cuts), np.split(entropy, cuts)
+        )
+    ]
 
 
 def _alone(model, seg: Segment, device) -> tuple[torch.Tensor, np.ndarray]:

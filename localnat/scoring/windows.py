@@ -74,7 +74,6 @@ def plan_windows(
             f"{max_window_tokens}"
         )
     n_keep = min(n_tokens, max_tokens - n_prompt)
-    segments: dict[int, tuple[int, int]] = {0: (0, n_keep)}
     truncated = False
     pieces: list[list[list[Piece]]] = []
     for window in windows:
@@ -85,16 +84,31 @@ def plan_windows(
                 int(bounds[first - 1]), int(bounds[i - 1]), int(bounds[i]), room
             )
             truncated |= cut
+            per_step.append(step_pieces)
+        pieces.append(per_step)
+    plan = Plan(n_keep, n_keep < n_tokens, truncated, {}, pieces)
+    return restrict(plan, [np.ones(len(bounds) - 1, dtype=bool)] * len(windows))
+
+
+def restrict(plan: Plan, keep: list[np.ndarray]) -> Plan:
+    """The plan's segments for only the steps `keep[s]` (bool per step) of each setting s;
+    the global pass (segment 0) always. Pieces stay, so `step_means` can read kept steps."""
+    segments: dict[int, tuple[int, int]] = {0: (0, plan.n_keep)}
+    for per_step, kept in zip(plan.pieces, keep):
+        for step_pieces in (p for p, k in zip(per_step, kept) if k):
             for a, b, c in step_pieces:
                 if a == 0:
                     # room <= max_tokens - n_prompt, so c <= n_keep: the global pass has it.
-                    assert c <= n_keep
+                    assert c <= plan.n_keep
                     continue
                 lo, hi = segments.get(a, (b, c))
                 segments[a] = (min(lo, b), max(hi, c))
-            per_step.append(step_pieces)
-        pieces.append(per_step)
-    return Plan(n_keep, n_keep < n_tokens, truncated, segments, pieces)
+    return Plan(plan.n_keep, plan.global_truncated, plan.window_truncated, segments, plan.pieces)
+
+
+def census(plan: Plan, setting: int) -> np.ndarray:
+    """Per step, whether all its pieces start at context 0: read off the global pass, free."""
+    return np.array([all(a == 0 for a, _, _ in p) for p in plan.pieces[setting]], dtype=bool)
 
 
 def _fit(a: int, b: int, c: int, room: int) -> tuple[list[Piece], bool]:
@@ -113,13 +127,18 @@ def _fit(a: int, b: int, c: int, room: int) -> tuple[list[Piece], bool]:
     return [(max(a, e - room), s, e) for s, e in zip(range(b, c, size), ends)], True
 
 
-def step_means(plan: Plan, logprobs: dict[int, np.ndarray], setting: int) -> np.ndarray:
-    """Per-step mean log-prob for one setting, from the segments' scored log-probs.
+def step_means(
+    plan: Plan, logprobs: dict[int, np.ndarray], setting: int, keep: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-step mean log-prob for one setting, from the segments' scored log-probs; NaN for a
+    step not in `keep` (not scored under step sampling).
 
     `logprobs[a]` holds the log-probs of tokens segments[a][0] .. segments[a][1] - 1.
     """
-    out = np.empty(len(plan.pieces[setting]), dtype=np.float64)
+    out = np.full(len(plan.pieces[setting]), np.nan)
     for i, step_pieces in enumerate(plan.pieces[setting]):
+        if keep is not None and not keep[i]:
+            continue
         parts = []
         for a, b, c in step_pieces:
             lo = plan.segments[a][0]

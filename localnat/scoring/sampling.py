@@ -1,0 +1,72 @@
+"""Step sampling (docs/method.md §5.2): an unbiased estimate of LN, with a standard error,
+from a stratified random sample of the steps.
+
+Steps whose windows are read off the global pass (every piece has context start 0) cost
+nothing extra, so they are always scored: the *census* stratum. The other N steps are cut into
+H contiguous blocks along the response (strata) and a simple random sample without
+replacement is drawn in each, n = min(N, max(MIN_STEPS, ceil(F * N))) in all, about two per
+stratum, so early and late steps are both represented and each stratum's variance can be
+estimated. With l_i the step scores, p the number of steps, stratum h of N_h steps and n_h
+sampled, sample mean m_h and sample variance s_h^2 (ddof 1):
+
+    LN_hat = (sum_{census} l_i + sum_h N_h m_h) / p
+    se     = sqrt( sum_h N_h^2 (1 - n_h / N_h) s_h^2 / n_h ) / p     (finite population corr.)
+
+Within a stratum each step is equally likely to be drawn, so E[m_h] is the stratum's mean and
+LN_hat is unbiased; se is the usual stratified estimate of its standard deviation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_STEPS = 4  # sampled steps per row at least (two strata of two): fewer gives no variance
+
+
+@dataclass
+class StepSample:
+    """Which steps to score, and the strata the estimator needs."""
+
+    scored: np.ndarray  # [p] bool: census steps and sampled ones
+    census: np.ndarray  # [p] bool
+    strata: list[np.ndarray]  # per stratum, its step indices (population, not only sampled)
+
+
+def row_seed(*parts: bytes) -> int:
+    """A seed from a row's content (its token ids): reruns draw the same steps."""
+    return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8).digest(), "little")
+
+
+def sample_steps(census: np.ndarray, fraction: float, seed: int) -> StepSample:
+    """Draw the steps to score: every census step, and a stratified sample of the others."""
+    rest = np.flatnonzero(~census)
+    n = min(len(rest), max(MIN_STEPS, math.ceil(fraction * len(rest))))
+    scored = census.copy()
+    if n == len(rest):  # the sample would be everything: exact, one stratum, no variance
+        scored[rest] = True
+        return StepSample(scored, census, [rest] if len(rest) else [])
+    strata = np.array_split(rest, n // 2)  # contiguous, sizes differ by at most 1, each >= 2
+    sizes = [2] * len(strata)
+    if n % 2:  # n = 2H + 1 < N, so the largest stratum has at least 3 steps
+        sizes[int(np.argmax([len(s) for s in strata]))] += 1
+    rng = np.random.default_rng(seed)
+    for stratum, size in zip(strata, sizes):
+        scored[rng.choice(stratum, size, replace=False)] = True
+    return StepSample(scored, census, strata)
+
+
+def estimate(step_scores: np.ndarray, sample: StepSample) -> tuple[float, float]:
+    """(LN estimate, standard error) from the scores of the scored steps (others ignored)."""
+    p = len(step_scores)
+    total, var = float(step_scores[sample.census].sum()), 0.0
+    for stratum in sample.strata:
+        drawn = step_scores[stratum[sample.scored[stratum]]]
+        size, n = len(stratum), len(drawn)
+        total += size * float(drawn.mean())
+        if n < size:
+            var += size**2 * (1 - n / size) * float(drawn.var(ddof=1)) / n
+    return total / p, math.sqrt(var) / p

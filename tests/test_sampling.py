@@ -1,0 +1,121 @@
+"""Step sampling (docs/method.md §5.2): the estimator is unbiased, its standard error is the
+stratified formula, the census stratum is always scored, and the scorer reads sampled steps
+exactly as it would in an exact run."""
+
+import math
+
+import numpy as np
+import pytest
+
+from localnat import ScoreConfig, Scorer
+from localnat.scoring.sampling import MIN_STEPS, estimate, row_seed, sample_steps
+
+# A long response: 40 sentence steps of varied text, so the tiny model scores them unevenly.
+WORDS = "we add the two numbers then check the sum and the product twice".split()
+LONG = " ".join(
+    " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + i % 5)).capitalize() + "."
+    for i in range(40)
+)
+
+
+def scorer(model, tok, **kw):
+    return Scorer(ScoreConfig(student="tiny", windows=(1, 0.5), **kw), model=model, tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def exact_steps(tok):
+    """Exact per-step scores of LONG under k=1 from a fixed tiny model: the population."""
+    from localnat.testing import tiny_model
+
+    row = scorer(tiny_model("llama", len(tok)), tok).score(["Q?"], [LONG]).to_pylist()[0]
+    return np.array(row["step_logprobs"])
+
+
+def census_of(p, first):
+    census = np.zeros(p, dtype=bool)
+    census[:first] = True
+    return census
+
+
+def test_census_always_scored_and_the_sample_is_stratified():
+    census = census_of(40, 2)
+    for seed in range(50):
+        drawn = sample_steps(census, 0.2, seed)
+        assert drawn.scored[:2].all()
+        rest = np.flatnonzero(drawn.scored[2:]) + 2
+        assert len(rest) == max(MIN_STEPS, math.ceil(0.2 * 38))  # 8
+        assert [len(s) for s in drawn.strata] == [10, 10, 9, 9]  # contiguous blocks
+        assert np.array_equal(np.concatenate(drawn.strata), np.arange(2, 40))
+        for stratum in drawn.strata:  # two drawn in every block: early and late steps
+            assert drawn.scored[stratum].sum() == 2
+    draws = {tuple(sample_steps(census, 0.2, seed).scored) for seed in range(50)}
+    assert len(draws) > 40  # the seed decides
+    assert (
+        sample_steps(census, 0.2, 7).scored.tolist() == sample_steps(census, 0.2, 7).scored.tolist()
+    )
+
+
+def test_small_rows_and_full_fraction_are_exact(exact_steps):
+    p = len(exact_steps)
+    for census, fraction in ((census_of(p, 2), 1.0), (census_of(6, 2), 0.1)):
+        values = exact_steps[: len(census)]
+        drawn = sample_steps(census, fraction, 0)
+        assert drawn.scored.all()  # F = 1, or 4 others at most: all of them
+        est, se = estimate(values, drawn)
+        assert est == pytest.approx(values.mean()) and se == 0
+
+
+def test_se_is_the_stratified_formula_with_finite_population_correction():
+    values = np.arange(12, dtype=float) ** 2  # steps 0, 1 census; 10 others in 2 strata of 5
+    drawn = sample_steps(census_of(12, 2), 0.3, 3)
+    assert [len(s) for s in drawn.strata] == [5, 5]
+    assert drawn.scored.sum() == 2 + 4
+    total, var = values[:2].sum(), 0.0
+    for stratum in drawn.strata:
+        y = values[stratum[drawn.scored[stratum]]]
+        total += 5 * y.mean()
+        var += 25 * (1 - 2 / 5) * np.var(y, ddof=1) / 2
+    est, se = estimate(values, drawn)
+    assert est == pytest.approx(total / 12) and se == pytest.approx(math.sqrt(var) / 12)
+
+
+def test_estimator_is_unbiased_over_seeds(exact_steps):
+    census = census_of(len(exact_steps), 2)
+    runs = np.array([estimate(exact_steps, sample_steps(census, 0.2, s)) for s in range(3000)])
+    truth, spread = exact_steps.mean(), runs[:, 0].std()
+    assert spread > 0
+    assert abs(runs[:, 0].mean() - truth) < 4 * spread / math.sqrt(len(runs))
+    # se^2 estimates the variance without bias: its mean matches the spread over seeds
+    assert np.mean(runs[:, 1] ** 2) == pytest.approx(spread**2, rel=0.15)
+    # and the interval covers the truth about as often as it should
+    assert np.mean(np.abs(runs[:, 0] - truth) <= 2 * runs[:, 1]) > 0.85
+
+
+def test_scorer_reads_sampled_steps_exactly(model, tok):
+    exact = scorer(model, tok).score(["Q?", "Q2?"], [LONG, "Short. Answer here."]).to_pylist()
+    s = scorer(model, tok, sample_steps=0.2, batch_tokens=256)
+    rows = s.score(["Q?", "Q2?"], [LONG, "Short. Answer here."]).to_pylist()
+    assert rows == s.score(["Q?", "Q2?"], [LONG, "Short. Answer here."]).to_pylist()  # reruns
+    row, ref = rows[0], exact[0]
+    got = row["step_logprobs"]
+    scored = [i for i, x in enumerate(got) if x is not None]
+    assert len(scored) == row["steps_scored"] < row["n_steps"] == ref["n_steps"]
+    assert scored[:2] == [0, 1]  # k=1: steps 1 and 2 are read off the global pass (census)
+    np.testing.assert_allclose(
+        [got[i] for i in scored], [ref["step_logprobs"][i] for i in scored], atol=1e-4
+    )
+    # the draw is the one seeded by the row's tokens, and local_nat is its estimate
+    item = s.prepare("Q?", LONG)
+    seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+    drawn = sample_steps(census_of(row["n_steps"], 2), 0.2, seed)
+    assert np.flatnonzero(drawn.scored).tolist() == scored
+    est, se = estimate(np.array(ref["step_logprobs"]), drawn)
+    assert abs(row["local_nat"] - est) < 1e-4 and abs(row["local_nat_se"] - se) < 1e-4
+    assert row["local_nat_se"] > 0
+    # GN and the other signals come from the global pass: untouched by sampling
+    for col in ("global_nat", "rsr", "global_entropy"):
+        assert row[col] == pytest.approx(ref[col], abs=1e-6)
+    # a two-step row has no step outside the census: exact
+    assert rows[1]["local_nat_se"] == 0 and rows[1]["local_nat"] == pytest.approx(
+        exact[1]["local_nat"], abs=1e-6
+    )
