@@ -46,6 +46,7 @@ def namespace(cfg: CurateConfig, fingerprint: str) -> str:
     out (the same weights elsewhere hit); its fingerprint and revision are in."""
     settings = score_settings(cfg, NOT_SCORES | {"student"})
     settings["student_fingerprint"] = fingerprint
+    settings["columns"] = result_columns(cfg.score)  # a version with other columns: anew
     text = json.dumps(settings, sort_keys=True, default=str)
     digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
     return join(cfg.cache, f"{VERSION}-{digest}")

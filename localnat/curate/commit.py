@@ -26,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from .columns import result_columns
 from .config import CurateConfig
 from .io import delete, file_version, filesystem, join, list_files, read_text, redact, write_text
 
@@ -58,6 +59,8 @@ def run_identity(files, cfg: CurateConfig, student_fingerprint: str) -> dict:
         "columns": cfg.columns,
         "max_response_tokens": cfg.max_response_tokens,
         "student_fingerprint": student_fingerprint,
+        # a resume by a version that writes other score columns would mix two schemas
+        "score_columns": result_columns(cfg.score),
     }
 
 
