@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,16 +46,19 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
                 "row": pc.cast(pc.list_element(where, 1), pa.int64()),
             }
         )
-        df = df.iloc[
-            pc.sort_indices(keys, sort_keys=[("uri", "ascending"), ("row", "ascending")]).to_numpy()
-        ]
+        order = pc.sort_indices(keys, sort_keys=[("uri", "ascending"), ("row", "ascending")])
+        order = order.to_numpy()
+        del where, keys
     else:
-        df = df.sort_values("row_id", kind="stable")
-    first = df.groupby("content_hash")["row_id"].transform("first")
-    dup = df["row_id"] != first
-    return pd.DataFrame(
-        {"row_id": df.loc[dup, "row_id"].to_numpy(), "duplicate_of": first[dup].to_numpy()}
+        order = np.argsort(df["row_id"].to_numpy(), kind="stable")
+    # two int64 columns in input order, not the frame: the reduce holds a million rows
+    ids = df["row_id"].to_numpy()[order]
+    _, first, inverse = np.unique(
+        df["content_hash"].to_numpy()[order], return_index=True, return_inverse=True
     )
+    original = ids[first][inverse]  # each row's earliest row with the same content
+    dup = ids != original
+    return pd.DataFrame({"row_id": ids[dup], "duplicate_of": original[dup]})
 
 
 def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
