@@ -113,8 +113,8 @@ def settle(survivors: pd.DataFrame, exact: pd.DataFrame) -> pd.DataFrame:
     """The racing choice: per prompt the best survivor by LN, with the exact LN (`exact`:
     row_id, local_nat) of the rows that were rescored, through `select` itself (ties:
     smallest row_id). Returns `select`'s columns (n_candidates: the survivors) plus
-    `settled_by`. A survivor marked for
-    rescoring but missing from `exact` is an error, not a silent sampled value."""
+    `settled_by`. A survivor marked for rescoring but missing from `exact` is an error, not a
+    silent sampled value."""
     rows = survivors.copy()
     todo = rows["rescore"].to_numpy()
     values = exact.set_index("row_id")["local_nat"]
