@@ -90,8 +90,9 @@ class CurateConfig:
     race_z: float = option(
         3.0,
         "racing selection under `--sample-steps`: a candidate stays in the race while "
-        "`LN + z * se` reaches its prompt's best `LN - z * se`; the survivors are scored "
-        "exactly before choosing (docs/method.md §5.2)",
+        "`LN + z * se` reaches its prompt's best `LN - z * se`, and the survivors are scored "
+        "exactly before choosing (docs/method.md §5.2); API and benchmark only for now: the "
+        "job still selects on the sampled LN",
         group=_SEL,
     )
     min_matched_share: float = option(
