@@ -177,6 +177,9 @@ def parse_args(argv):
         metavar="F",
         help="instead: step sampling at these fractions against exact scoring (jobs/sampling.py)",
     )
+    ap.add_argument(
+        "--race-z", type=float, default=3.0, help="with --sampling: the racing margin in se"
+    )
     return ap.parse_args(argv)
 
 
@@ -215,7 +218,12 @@ def main(argv=None) -> int:
 
         print(f"student: {label}, k={args.k}, {next(model.parameters()).dtype}")
         sampling.run(
-            cfg, model, tok, sampling.load_rows(args.data, n_responses, max_chars), args.sampling
+            cfg,
+            model,
+            tok,
+            sampling.load_rows(args.data, n_responses, max_chars),
+            args.sampling,
+            args.race_z,
         )
         return 0
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

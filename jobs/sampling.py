@@ -3,8 +3,11 @@
 Per fraction F: model tokens relative to exact, Kendall tau-b between the teacher rankings
 (teacher score: mean over prompts of its mean LN per prompt, docs/method.md §7), calibration
 (share of sampled rows whose exact LN lies within 2 se of the estimate) and the share of
-prompts whose best-LN response is the exact one's. Unlike the GPU check it needs the full
-install (scipy, through the leaderboard's tau-b).
+prompts whose best-LN response is the exact one's. Then racing (docs/method.md §5.2): the
+candidates whose bounds the sample cannot separate are scored again exactly, a real second
+pass; its row gives the model tokens of both passes relative to exact and the share of prompts
+whose racing choice is the exact selection. Unlike the GPU check it needs the full install
+(scipy, through the leaderboard's tau-b; pandas, through the selection).
 """
 
 from __future__ import annotations
@@ -12,15 +15,26 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from localnat import Scorer
 
 
 def load_rows(path: str, n: int, max_chars: int) -> list[dict]:
-    """The first n long-CoT rows with their teacher and prompt id, responses cut."""
-    rows = [r for r in pq.read_table(path).to_pylist() if r.get("long_cot", True)][:n]
+    """n long-CoT rows, prompt by prompt (in order of first appearance, so a file sorted by
+    teacher still gives every teacher of the first prompts), with their teacher and prompt
+    id, responses cut."""
+    rows = [r for r in pq.read_table(path).to_pylist() if r.get("long_cot", True)]
+    first = {}
+    for r in rows:
+        first.setdefault(r["prompt_id"], len(first))
+    rows = sorted(rows, key=lambda r: first[r["prompt_id"]])[:n]  # stable: file order within
     return [{**r, "response": r["response"][:max_chars]} for r in rows]
+
+
+# what racing reads of a sampled row, besides ids; select() wants every signal column
+SELECT_INPUT = ("local_nat", "local_nat_se", "global_nat", "rsr", "global_entropy")
 
 
 def teacher_means(rows: list[dict], ln: np.ndarray) -> dict[str, float]:
@@ -62,12 +76,50 @@ def compare(rows, exact: list[dict], sampled: list[dict]) -> dict:
     }
 
 
-def run(cfg, model, tok, rows: list[dict], fractions: list[float]) -> None:
-    """Score the rows exactly, then at each fraction; print one table row per fraction."""
+def race_rows(rows, sampled: list[dict], z: float) -> pd.DataFrame:
+    """The racing survivors of a sampled run (row_id = the row's index)."""
+    from localnat.curate.selection import race
 
-    def score(config):
+    df = pd.DataFrame(
+        {
+            "row_id": range(len(rows)),
+            "prompt_id": [r["prompt_id"] for r in rows],
+            "teacher": [r["teacher"] for r in rows],
+            "is_correct": True,  # every candidate competes, as in the exact selection
+            **{c: [r[c] for r in sampled] for c in SELECT_INPUT},
+        }
+    )
+    return race(df, z)
+
+
+def racing(rows, exact: list[dict], survivors: pd.DataFrame, rescored: list[dict]) -> dict:
+    """The racing choice (survivors settled on their rescored exact LN) against the exact
+    selection; the rescored LN must be the exact run's (the same rows, scored alone)."""
+    from localnat.curate.selection import settle
+
+    todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
+    again = np.array([r["local_nat"] for r in rescored], dtype=float)
+    drift = np.abs(again - np.array([exact[i]["local_nat"] for i in todo])).max(initial=0.0)
+    if drift > 1e-4:
+        raise SystemExit(f"rescoring is not exact: {drift:.2e} from the exact run")
+    chosen = settle(survivors, pd.DataFrame({"row_id": todo, "local_nat": again}))
+    exact_best = best_per_prompt(rows, np.array([r["local_nat"] for r in exact]))
+    picks = dict(zip(chosen["prompt_id"], chosen["row_id"]))
+    return {
+        "same_selection": float(np.mean([exact_best[p] == picks[p] for p in exact_best])),
+        "rescored_rows": len(todo),
+        "exact_prompts": int((chosen["settled_by"] == "exact").sum()),
+    }
+
+
+def run(cfg, model, tok, rows: list[dict], fractions: list[float], z: float = 3.0) -> None:
+    """Score the rows exactly, then at each fraction with and without racing; print two
+    table rows per fraction."""
+
+    def score(config, index=None):
+        index = range(len(rows)) if index is None else index
         scorer = Scorer(config, model=model, tokenizer=tok)
-        out = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+        out = scorer.score([rows[i]["prompt"] for i in index], [rows[i]["response"] for i in index])
         return out.to_pylist(), scorer.stats["tokens"]
 
     exact, exact_tokens = score(cfg)
@@ -85,4 +137,14 @@ def run(cfg, model, tok, rows: list[dict], fractions: list[float]) -> None:
             f"| {fraction:g} | {100 * tokens / exact_tokens:.0f}% | {c['tau_b']:.3f} | "
             f"{calibration} of {c['sampled_rows']} sampled rows | "
             f"{100 * c['same_selection']:.0f}% |"
+        )
+        survivors = race_rows(rows, sampled, z)
+        todo = survivors.loc[survivors["rescore"], "row_id"].tolist()
+        rescored, more = score(cfg, todo) if todo else ([], 0)  # the exact pass, for real
+        r = racing(rows, exact, survivors, rescored)
+        print(
+            f"| {fraction:g} + racing (z={z:g}) | {100 * (tokens + more) / exact_tokens:.0f}% | "
+            f"as above | {r['rescored_rows']} rows rescored exactly, {r['exact_prompts']} of "
+            f"{len({row['prompt_id'] for row in rows})} prompts settled by them | "
+            f"{100 * r['same_selection']:.0f}% |"
         )

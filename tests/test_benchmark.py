@@ -78,3 +78,17 @@ def test_sampling_benchmark_is_exact_at_full_fraction(capsys):
         r"^\| 0.2 \| (\d+)% \| (\S+) \| (\d+)% of (\d+) sampled rows \| (\d+)% \|", out, re.M
     )
     assert row and int(row.group(1)) < 60 and int(row.group(4)) > 0, out
+    # racing at F = 1: nothing sampled, so nothing to rescore and the exact choice
+    assert "| 1 + racing (z=3) | 100% | as above | 0 rows rescored exactly, 0 of 2 prompts" in out
+    racing = re.search(
+        r"^\| 0.2 \+ racing \(z=3\) \| (\d+)% \| as above \| (\d+) rows rescored exactly, "
+        r"(\d+) of 2 prompts settled by them \| (\d+)% \|",
+        out,
+        re.M,
+    )
+    assert racing, out
+    rescored, tokens = int(racing.group(2)), int(racing.group(1))
+    # the exact pass costs tokens exactly when it rescores rows, on top of the sampled pass
+    assert (tokens > int(row.group(1))) == (rescored > 0) and rescored <= 10
+    # every row rescored (the random tiny student separates little): the exact choice
+    assert rescored < 10 or int(racing.group(4)) == 100, out

@@ -119,3 +119,51 @@ def test_scorer_reads_sampled_steps_exactly(model, tok):
     assert rows[1]["local_nat_se"] == 0 and rows[1]["local_nat"] == pytest.approx(
         exact[1]["local_nat"], abs=1e-6
     )
+
+
+def response(shift: int, steps: int = 30) -> str:
+    """A long response of `steps` sentences; `shift` makes each candidate's text its own."""
+    return " ".join(
+        " ".join(WORDS[(i * shift + j) % len(WORDS)] for j in range(3 + (i + shift) % 5))
+        .capitalize()
+        .rstrip()
+        + "."
+        for i in range(steps)
+    )
+
+
+def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
+    """Sample at F=0.2, race, rescore the survivors that need it exactly (a second real pass),
+    settle: the choice's exact LN is never below another survivor's exact LN."""
+    import pandas as pd
+
+    from localnat.curate.selection import race, settle
+
+    prompts = [f"Question {q}?" for q in range(3) for _ in range(3)]
+    texts = [response(1 + q + 3 * c, 16 + 4 * c) for q in range(3) for c in range(3)]
+    exact = scorer(model, tok).score(prompts, texts).to_pandas()
+    sampled = scorer(model, tok, sample_steps=0.2).score(prompts, texts).to_pandas()
+    df = sampled.assign(
+        row_id=range(len(texts)),
+        prompt_id=prompts,
+        teacher=[f"t{i % 3}" for i in range(len(texts))],
+        is_correct=True,
+    )
+    assert (df["local_nat_se"] > 0).all()  # every row is long enough to be sampled
+    settled = set()
+    for z in (3.0, 0.25):
+        survivors = race(df, z)
+        todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
+        # the exact pass scores only the rows that need it
+        again = scorer(model, tok).score([prompts[i] for i in todo], [texts[i] for i in todo])
+        rescored = pd.DataFrame({"row_id": todo, "local_nat": again.column("local_nat")})
+        np.testing.assert_allclose(rescored["local_nat"], exact["local_nat"][todo], atol=1e-4)
+        chosen = settle(survivors, rescored)
+        for prompt, row, how in zip(chosen["prompt_id"], chosen["row_id"], chosen["settled_by"]):
+            rivals = survivors.loc[survivors["prompt_id"] == prompt, "row_id"]
+            if how == "exact":  # decided on exact scores: none of the rivals is better
+                assert exact["local_nat"][row] >= exact["local_nat"][rivals].max() - 1e-6
+            else:  # the sample alone decided: one survivor
+                assert list(rivals) == [row]
+            settled.add(how)
+    assert settled == {"sample", "exact"}  # both outcomes occurred, so both paths ran

@@ -83,6 +83,55 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     return best[["prompt_id", "teacher", *SELECTED_COLUMNS]].reset_index(drop=True)
 
 
+def race(df: pd.DataFrame, z: float = 3.0, correct_only: bool = False) -> pd.DataFrame:
+    """Racing selection on sampled LN (docs/method.md §5.2): per prompt, the candidates the
+    sample cannot rule out. A candidate survives when its upper bound `local_nat + z * se`
+    reaches the best lower bound `max(local_nat - z * se)` of its prompt: if every interval
+    covers its row's exact LN, the exact best is among the survivors (its upper bound is at
+    least its exact LN, which is at least the exact LN of the row with the best lower bound).
+
+    Returns the survivors (the input rows, same columns) plus `rescore` (the row needs the
+    exact pass: se > 0) and `settled_by` per prompt: 'sample' when the sample alone decides
+    (one survivor, or every survivor already exact), else 'exact'.
+    """
+    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
+    # a row without a score cannot win (as in `select`, which sorts it last); a prompt with
+    # no scored candidate keeps them all and `select` picks by row_id as it would anyway
+    scored = cand["local_nat"].notna()
+    se = cand["local_nat_se"].fillna(0.0)
+    lower = (cand["local_nat"] - z * se).where(scored)
+    upper = (cand["local_nat"] + z * se).where(scored)
+    best_lower = lower.groupby(cand["prompt_id"]).transform("max")
+    keep = (upper >= best_lower) | best_lower.isna()
+    out = cand[keep].copy()
+    out["rescore"] = se[keep] > 0
+    needs_exact = out.groupby("prompt_id")["rescore"].transform("any")
+    alone = out.groupby("prompt_id")["row_id"].transform("size") == 1
+    out["settled_by"] = np.where(needs_exact & ~alone, "exact", "sample")
+    out.loc[out["settled_by"] == "sample", "rescore"] = False  # decided: no exact pass
+    return out
+
+
+def settle(survivors: pd.DataFrame, exact: pd.DataFrame) -> pd.DataFrame:
+    """The racing choice: per prompt the best survivor by LN, with the exact LN (`exact`:
+    row_id, local_nat) of the rows that were rescored, through `select` itself (ties:
+    smallest row_id). Returns `select`'s columns (n_candidates: the survivors) plus
+    `settled_by`. A survivor marked for rescoring but missing from `exact` is an error, not a
+    silent sampled value."""
+    rows = survivors.copy()
+    todo = rows["rescore"].to_numpy()
+    values = exact.set_index("row_id")["local_nat"]
+    missing_rows = set(rows.loc[todo, "row_id"]) - set(values.index)
+    if missing_rows:
+        raise ValueError(f"no exact LN for the rescored rows {sorted(missing_rows)[:5]}")
+    rows.loc[todo, "local_nat"] = values.loc[rows.loc[todo, "row_id"]].to_numpy()
+    rows.loc[todo, "local_nat_se"] = 0.0
+    chosen = select(rows, "local")  # survivors are already the (correct) candidates
+    settled = rows.drop_duplicates("prompt_id").set_index("prompt_id")["settled_by"]
+    chosen["settled_by"] = chosen["prompt_id"].map(settled).to_numpy()
+    return chosen
+
+
 def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
     """Read the selected rows back from the inputs with all their columns and the scores,
     one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
