@@ -87,14 +87,6 @@ class CurateConfig:
         choices=("local", "global", "rsr", "random"),
     )
     seed: int = option(0, "bootstrap and random selection", group=_SEL)
-    race_z: float = option(
-        3.0,
-        "racing selection under `--sample-steps`: a candidate stays in the race while "
-        "`LN + z * se` reaches its prompt's best `LN - z * se`, and the survivors are scored "
-        "exactly before choosing (docs/method.md §5.2); API and benchmark only for now: the "
-        "job still selects on the sampled LN",
-        group=_SEL,
-    )
     min_matched_share: float = option(
         0.5,
         "teachers are left out of the ranking (listed apart) until the prompts every ranked "
@@ -157,8 +149,6 @@ class CurateConfig:
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
         if self.actors < 1 or self.commit_rows < 1:
             raise OptionError("actors and commit-rows: must be >= 1")
-        if not self.race_z >= 0:  # also rejects NaN
-            raise OptionError(f"race-z: must be >= 0, got {self.race_z}")
         if not 0 <= self.min_matched_share <= 1:
             raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:
