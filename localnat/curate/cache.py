@@ -161,35 +161,27 @@ class Lookup:
         return found, where
 
     def split(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Working rows -> (hits with every score column, reused=True; the rest, with their
+        """Working rows -> (hits with every score column; the rest, with their
         cache_key, to be scored). A hit over --max-response-tokens goes to the rest, where it
         is rejected as without a cache."""
         keys = row_keys(table)
         table = table.append_column(KEY, keys)
         found, where = self.find(keys)
-        values: dict[int, pa.Table] = {}
-        for i in np.unique(self.part[where[found]]):
-            values[int(i)] = self._part(int(i))
-        rows = []
-        for r in np.flatnonzero(found):
-            part = values.get(int(self.part[where[r]]))
-            if part is None:
-                found[r] = False
-            else:
-                rows.append((r, int(self.part[where[r]]), int(self.row[where[r]])))
-        if not rows:
+        hit = np.flatnonzero(found)
+        part, row = self.part[where[hit]], self.row[where[hit]]
+        values = {int(i): self._part(int(i)) for i in np.unique(part)}
+        readable = np.isin(part, [i for i, v in values.items() if v is not None])
+        hit, part, row = hit[readable], part[readable], row[readable]
+        if not len(hit):
             return table.slice(0, 0), table
-        taken = _take_grouped(values, rows)
+        taken = _take_grouped(values, part, row)
         limit = self.cfg.max_response_tokens
-        if limit is not None:  # over the limit: rejected by the scoring path, as uncached
-            ok = pc.less_equal(taken.column("n_response_tokens"), limit).to_numpy(
-                zero_copy_only=False
-            )
-            for (r, _, _), keep in zip(rows, ok):
-                found[r] = bool(keep)
-            taken = taken.filter(pa.array(ok))
-        index = pa.array(np.flatnonzero(found))
-        hits = table.take(index)
+        if limit is not None:  # over it: rejected as without a cache
+            ok = pc.less_equal(taken.column("n_response_tokens"), limit)
+            hit, taken = hit[ok.to_numpy(zero_copy_only=False)], taken.filter(ok)
+        found = np.zeros(table.num_rows, bool)
+        found[hit] = True
+        hits = table.take(pa.array(hit, pa.int64()))
         for name in self.columns:
             hits = hits.append_column(name, taken.column(name))
         return hits, table.filter(pa.array(~found))
@@ -210,18 +202,16 @@ class Lookup:
         return self.held[i]
 
 
-def _take_grouped(values: dict[int, pa.Table], rows: list[tuple[int, int, int]]) -> pa.Table:
-    """The cached rows in the order of `rows` (row, part, index): one take per part, then
-    one take to restore the order."""
-    by_part: dict[int, list[int]] = {}
-    for n, (_, p, _) in enumerate(rows):
-        by_part.setdefault(p, []).append(n)
+def _take_grouped(values: dict[int, pa.Table], part: np.ndarray, row: np.ndarray) -> pa.Table:
+    """The cached rows (part, row) in the given order: one take per part, then one take to
+    restore the order."""
     pieces, order = [], []
-    for p, ns in by_part.items():
-        pieces.append(values[p].take(pa.array([rows[n][2] for n in ns])))
-        order.extend(ns)
+    for p in np.unique(part):
+        mine = np.flatnonzero(part == p)
+        pieces.append(values[int(p)].take(pa.array(row[mine])))
+        order.append(mine)
     table = pa.concat_tables(pieces)
-    return table.take(pa.array(np.argsort(np.asarray(order), kind="stable")))
+    return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
 def write_part(ns: str, table: pa.Table, cfg: CurateConfig) -> None:
