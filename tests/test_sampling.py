@@ -133,8 +133,8 @@ def response(shift: int, steps: int = 30) -> str:
 
 
 def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
-    """Sample at F=0.2, race, rescore the survivors that need it exactly (a second real pass),
-    settle: the choice's exact LN is never below another survivor's exact LN."""
+    """Sample at F=0.2, race, score the unsampled steps of the survivors that need it (the
+    job's second pass), settle: the choice's exact LN is never below another survivor's exact LN."""
     import pandas as pd
 
     from localnat.curate.selection import race, settle
@@ -142,7 +142,8 @@ def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
     prompts = [f"Question {q}?" for q in range(3) for _ in range(3)]
     texts = [response(1 + q + 3 * c, 16 + 4 * c) for q in range(3) for c in range(3)]
     exact = scorer(model, tok).score(prompts, texts).to_pandas()
-    sampled = scorer(model, tok, sample_steps=0.2).score(prompts, texts).to_pandas()
+    sampler = scorer(model, tok, sample_steps=0.2)
+    sampled = sampler.score(prompts, texts).to_pandas()
     df = sampled.assign(
         row_id=range(len(texts)),
         prompt_id=prompts,
@@ -154,9 +155,12 @@ def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
     for z in (3.0, 0.25):
         survivors = race(df, z)
         todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
-        # the exact pass scores only the rows that need it
-        again = scorer(model, tok).score([prompts[i] for i in todo], [texts[i] for i in todo])
-        rescored = pd.DataFrame({"row_id": todo, "local_nat": again.column("local_nat")})
+        # the exact pass scores only the rows that need it, and only their unsampled steps
+        rest = sampler.score_unsampled([sampler.prepare(prompts[i], texts[i]) for i in todo])
+        known = [np.nansum(np.array(sampled["step_logprobs"][i], float)) for i in todo]
+        steps = sampled["n_steps"][todo].to_numpy()
+        values = [(k + r["rest_sum"]) / n for k, r, n in zip(known, rest, steps)]
+        rescored = pd.DataFrame({"row_id": todo, "local_nat": values})
         np.testing.assert_allclose(rescored["local_nat"], exact["local_nat"][todo], atol=1e-4)
         chosen = settle(survivors, rescored)
         for prompt, row, how in zip(chosen["prompt_id"], chosen["row_id"], chosen["settled_by"]):
@@ -167,3 +171,26 @@ def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
                 assert list(rivals) == [row]
             settled.add(how)
     assert settled == {"sample", "exact"}  # both outcomes occurred, so both paths ran
+
+
+def test_unsampled_steps_complete_the_exact_score(model, tok):
+    """Racing's exact pass scores only the steps a row's sample left out: with the sampled
+    steps' scores they give the exact LN, for less than an exact rescoring costs."""
+    prompts, texts = ["Q?", "Q2?"], [LONG, response(2, 24)]
+    exact_scorer = scorer(model, tok)
+    exact = exact_scorer.score(prompts, texts).to_pylist()
+    s = scorer(model, tok, sample_steps=0.2)
+    sampled = s.score(prompts, texts).to_pylist()
+    before = s.stats["tokens"]
+    rest = s.score_unsampled([s.prepare(p, r) for p, r in zip(prompts, texts)])
+    rest_tokens = s.stats["tokens"] - before
+    for row, more, ref in zip(sampled, rest, exact):
+        known = [x for x in row["step_logprobs"] if x is not None]
+        assert more["status"] == "ok" and 0 < more["rest_steps"] < ref["n_steps"]
+        assert len(known) + more["rest_steps"] == ref["n_steps"]  # every step exactly once
+        combined = (sum(known) + more["rest_sum"]) / ref["n_steps"]
+        assert combined == pytest.approx(ref["local_nat"], abs=1e-5)
+    # less than rescoring whole rows: the global pass is not run again
+    assert rest_tokens < exact_scorer.stats["tokens"] - sum(r["n_response_tokens"] for r in exact)
+    with pytest.raises(ValueError, match="needs sample_steps"):
+        exact_scorer.score_unsampled([exact_scorer.prepare("Q?", LONG)])

@@ -69,8 +69,61 @@ class Scorer:
 
     def score_prepared(self, items: list[Prepared]) -> list[dict]:
         """Score prepared items; one result dict per item, in order, errors included."""
-        cfg = self.cfg
-        plans, samples, segments = {}, {}, []
+        plans, samples, errors = self._plans(items)
+        scored = self._run(items, plans, errors, signals=True)
+        return [
+            {"status": "error", "error": errors[r]}
+            if r in errors
+            # KeyError below = a slot never filled: a bug, not bad data
+            else self._result(
+                item, plans[r], samples[r], {a: scored[(r, a)] for a in plans[r].segments}
+            )
+            for r, item in enumerate(items)
+        ]
+
+    def score_unsampled(self, items: list[Prepared]) -> list[dict]:
+        """Racing's exact pass (docs/method.md §5.2): per item, the first setting's steps its
+        sample left out (the same seeded draw as `score_prepared`), and nothing else: the
+        global pass only where such a step reads from it. Returns per item `rest_sum` (the
+        sum of those steps' scores) and `rest_steps` (their number); with the sampled
+        steps' scores (`step_logprobs`) they give the exact LN."""
+        if self.cfg.sample_steps is None:
+            raise ValueError("score_unsampled needs sample_steps: an exact run samples nothing")
+        plans, samples, errors = self._plans(items)
+        left, rest = {}, {}
+        for r, plan in plans.items():
+            left[r] = ~samples[r][0].scored
+            others = [np.zeros_like(left[r])] * (len(self.cfg.windows) - 1)
+            rest[r] = restrict(plan, [left[r], *others])
+            from_global = any(
+                a == 0
+                for pieces, wanted in zip(plan.pieces[0], left[r])
+                if wanted
+                for a, _, _ in pieces
+            )
+            if not from_global:  # restrict keeps the global pass; nothing here needs it
+                del rest[r].segments[0]
+        scored = self._run(items, rest, errors, signals=False)
+        out = []
+        for r in range(len(items)):
+            if r in errors:
+                out.append({"status": "error", "error": errors[r]})
+                continue
+            lps = {a: scored[(r, a)].logprobs for a in rest[r].segments}
+            means = step_means(rest[r], lps, 0, left[r])
+            out.append(
+                {
+                    "status": "ok",
+                    "error": None,
+                    "rest_sum": float(means[left[r]].sum()),
+                    "rest_steps": int(left[r].sum()),
+                }
+            )
+        return out
+
+    def _plans(self, items: list[Prepared]):
+        """Per valid item its plan and sample (`_plan`); errors per item index."""
+        plans, samples = {}, {}
         errors = {r: item.error for r, item in enumerate(items) if item.error}
         for r, item in enumerate(items):
             if item.error:
@@ -79,16 +132,22 @@ class Scorer:
                 plans[r], samples[r] = self._plan(item)
             except ValueError as err:
                 errors[r] = str(err)
-                continue
-            group = item.prompt_ids.tobytes()
-            for a, (lo, end) in plans[r].segments.items():
-                tokens = item.response_ids[a:end]
-                # a == 0 is the global pass: its logits also give rsr and global_entropy
-                segments.append(
-                    Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals=a == 0)
-                )
+        return plans, samples, errors
 
-        batches = make_batches(segments, cfg.batch_tokens)
+    def _run(self, items, plans: dict, errors: dict, signals: bool) -> dict:
+        """Forward every segment of the plans, batched by tokens, each prompt encoded once.
+        Returns (item index, context start) -> Scored; `signals`: the global pass's logits
+        also give rsr and global_entropy."""
+        segments = []
+        for r, plan in plans.items():
+            item = items[r]
+            group = item.prompt_ids.tobytes()
+            for a, (lo, end) in plan.segments.items():
+                tokens = item.response_ids[a:end]
+                segments.append(
+                    Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals and a == 0)
+                )
+        batches = make_batches(segments, self.cfg.batch_tokens)
         # A segment batched alone runs with its prompt inline; only shared batches need caches.
         prompts = {}
         for seg in (seg for batch in batches if len(batch) > 1 for seg in batch):
@@ -101,16 +160,7 @@ class Scorer:
             for seg, out in self._forward(batch, prompts, errors):
                 assert seg.key not in scored, f"segment {seg.key} scored twice"
                 scored[seg.key] = out
-
-        return [
-            {"status": "error", "error": errors[r]}
-            if r in errors
-            # KeyError below = a slot never filled: a bug, not bad data
-            else self._result(
-                item, plans[r], samples[r], {a: scored[(r, a)] for a in plans[r].segments}
-            )
-            for r, item in enumerate(items)
-        ]
+        return scored
 
     def _plan(self, item: Prepared) -> tuple[Plan, list[StepSample] | None]:
         """The row's windows; under step sampling, the steps drawn per setting (seeded by the
