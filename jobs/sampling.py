@@ -4,10 +4,11 @@ Per fraction F: model tokens relative to exact, Kendall tau-b between the teache
 (teacher score: mean over prompts of its mean LN per prompt, docs/method.md §7), calibration
 (share of sampled rows whose exact LN lies within 2 se of the estimate) and the share of
 prompts whose best-LN response is the exact one's. Then racing (docs/method.md §5.2): the
-candidates whose bounds the sample cannot separate are scored again exactly, a real second
-pass; its row gives the model tokens of both passes relative to exact and the share of prompts
-whose racing choice is the exact selection. Unlike the GPU check it needs the full install
-(scipy, through the leaderboard's tau-b; pandas, through the selection).
+steps the sample left out of the candidates whose bounds it cannot separate are scored, a
+real second pass as the job runs it; its row gives the model tokens of both passes relative
+to exact and the share of prompts whose racing choice is the exact selection. Unlike the GPU
+check it needs the full install (scipy, through the leaderboard's tau-b; pandas, through the
+selection).
 """
 
 from __future__ import annotations
@@ -92,13 +93,20 @@ def race_rows(rows, sampled: list[dict], z: float) -> pd.DataFrame:
     return race(df, z)
 
 
-def racing(rows, exact: list[dict], survivors: pd.DataFrame, rescored: list[dict]) -> dict:
-    """The racing choice (survivors settled on their rescored exact LN) against the exact
-    selection; the rescored LN must be the exact run's (the same rows, scored alone)."""
+def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> dict:
+    """The racing choice (survivors settled on their exact LN: sampled steps plus the exact
+    pass's `rest`, as the job does) against the exact selection; that LN must be the exact
+    run's."""
     from localnat.curate.selection import settle
 
     todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
-    again = np.array([r["local_nat"] for r in rescored], dtype=float)
+    again = np.array(
+        [
+            (np.nansum(np.array(sampled[i]["step_logprobs"], float)) + r["rest_sum"])
+            / sampled[i]["n_steps"]
+            for i, r in zip(todo, rest)
+        ]
+    )
     drift = np.abs(again - np.array([exact[i]["local_nat"] for i in todo])).max(initial=0.0)
     if drift > 1e-4:
         raise SystemExit(f"rescoring is not exact: {drift:.2e} from the exact run")
@@ -116,11 +124,15 @@ def run(cfg, model, tok, rows: list[dict], fractions: list[float], z: float = 3.
     """Score the rows exactly, then at each fraction with and without racing; print two
     table rows per fraction."""
 
-    def score(config, index=None):
-        index = range(len(rows)) if index is None else index
+    def score(config):
         scorer = Scorer(config, model=model, tokenizer=tok)
-        out = scorer.score([rows[i]["prompt"] for i in index], [rows[i]["response"] for i in index])
+        out = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
         return out.to_pylist(), scorer.stats["tokens"]
+
+    def unsampled(config, index):  # racing's exact pass: the steps the sample left out
+        scorer = Scorer(config, model=model, tokenizer=tok)
+        items = [scorer.prepare(rows[i]["prompt"], rows[i]["response"]) for i in index]
+        return scorer.score_unsampled(items), scorer.stats["tokens"]
 
     exact, exact_tokens = score(cfg)
     print(
@@ -140,11 +152,12 @@ def run(cfg, model, tok, rows: list[dict], fractions: list[float], z: float = 3.
         )
         survivors = race_rows(rows, sampled, z)
         todo = survivors.loc[survivors["rescore"], "row_id"].tolist()
-        rescored, more = score(cfg, todo) if todo else ([], 0)  # the exact pass, for real
-        r = racing(rows, exact, survivors, rescored)
+        rest, more = unsampled(replace(cfg, sample_steps=fraction), todo) if todo else ([], 0)
+        r = racing(rows, exact, sampled, survivors, rest)
         print(
             f"| {fraction:g} + racing (z={z:g}) | {100 * (tokens + more) / exact_tokens:.0f}% | "
-            f"as above | {r['rescored_rows']} rows rescored exactly, {r['exact_prompts']} of "
+            f"as above | {r['rescored_rows']} rows' unsampled steps scored, "
+            f"{r['exact_prompts']} of "
             f"{len({row['prompt_id'] for row in rows})} prompts settled by them | "
             f"{100 * r['same_selection']:.0f}% |"
         )

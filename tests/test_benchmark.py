@@ -79,9 +79,12 @@ def test_sampling_benchmark_is_exact_at_full_fraction(capsys):
     )
     assert row and int(row.group(1)) < 60 and int(row.group(4)) > 0, out
     # racing at F = 1: nothing sampled, so nothing to rescore and the exact choice
-    assert "| 1 + racing (z=3) | 100% | as above | 0 rows rescored exactly, 0 of 2 prompts" in out
+    assert (
+        "| 1 + racing (z=3) | 100% | as above | 0 rows' unsampled steps scored, 0 of 2 prompts"
+        in out
+    )
     racing = re.search(
-        r"^\| 0.2 \+ racing \(z=3\) \| (\d+)% \| as above \| (\d+) rows rescored exactly, "
+        r"^\| 0.2 \+ racing \(z=3\) \| (\d+)% \| as above \| (\d+) rows' unsampled steps scored, "
         r"(\d+) of 2 prompts settled by them \| (\d+)% \|",
         out,
         re.M,

@@ -52,14 +52,22 @@ SIGNALS = {
         "mean entropy per token, nats (lower = student more certain)",
     ),
 }
-REDUCE_COLUMNS = [*ID_COLUMNS, *(s.column for s in SIGNALS.values()), "n_response_tokens"]
+REDUCE_COLUMNS = [
+    *ID_COLUMNS,
+    *(s.column for s in SIGNALS.values()),
+    "local_nat_se",  # racing's bounds (0 when exact)
+    "n_response_tokens",
+]
 # What selection adds to an input row in selected/.
 SELECTED_COLUMNS = [
     "row_id",
     *(s.column for s in SIGNALS.values()),
     "n_candidates",
     "selected_by",
+    "settled_by",  # under step sampling: whether the sample or the exact pass chose (§5.2)
 ]
+# What racing's exact pass writes per row under race/scores/ (docs/method.md §5.2).
+UNSAMPLED_COLUMNS = ["row_id", "content_hash", "n_response_tokens", "rest_sum", "rest_steps"]
 # The scorer's per-row status columns; the job turns them into reject_reason.
 STATUS_COLUMNS = ("status", "error")
 

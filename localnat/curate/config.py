@@ -86,6 +86,14 @@ class CurateConfig:
         group=_SEL,
         choices=("local", "global", "rsr", "random"),
     )
+    race_z: float = option(
+        3.0,
+        "with --sample-steps and --select-by local: per prompt, the candidates whose "
+        "LN + z se reaches the best LN - z se get their unsampled steps scored, and the "
+        "choice is made on exact LN (docs/method.md §5.2)",
+        group=_SEL,
+        metavar="Z",
+    )
     seed: int = option(0, "bootstrap and random selection", group=_SEL)
     min_matched_share: float = option(
         0.5,
@@ -149,6 +157,8 @@ class CurateConfig:
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
         if self.actors < 1 or self.commit_rows < 1:
             raise OptionError("actors and commit-rows: must be >= 1")
+        if not self.race_z >= 0:  # NaN too
+            raise OptionError(f"race-z: must be >= 0, got {self.race_z}")
         if not 0 <= self.min_matched_share <= 1:
             raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:

@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote, urlparse
 
@@ -327,15 +327,19 @@ def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | N
     return read_parquet_files([f for f in list_files(uri) if f.endswith(".parquet")], columns)
 
 
-def read_parquet_files(uris: list[str], columns: list[str] | None = None) -> pa.Table | None:
+def read_parquet_files(
+    uris: list[str], columns: list[str] | None = None, each: Callable | None = None
+) -> pa.Table | None:
     """The given Parquet files as one table (read in parallel: object stores are slow per
-    call); None for no file."""
+    call); `each` maps every file's table before they are joined (a filter keeps the
+    memory that of the rows kept); None for no file."""
     if not uris:
         return None
 
     def read(uri):
         fs, path = filesystem(uri)
-        return pq.read_table(path, filesystem=fs, columns=columns)
+        table = pq.read_table(path, filesystem=fs, columns=columns)
+        return table if each is None else each(table)
 
     with ThreadPoolExecutor(16) as pool:
         tables = list(pool.map(read, sorted(uris)))

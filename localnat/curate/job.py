@@ -54,6 +54,7 @@ from .io import (
 )
 from .leaderboard import leaderboard
 from .progress import Progress, start_ray, uninterrupted
+from .racing import raced_selection, racing
 from .report import markdown, png, summary_table
 from .runs import show_run
 from .selection import duplicates, select, write_selected
@@ -210,9 +211,23 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
             pa.Table.from_pandas(dups, preserve_index=False), join(run_dir, "duplicates.parquet")
         )
     df = df[~df["row_id"].isin(dups["row_id"])]
-    chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
     board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share)
     timings["reduce"] = time.time() - t
+    raced = {}
+    if racing(cfg):  # sampled LN: the choice is made exact where the sample cannot make it
+        t = time.time()
+        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, log)
+        timings["race"] = time.time() - t
+        by = chosen["settled_by"].value_counts()
+        log(
+            f"racing (z={cfg.race_z:g}): {raced['race_rescored']} of {raced['race_survivors']} "
+            f"survivors rescored exactly; {by.get('sample', 0)} prompts settled by the sample, "
+            f"{by.get('exact', 0)} by the exact pass"
+        )
+        raced["prompts_settled_by_sample"] = int(by.get("sample", 0))
+        raced["prompts_settled_by_exact"] = int(by.get("exact", 0))
+    else:
+        chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
     log(
         f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
         f"{len(chosen)} selected by {cfg.select_by}, {len(dups)} duplicates"
@@ -261,6 +276,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
             "matched_prompts": board["n_matched_prompts"],
             "selected": len(chosen),
             "duplicates": len(dups),
+            **raced,
             **resumed,
         },
         "report_errors": report_errors,
@@ -380,6 +396,8 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
             "gpus_per_actor": cfg.gpus_per_actor,
             "call_tokens": cfg.call_tokens,
             "select_by": cfg.select_by,
+            "sample_steps": cfg.score.sample_steps,
+            "race_z": cfg.race_z if racing(cfg) else None,  # the exact pass after sampling
             "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
         },
     }
@@ -424,9 +442,18 @@ def total_rows(todo, file_rows: dict, chunks: dict) -> int | None:
     return max(n - done, 0) or None
 
 
-def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None, cache=None):
+def stream(
+    todo,
+    cfg: CurateConfig,
+    run_dir: str,
+    skip: dict,
+    rows: int | None,
+    cache=None,
+    only: dict | None = None,
+):
     """Run the Ray pipeline over the files to do; commit each chunk of rows as soon as all
-    its rows are written. Returns the response tokens scored (cache hits not counted)."""
+    its rows are written. `rows`: how many, for the ETA; `only`: racing's exact pass (see
+    `pipeline.build`). Returns the response tokens scored (cache hits not counted)."""
     from .pipeline import build
 
     start_ray(cfg)
@@ -442,7 +469,7 @@ def stream(todo, cfg: CurateConfig, run_dir: str, skip: dict, rows: int | None, 
     uris = {i: uri for i, uri, _ in todo}
     tokens = 0
     calls: dict[str, tuple[int, int, str]] = {}  # call id -> (rows, est. tokens, actor)
-    graph = build(todo, cfg, run_dir, skip, cache)
+    graph = build(todo, cfg, run_dir, skip, cache, only)
     batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
     with Progress(len(todo), rows, log) as progress:
         for batch in batches:

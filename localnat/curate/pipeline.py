@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..scoring.prepare import Prepared, Preparer
+from ..scoring.schema import UNSAMPLED_SCHEMA
 from ..scoring.student import load_tokenizer
 from .cache import HIT_CALL_TOKENS, Lookup, write_part
-from .columns import REJECT_COLUMNS, result_columns, score_columns
+from .columns import REJECT_COLUMNS, STATUS_COLUMNS, UNSAMPLED_COLUMNS, score_columns
 from .config import CurateConfig
 from .io import hive_columns, join, read_rows, write_table
 from .records import file_reject, normalize
@@ -47,14 +48,23 @@ def build(
     run_dir: str,
     skip: dict,
     cache: tuple[str, list[str]] | None = None,
+    rows: dict[int, list[int]] | None = None,
 ):
     """Dataset of per-chunk write counts; iterating it runs the job. `skip`: file index ->
-    chunks already committed; `cache`: the cache namespace and its readable parts."""
+    chunks already committed; `cache`: the cache namespace and its readable parts; `rows`:
+    racing's exact pass (file index -> the row numbers to read, no others), which scores
+    only the steps each row's sample left out (`Scorer.score_unsampled`)."""
     import ray.data
 
     ds = ray.data.from_items(
         [
-            {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, [])}
+            {
+                "file_index": i,
+                "uri": uri,
+                "root": root,
+                "skip": skip.get(i, []),
+                "rows": None if rows is None else rows[i],
+            }
             for i, uri, root in files
         ],
         override_num_blocks=max(1, len(files)),  # blocks follow files
@@ -80,7 +90,12 @@ def build(
         Score,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "run_dir": run_dir, "cache": cache and cache[0]},
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "run_dir": run_dir,
+            "cache": cache and cache[0],
+            "unsampled": rows is not None,
+        },
         # One call in flight per actor: a long call never holds short ones in its queue.
         compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
@@ -144,7 +159,7 @@ class Prepare:
         table = table.append_column("oom_splits", pa.array([0] * n, pa.int64()))
         table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
         table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
-        counts = write_parts(table, self.run_dir, self.cfg)
+        counts = write_parts(table, self.run_dir, score_columns(self.cfg.score))
         counts = counts.append_column("actor", pa.array(["cache"] * counts.num_rows))
         return _call_row([counts], 0, cached=True, call_id=call_id)
 
@@ -196,10 +211,12 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
     """Read + validate, in file order, in commit chunks of `cfg.commit_rows` rows (see
     `Chunker`). Chunks in `skip` were committed by an earlier attempt: their rows are read
     past, not emitted. An unreadable file (or the unreadable rest of one) becomes one reject
-    row after the rows read."""
+    row after the rows read. With `rows` (racing's exact pass) only those rows are read,
+    chunked among themselves."""
     wanted = [*cfg.columns.values()] + ([cfg.score.step_column] if cfg.score.step_column else [])
     for item in batch.to_pylist():
         index, uri = item["file_index"], item["uri"]
+        only = None if item.get("rows") is None else set(item["rows"])
         hive = hive_columns(uri, item["root"])
         chunker = Chunker(
             cfg.commit_rows,
@@ -211,7 +228,8 @@ def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
         try:
             for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
                 for row in rows:
-                    yield from chunker.add(row)
+                    if only is None or row[0] in only:
+                        yield from chunker.add(row)
         except BAD_FILE as err:  # a corrupt file is a reject row; an I/O error is raised
             if isinstance(err, OSError):
                 raise
@@ -319,8 +337,10 @@ class Score:
     """GPU (or CPU) stage: one student per actor, loaded once; scores one call and writes
     its rows (`write_parts`), returning the per-chunk counts."""
 
-    def __init__(self, cfg: CurateConfig, run_dir: str, cache: str | None = None):
-        self.cfg, self.run_dir, self.cache = cfg, run_dir, cache
+    def __init__(
+        self, cfg: CurateConfig, run_dir: str, cache: str | None = None, unsampled: bool = False
+    ):
+        self.cfg, self.run_dir, self.cache, self.unsampled = cfg, run_dir, cache, unsampled
         import torch
 
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
@@ -329,6 +349,12 @@ class Score:
         from ..scoring.api import Scorer  # torch: only in the actors that score
 
         self.scorer = Scorer(cfg.score)
+        if unsampled:  # racing's exact pass: the steps each row's sample left out
+            self.method, self.schema = self.scorer.score_unsampled, UNSAMPLED_SCHEMA
+            self.columns = UNSAMPLED_COLUMNS
+        else:
+            self.method, self.schema = self.scorer.score_prepared, self.scorer.schema
+            self.columns = score_columns(cfg.score)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
@@ -336,7 +362,7 @@ class Score:
         table = self.score(batch)
         if self.cache is not None:  # after the parts it repeats: a retry rescoring is fine
             write_part(self.cache, table, self.cfg)
-        counts = write_parts(table, self.run_dir, self.cfg)
+        counts = write_parts(table, self.run_dir, self.columns)
         actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
         return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
 
@@ -359,10 +385,10 @@ class Score:
             )
         before = dict(self.scorer.stats)
         try:
-            results = self.scorer.score_prepared(items)
+            results = self.method(items)
         except Exception:  # noqa: BLE001 - find the row that fails, keep the others
             results = [self._score_one(item) for item in items]
-        scores = pa.Table.from_pylist(results, schema=self.scorer.schema)
+        scores = pa.Table.from_pylist(results, schema=self.schema)
         reasons = [r.get("error") for r in results]
         table = table.drop_columns(_TOKEN_COLUMNS)
         table = table.set_column(
@@ -370,8 +396,9 @@ class Score:
             "reject_reason",
             pa.array(reasons, pa.string()),
         )
-        for name in result_columns(self.scorer.cfg):
-            table = table.append_column(name, scores.column(name))
+        for name in self.schema.names:
+            if name not in STATUS_COLUMNS:
+                table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
         splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
         table = table.append_column("oom_splits", pa.array(splits, pa.int64()))
@@ -379,7 +406,7 @@ class Score:
 
     def _score_one(self, item: Prepared) -> dict:
         try:
-            return self.scorer.score_prepared([item])[0]
+            return self.method([item])[0]
         except Exception as err:  # noqa: BLE001
             return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
 
@@ -391,9 +418,9 @@ def _with_call(table: pa.Table, batch: pa.Table) -> pa.Table:
     return table
 
 
-def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
-    """Write this batch's rows under scores/ and rejects/, one part per commit chunk
-    (f000012-c000003-<uuid>.parquet); return per-chunk counts for the driver."""
+def write_parts(table: pa.Table, run_dir: str, columns: list[str]) -> pa.Table:
+    """Write this batch's rows under scores/ (`columns`) and rejects/, one part per commit
+    chunk (f000012-c000003-<uuid>.parquet); return per-chunk counts for the driver."""
     counts = []
     rejected = pc.is_valid(table.column("reject_reason"))
     keys = zip(table.column("file_index").to_pylist(), table.column("chunk").to_pylist())
@@ -406,7 +433,7 @@ def write_parts(table: pa.Table, run_dir: str, cfg: CurateConfig) -> pa.Table:
         bad = table.filter(pc.and_(mine, rejected))
         parts = []
         if scored.num_rows:
-            write_table(scored.select(score_columns(cfg.score)), join(run_dir, "scores", part))
+            write_table(scored.select(columns), join(run_dir, "scores", part))
             parts.append(f"scores/{part}")
         if bad.num_rows:
             write_table(bad.select(REJECT_COLUMNS), join(run_dir, "rejects", part))

@@ -67,7 +67,7 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
 
     `by="random"` draws a seeded candidate per prompt through the same code path.
     Returns prompt_id, teacher and SELECTED_COLUMNS (row_id, every signal, n_candidates,
-    selected_by).
+    selected_by, settled_by: null here).
     """
     cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
     cand = cand.copy()
@@ -80,6 +80,7 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     n = cand.groupby("prompt_id").size().rename("n_candidates")
     best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")
     best["selected_by"] = by
+    best["settled_by"] = None  # set by `settle` when the choice raced
     return best[["prompt_id", "teacher", *SELECTED_COLUMNS]].reset_index(drop=True)
 
 

@@ -85,8 +85,9 @@ class Scorer:
         """Racing's exact pass (docs/method.md §5.2): per item, the first setting's steps its
         sample left out (the same seeded draw as `score_prepared`), and nothing else: the
         global pass only where such a step reads from it. Returns per item `rest_sum` (the
-        sum of those steps' scores) and `rest_steps` (their number); with the sampled
-        steps' scores (`step_logprobs`) they give the exact LN."""
+        sum of those steps' scores), `rest_steps` (their number) and `n_response_tokens`;
+        with the sampled steps' scores (`step_logprobs`) they give the exact LN. Schema:
+        `schema.UNSAMPLED_SCHEMA`."""
         if self.cfg.sample_steps is None:
             raise ValueError("score_unsampled needs sample_steps: an exact run samples nothing")
         plans, samples, errors = self._plans(items)
@@ -115,6 +116,7 @@ class Scorer:
                 {
                     "status": "ok",
                     "error": None,
+                    "n_response_tokens": len(items[r].response_ids),
                     "rest_sum": float(means[left[r]].sum()),
                     "rest_steps": int(left[r].sum()),
                 }

@@ -35,3 +35,15 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("window_truncated", pa.bool_()),
         ]
     )
+
+
+# `Scorer.score_unsampled`: racing's exact pass over the steps a sample left out
+UNSAMPLED_SCHEMA = pa.schema(
+    [
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("n_response_tokens", pa.int64()),
+        ("rest_sum", pa.float64()),
+        ("rest_steps", pa.int64()),
+    ]
+)
