@@ -48,7 +48,7 @@ def runs(ray_local, tiny_student, tmp_path_factory):
     (tmp / "in").mkdir()
     corpus().to_parquet(tmp / "in" / "corpus.parquet")
     exact = run_job(config(tiny_student, tmp, "exact"))
-    raced = run_job(config(tiny_student, tmp, "raced", **RACED))
+    raced = run_job(config(tiny_student, tmp, "raced", cache=tmp / "cache", **RACED))
     return tmp, exact, raced
 
 
@@ -97,6 +97,26 @@ def test_exact_runs_do_not_race(runs):
     assert "race_survivors" not in exact["counts"] and not (tmp / "out" / "exact" / "race").exists()
 
 
+def test_a_night_with_the_cache_reuses_the_exact_pass(runs, tiny_student):
+    """The score cache holds the exact pass's results too (a namespace of their own): a
+    second night over the same rows scores nothing, and chooses the same responses."""
+    tmp, _, raced = runs
+    again = run_job(config(tiny_student, tmp, "night2", cache=tmp / "cache", **RACED))
+    c = again["counts"]
+    assert c["cache_hits"] == raced["counts"]["scored"] and c["cache_misses"] == 0
+    assert c["race_rescored"] == raced["counts"]["race_rescored"] > 0
+    assert c["race_response_tokens"] == 0  # every survivor's unsampled steps: from the cache
+    namespaces = [p.name for p in (tmp / "cache").iterdir()]
+    assert len(namespaces) == 2  # the sampled scores, and the exact pass's
+    first, second = (
+        read_parquet_dir(str(tmp / "out" / run / "selected")).to_pandas().sort_values("row_id")
+        for run in ("raced", "night2")
+    )
+    pd.testing.assert_frame_equal(
+        first.reset_index(drop=True), second.reset_index(drop=True), check_exact=True
+    )
+
+
 def test_racing_resumes_and_restarts_on_another_z(runs, tiny_student):
     """A run killed in its exact pass redoes only the chunks not committed; a rerun with
     another --race-z starts race/ again (it is the run's own)."""
@@ -108,7 +128,7 @@ def test_racing_resumes_and_restarts_on_another_z(runs, tiny_student):
     (run_dir / "manifest.json").unlink()  # as if killed after the first exact-pass chunk
     for marker in markers[1:]:
         marker.unlink()
-    cfg = dict(RACED)
+    cfg = dict(RACED, cache=tmp / "cache")
     again = run_job(config(tiny_student, tmp, "raced", **cfg))
     after = read_parquet_dir(str(run_dir / "selected")).to_pandas().sort_values("prompt_id")
     pd.testing.assert_frame_equal(

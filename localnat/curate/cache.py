@@ -41,28 +41,32 @@ HIT_CALL_TOKENS = 2_000_000
 _PARTS_HELD = 8  # cache parts an actor keeps read (hits come in runs from the same parts)
 
 
-def namespace(cfg: CurateConfig, fingerprint: str) -> str:
+def namespace(cfg: CurateConfig, fingerprint: str, columns: list[str] | None = None) -> str:
     """The cache directory of this student and these settings. The student's path is left
-    out (the same weights elsewhere hit); its fingerprint and revision are in."""
+    out (the same weights elsewhere hit); its fingerprint and revision are in. `columns`:
+    what the namespace holds, the score columns unless said (racing's exact pass holds its
+    own, `UNSAMPLED_RESULTS`): other columns, another namespace."""
     settings = score_settings(cfg, NOT_SCORES | {"student"})
     settings["student_fingerprint"] = fingerprint
-    settings["columns"] = result_columns(cfg.score)  # a version with other columns: anew
+    settings["columns"] = columns or result_columns(cfg.score)
     text = json.dumps(settings, sort_keys=True, default=str)
     digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
     return join(cfg.cache, f"{VERSION}-{digest}")
 
 
 def open_namespace(
-    cfg: CurateConfig, fingerprint: str, log, write: bool = True
+    cfg: CurateConfig, fingerprint: str, log, write: bool = True, columns: list[str] | None = None
 ) -> tuple[str, list[str]]:
-    """The namespace and its readable parts (each part's footer read, in parallel); an
-    unreadable part is reported here, once, and left out: its rows are misses."""
-    ns = namespace(cfg, fingerprint)
+    """The namespace (of `columns`, see `namespace`) and its readable parts (each part's
+    footer read, in parallel); an unreadable part is reported here, once, and left out: its
+    rows are misses."""
+    ns = namespace(cfg, fingerprint, columns)
     if write and read_text(join(ns, "settings.json")) is None:
         about = {
             "student": cfg.score.student or "default",
             "student_fingerprint": fingerprint,
             "settings": score_settings(cfg, NOT_SCORES),
+            "columns": columns or result_columns(cfg.score),
         }
         write_text(join(ns, "settings.json"), redact(json.dumps(about, indent=2, default=str)))
     parts = [u for u in list_files(join(ns, "parts")) if u.endswith(".parquet")]
@@ -111,9 +115,9 @@ class Lookup:
     """The keys of every readable part (sorted, deduped: the earliest part wins) and the
     parts themselves, read when a hit needs them. Built once per Prepare actor."""
 
-    def __init__(self, parts: list[str], cfg: CurateConfig, log=print):
+    def __init__(self, parts: list[str], cfg: CurateConfig, log=print, columns=None):
         self.parts, self.cfg, self.log = parts, cfg, log
-        self.columns = result_columns(cfg.score)
+        self.columns = columns or result_columns(cfg.score)
         self.bad: set[int] = set()
         self.held: dict[int, pa.Table] = {}
 
@@ -214,12 +218,13 @@ def _take_grouped(values: dict[int, pa.Table], part: np.ndarray, row: np.ndarray
     return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
-def write_part(ns: str, table: pa.Table, cfg: CurateConfig) -> None:
-    """Append the freshly scored rows of a call (not rejected, not reused) to the cache."""
+def write_part(ns: str, table: pa.Table, columns: list[str]) -> None:
+    """Append the freshly scored rows of a call (not rejected, not reused) to the cache:
+    their key and `columns`."""
     fresh = table.filter(
         pc.and_(pc.is_null(table.column("reject_reason")), pc.invert(table.column("reused")))
     )
     if not fresh.num_rows:
         return
     name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
-    write_table(fresh.select([KEY, *result_columns(cfg.score)]), join(ns, "parts", name))
+    write_table(fresh.select([KEY, *columns]), join(ns, "parts", name))

@@ -66,8 +66,10 @@ SELECTED_COLUMNS = [
     "selected_by",
     "settled_by",  # under step sampling: whether the sample or the exact pass chose (§5.2)
 ]
-# What racing's exact pass writes per row under race/scores/ (docs/method.md §5.2).
-UNSAMPLED_COLUMNS = ["row_id", "content_hash", "n_response_tokens", "rest_sum", "rest_steps"]
+# What racing's exact pass gives per row (its cache holds these), and writes under
+# race/scores/ (docs/method.md §5.2).
+UNSAMPLED_RESULTS = ["n_response_tokens", "rest_sum", "rest_steps"]
+UNSAMPLED_COLUMNS = ["row_id", "content_hash", *UNSAMPLED_RESULTS]
 # The scorer's per-row status columns; the job turns them into reject_reason.
 STATUS_COLUMNS = ("status", "error")
 

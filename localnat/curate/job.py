@@ -216,7 +216,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
     raced = {}
     if racing(cfg):  # sampled LN: the choice is made exact where the sample cannot make it
         t = time.time()
-        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, log)
+        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, fingerprint, log)
         timings["race"] = time.time() - t
         by = chosen["settled_by"].value_counts()
         log(

@@ -29,7 +29,13 @@ from ..scoring.prepare import Prepared, Preparer
 from ..scoring.schema import UNSAMPLED_SCHEMA
 from ..scoring.student import load_tokenizer
 from .cache import HIT_CALL_TOKENS, Lookup, write_part
-from .columns import REJECT_COLUMNS, STATUS_COLUMNS, UNSAMPLED_COLUMNS, score_columns
+from .columns import (
+    REJECT_COLUMNS,
+    UNSAMPLED_COLUMNS,
+    UNSAMPLED_RESULTS,
+    result_columns,
+    score_columns,
+)
 from .config import CurateConfig
 from .io import hive_columns, join, read_rows, write_table
 from .records import file_reject, normalize
@@ -77,6 +83,7 @@ def build(
             "cfg": cfg,
             "run_dir": run_dir,
             "cache_parts": cache[1] if cache else None,
+            "unsampled": rows is not None,
         },
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
@@ -111,10 +118,19 @@ class Prepare:
     as one row holding its rows as Arrow IPC bytes, so the work of one Score call is bounded
     by tokens, never by rows."""
 
-    def __init__(self, cfg: CurateConfig, run_dir: str, cache_parts: list[str] | None = None):
+    def __init__(
+        self,
+        cfg: CurateConfig,
+        run_dir: str,
+        cache_parts: list[str] | None = None,
+        unsampled: bool = False,
+    ):
         self.cfg, self.run_dir = cfg, run_dir
         self._tokenize: Tokenize | None = None  # loaded at the first miss: a night of hits
-        self.lookup = Lookup(cache_parts, cfg) if cache_parts is not None else None
+        self.results, self.written = outputs(cfg, unsampled)
+        self.lookup = None
+        if cache_parts is not None:
+            self.lookup = Lookup(cache_parts, cfg, columns=self.results)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, tokens = [], 0
@@ -159,7 +175,7 @@ class Prepare:
         table = table.append_column("oom_splits", pa.array([0] * n, pa.int64()))
         table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
         table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
-        counts = write_parts(table, self.run_dir, score_columns(self.cfg.score))
+        counts = write_parts(table, self.run_dir, self.written)
         counts = counts.append_column("actor", pa.array(["cache"] * counts.num_rows))
         return _call_row([counts], 0, cached=True, call_id=call_id)
 
@@ -349,20 +365,18 @@ class Score:
         from ..scoring.api import Scorer  # torch: only in the actors that score
 
         self.scorer = Scorer(cfg.score)
-        if unsampled:  # racing's exact pass: the steps each row's sample left out
-            self.method, self.schema = self.scorer.score_unsampled, UNSAMPLED_SCHEMA
-            self.columns = UNSAMPLED_COLUMNS
-        else:
-            self.method, self.schema = self.scorer.score_prepared, self.scorer.schema
-            self.columns = score_columns(cfg.score)
+        self.results, self.written = outputs(cfg, unsampled)
+        # racing's exact pass scores the steps each row's sample left out
+        self.method = self.scorer.score_unsampled if unsampled else self.scorer.score_prepared
+        self.schema = UNSAMPLED_SCHEMA if unsampled else self.scorer.schema
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
             return _read_call(batch)  # hits, written by Prepare: their counts
         table = self.score(batch)
         if self.cache is not None:  # after the parts it repeats: a retry rescoring is fine
-            write_part(self.cache, table, self.cfg)
-        counts = write_parts(table, self.run_dir, self.columns)
+            write_part(self.cache, table, self.results)
+        counts = write_parts(table, self.run_dir, self.written)
         actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
         return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
 
@@ -396,9 +410,8 @@ class Score:
             "reject_reason",
             pa.array(reasons, pa.string()),
         )
-        for name in self.schema.names:
-            if name not in STATUS_COLUMNS:
-                table = table.append_column(name, scores.column(name))
+        for name in self.results:
+            table = table.append_column(name, scores.column(name))
         oom = self.scorer.stats["oom_splits"] - before["oom_splits"]
         splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
         table = table.append_column("oom_splits", pa.array(splits, pa.int64()))
@@ -416,6 +429,14 @@ def _with_call(table: pa.Table, batch: pa.Table) -> pa.Table:
         value = batch.column(name)[0]
         table = table.append_column(name, pa.array([value.as_py()] * table.num_rows, value.type))
     return table
+
+
+def outputs(cfg: CurateConfig, unsampled: bool) -> tuple[list[str], list[str]]:
+    """The scorer's result columns (what the cache holds) and the columns written to scores/,
+    of a first pass or of racing's exact pass (`unsampled`)."""
+    if unsampled:
+        return UNSAMPLED_RESULTS, UNSAMPLED_COLUMNS
+    return result_columns(cfg.score), score_columns(cfg.score)
 
 
 def write_parts(table: pa.Table, run_dir: str, columns: list[str]) -> pa.Table:

@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import UNSAMPLED_COLUMNS
+from .cache import open_namespace
+from .columns import UNSAMPLED_COLUMNS, UNSAMPLED_RESULTS
 from .commit import committed_chunks, completed_files, remove_uncommitted
 from .config import CurateConfig
 from .io import delete, join, list_files, read_parquet_files, read_text, write_text
@@ -33,10 +34,13 @@ def racing(cfg: CurateConfig) -> bool:
     return cfg.score.sample_steps is not None and cfg.select_by == "local"
 
 
-def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, log):
+def raced_selection(
+    files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, fingerprint: str, log
+):
     """The racing choice per prompt (`settle`'s columns, `settled_by` set) and counts:
     survivors, rows rescored, rows whose exact pass failed (their sampled LN is kept and
-    their prompt says `sample`), the student's response tokens in the exact pass."""
+    their prompt says `sample`), the student's response tokens in the exact pass (cache
+    hits not counted). `fingerprint`: the student's, for the cache."""
     correct_only = cfg.correct_column is not None
     survivors = race(df, cfg.race_z, correct_only=correct_only)
     todo = survivors.loc[survivors["rescore"], ["row_id", "file_index", "source", "content_hash"]]
@@ -44,7 +48,9 @@ def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, ch
     stats["race_response_tokens"] = 0
     exact = pd.DataFrame({"row_id": [], "local_nat": []})
     if len(todo):
-        exact, stats["race_response_tokens"] = _exact_pass(files, todo, cfg, run_dir, chunks, log)
+        exact, stats["race_response_tokens"] = _exact_pass(
+            files, todo, cfg, run_dir, chunks, fingerprint, log
+        )
     failed = ~todo["row_id"].isin(exact["row_id"])
     if failed.any():
         stats["race_failed"] = int(failed.sum())
@@ -64,9 +70,11 @@ def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, ch
     return chosen, stats
 
 
-def _exact_pass(files, todo: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, log):
-    """Score the unsampled steps of `todo`'s rows (a Ray pass like the first, into race/);
-    returns their exact LN (row_id, local_nat) and the response tokens this attempt scored."""
+def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, fingerprint: str, log):
+    """Score the unsampled steps of `todo`'s rows (a Ray pass like the first, into race/,
+    through the score cache's namespace of these results when there is a cache: a night
+    rescores only new survivors); returns their exact LN (row_id, local_nat) and the
+    response tokens this attempt scored."""
     from .job import stream  # the job's own streaming and commit loop
 
     race_dir = join(run_dir, RACE_DIR)
@@ -85,7 +93,10 @@ def _exact_pass(files, todo: pd.DataFrame, cfg: CurateConfig, run_dir: str, chun
         n = sum(len(rows[i]) for i, _, _ in pending)
         n -= sum(c["scored"] + c["rejected"] for (f, _), c in done.items() if f in rows)
         log(f"racing: {len(todo)} rows need their unsampled steps scored ({n} to do)")
-        tokens, _ = stream(pending, cfg, race_dir, skip, n, None, only=rows)
+        cache = None
+        if cfg.cache:
+            cache = open_namespace(cfg, fingerprint, log, columns=UNSAMPLED_RESULTS)
+        tokens, _ = stream(pending, cfg, race_dir, skip, n, cache, only=rows)
     done = committed_chunks(race_dir)
     parts = [join(race_dir, p) for d in done.values() for p in d["parts"]]
     rest = read_parquet_files([p for p in parts if "/scores/" in p], UNSAMPLED_COLUMNS)
