@@ -178,7 +178,11 @@ def parse_args(argv):
         help="instead: step sampling at these fractions against exact scoring (jobs/sampling.py)",
     )
     ap.add_argument(
-        "--race-z", type=float, default=3.0, help="with --sampling: the racing margin in se"
+        "--race-z",
+        type=float,
+        nargs="+",
+        default=[3.0],
+        help="with --sampling: racing margins in se, a racing row each",
     )
     return ap.parse_args(argv)
 

@@ -120,9 +120,9 @@ def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> d
     }
 
 
-def run(cfg, model, tok, rows: list[dict], fractions: list[float], z: float = 3.0) -> None:
-    """Score the rows exactly, then at each fraction with and without racing; print two
-    table rows per fraction."""
+def run(cfg, model, tok, rows: list[dict], fractions: list[float], zs=(3.0,)) -> None:
+    """Score the rows exactly, then at each fraction without racing and racing at each z
+    (each z its own exact pass); print a table row for each."""
 
     def score(config):
         scorer = Scorer(config, model=model, tokenizer=tok)
@@ -150,14 +150,16 @@ def run(cfg, model, tok, rows: list[dict], fractions: list[float], z: float = 3.
             f"{calibration} of {c['sampled_rows']} sampled rows | "
             f"{100 * c['same_selection']:.0f}% |"
         )
-        survivors = race_rows(rows, sampled, z)
-        todo = survivors.loc[survivors["rescore"], "row_id"].tolist()
-        rest, more = unsampled(replace(cfg, sample_steps=fraction), todo) if todo else ([], 0)
-        r = racing(rows, exact, sampled, survivors, rest)
-        print(
-            f"| {fraction:g} + racing (z={z:g}) | {100 * (tokens + more) / exact_tokens:.0f}% | "
-            f"as above | {r['rescored_rows']} rows' unsampled steps scored, "
-            f"{r['exact_prompts']} of "
-            f"{len({row['prompt_id'] for row in rows})} prompts settled by them | "
-            f"{100 * r['same_selection']:.0f}% |"
-        )
+        for z in zs:
+            survivors = race_rows(rows, sampled, z)
+            todo = survivors.loc[survivors["rescore"], "row_id"].tolist()
+            sampled_cfg = replace(cfg, sample_steps=fraction)
+            rest, more = unsampled(sampled_cfg, todo) if todo else ([], 0)
+            r = racing(rows, exact, sampled, survivors, rest)
+            print(
+                f"| {fraction:g} + racing (z={z:g}) | "
+                f"{100 * (tokens + more) / exact_tokens:.0f}% | as above | "
+                f"{r['rescored_rows']} rows' unsampled steps scored, {r['exact_prompts']} of "
+                f"{len({row['prompt_id'] for row in rows})} prompts settled by them | "
+                f"{100 * r['same_selection']:.0f}% |"
+            )
