@@ -77,6 +77,10 @@ def test_racing_chooses_on_exact_scores(runs):
 
     c = raced["counts"]
     by = selected["settled_by"].value_counts()
+    assert (
+        f"racing: {c['race_rescored']} of {c['race_survivors']} survivors' unsampled steps "
+        f"scored; prompts settled by the sample {by['sample']}, by the exact pass {by['exact']}"
+    ) in raced["report"]
     assert c["prompts_settled_by_sample"] == by["sample"]
     assert c["prompts_settled_by_exact"] == by["exact"]
     assert c["race_survivors"] == len(survivors) and c["race_failed"] == 0

@@ -214,6 +214,16 @@ def summary_table(board: dict, manifest: dict) -> str:
             if "cache_misses" in c
             else []
         ),
+        *(
+            [
+                f"racing: {c['race_rescored']} of {c['race_survivors']} survivors' unsampled "
+                f"steps scored; prompts settled by the sample {c['prompts_settled_by_sample']}, "
+                f"by the exact pass {c['prompts_settled_by_exact']}"
+                + (f"; {c['race_failed']} rows failed it" if c["race_failed"] else "")
+            ]
+            if "race_survivors" in c
+            else []
+        ),
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (none scored)'} "
         "response tokens/s",
     ]
