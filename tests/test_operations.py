@@ -248,7 +248,7 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
     bad = Preparer(tok, cfg)("Q?", poison)
     scorer.score_prepared = fragile
     stage = Score.__new__(Score)
-    stage.scorer = scorer
+    stage._use(scorer, unsampled=False)
     prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
     table = pa.table(
         {

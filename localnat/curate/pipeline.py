@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..scoring.config import ScoreConfig
 from ..scoring.prepare import Prepared, Preparer
 from ..scoring.schema import UNSAMPLED_SCHEMA
 from ..scoring.student import load_tokenizer
@@ -127,7 +128,7 @@ class Prepare:
     ):
         self.cfg, self.run_dir = cfg, run_dir
         self._tokenize: Tokenize | None = None  # loaded at the first miss: a night of hits
-        self.results, self.written = outputs(cfg, unsampled)
+        self.results, self.written = outputs(cfg.score, unsampled)
         self.lookup = None
         if cache_parts is not None:
             self.lookup = Lookup(cache_parts, cfg, columns=self.results)
@@ -364,11 +365,15 @@ class Score:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
         from ..scoring.api import Scorer  # torch: only in the actors that score
 
-        self.scorer = Scorer(cfg.score)
-        self.results, self.written = outputs(cfg, unsampled)
-        # racing's exact pass scores the steps each row's sample left out
-        self.method = self.scorer.score_unsampled if unsampled else self.scorer.score_prepared
-        self.schema = UNSAMPLED_SCHEMA if unsampled else self.scorer.schema
+        self._use(Scorer(cfg.score), unsampled)
+
+    def _use(self, scorer, unsampled: bool) -> None:
+        """Score with `scorer`: whole rows, or the steps each row's sample left out (racing's
+        exact pass, `unsampled`)."""
+        self.scorer = scorer
+        self.method = scorer.score_unsampled if unsampled else scorer.score_prepared
+        self.schema = UNSAMPLED_SCHEMA if unsampled else scorer.schema
+        self.results, self.written = outputs(scorer.cfg, unsampled)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
@@ -431,12 +436,12 @@ def _with_call(table: pa.Table, batch: pa.Table) -> pa.Table:
     return table
 
 
-def outputs(cfg: CurateConfig, unsampled: bool) -> tuple[list[str], list[str]]:
+def outputs(score: ScoreConfig, unsampled: bool) -> tuple[list[str], list[str]]:
     """The scorer's result columns (what the cache holds) and the columns written to scores/,
     of a first pass or of racing's exact pass (`unsampled`)."""
     if unsampled:
         return UNSAMPLED_RESULTS, UNSAMPLED_COLUMNS
-    return result_columns(cfg.score), score_columns(cfg.score)
+    return result_columns(score), score_columns(score)
 
 
 def write_parts(table: pa.Table, run_dir: str, columns: list[str]) -> pa.Table:
