@@ -90,13 +90,14 @@ def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, fingerprin
     pending = [f for f in files if f[0] in rows and f[0] not in finished]
     tokens = 0
     if pending:
-        n = sum(len(rows[i]) for i, _, _ in pending)
-        n -= sum(c["scored"] + c["rejected"] for (f, _), c in done.items() if f in rows)
+        todo_files = {i for i, _, _ in pending}
+        n = sum(len(rows[i]) for i in todo_files)
+        n -= sum(c["scored"] + c["rejected"] for (f, _), c in done.items() if f in todo_files)
         log(f"racing: {len(todo)} rows need their unsampled steps scored ({n} to do)")
         cache = None
         if cfg.cache:
             cache = open_namespace(cfg, fingerprint, log, columns=UNSAMPLED_RESULTS)
-        tokens, _ = stream(pending, cfg, race_dir, skip, n, cache, only=rows)
+        tokens, _ = stream(pending, cfg, race_dir, skip, max(n, 0) or None, cache, only=rows)
     done = committed_chunks(race_dir)
     parts = [join(race_dir, p) for d in done.values() for p in d["parts"]]
     rest = read_parquet_files([p for p in parts if "/scores/" in p], UNSAMPLED_COLUMNS)
