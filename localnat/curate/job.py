@@ -218,14 +218,11 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
         t = time.time()
         chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, fingerprint, log)
         timings["race"] = time.time() - t
-        by = chosen["settled_by"].value_counts()
         log(
             f"racing (z={cfg.race_z:g}): {raced['race_rescored']} of {raced['race_survivors']} "
-            f"survivors rescored exactly; {by.get('sample', 0)} prompts settled by the sample, "
-            f"{by.get('exact', 0)} by the exact pass"
+            f"survivors rescored exactly; {raced['prompts_settled_by_sample']} prompts settled "
+            f"by the sample, {raced['prompts_settled_by_exact']} by the exact pass"
         )
-        raced["prompts_settled_by_sample"] = int(by.get("sample", 0))
-        raced["prompts_settled_by_exact"] = int(by.get("exact", 0))
     else:
         chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
     log(

@@ -357,7 +357,7 @@ class Score:
     def __init__(
         self, cfg: CurateConfig, run_dir: str, cache: str | None = None, unsampled: bool = False
     ):
-        self.cfg, self.run_dir, self.cache, self.unsampled = cfg, run_dir, cache, unsampled
+        self.cfg, self.run_dir, self.cache = cfg, run_dir, cache
         import torch
 
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):

@@ -25,7 +25,7 @@ from .columns import UNSAMPLED_COLUMNS, UNSAMPLED_RESULTS
 from .commit import committed_chunks, completed_files, remove_uncommitted
 from .config import CurateConfig
 from .io import delete, join, list_files, read_parquet_files, read_text, write_text
-from .selection import race, settle
+from .selection import candidates, race, settle
 
 RACE_DIR = "race"
 
@@ -40,7 +40,7 @@ def raced_selection(
     """The racing choice per prompt (`settle`'s columns, `settled_by` set) and counts:
     survivors, rows rescored, rows whose exact pass failed (their sampled LN is kept and
     their prompt says `sample`), the student's response tokens in the exact pass (cache
-    hits not counted). `fingerprint`: the student's, for the cache."""
+    hits not counted), prompts settled each way. `fingerprint`: the student's, for the cache."""
     correct_only = cfg.correct_column is not None
     survivors = race(df, cfg.race_z, correct_only=correct_only)
     todo = survivors.loc[survivors["rescore"], ["row_id", "file_index", "source", "content_hash"]]
@@ -65,8 +65,11 @@ def raced_selection(
         survivors.loc[lost & ~survivors["row_id"].isin(exact["row_id"]), "rescore"] = False
     chosen = settle(survivors, exact)
     # settle counts the survivors; a user reads the prompt's candidates, as without racing
-    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
-    chosen["n_candidates"] = chosen["prompt_id"].map(cand.groupby("prompt_id").size()).to_numpy()
+    per_prompt = candidates(df, correct_only).groupby("prompt_id").size()
+    chosen["n_candidates"] = chosen["prompt_id"].map(per_prompt).to_numpy()
+    by = chosen["settled_by"].value_counts()
+    stats["prompts_settled_by_sample"] = int(by.get("sample", 0))
+    stats["prompts_settled_by_exact"] = int(by.get("exact", 0))
     return chosen, stats
 
 

@@ -61,6 +61,12 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"row_id": ids[dup], "duplicate_of": original[dup]})
 
 
+def candidates(df: pd.DataFrame, correct_only: bool) -> pd.DataFrame:
+    """The rows that compete for their prompt: the correct ones under a correctness column
+    (unknown correctness does not compete), else all."""
+    return df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
+
+
 def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: bool = False):
     """One row per prompt: the candidate with the best score (the highest, or the lowest for a
     lower-is-better signal such as rsr; ties: smallest row_id).
@@ -69,8 +75,7 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     Returns prompt_id, teacher and SELECTED_COLUMNS (row_id, every signal, n_candidates,
     selected_by, settled_by: null here).
     """
-    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
-    cand = cand.copy()
+    cand = candidates(df, correct_only).copy()
     if by == "random":
         cand["_key"] = [-(stable_id(seed, r) / 2**63) for r in cand["row_id"]]
     else:
@@ -95,7 +100,7 @@ def race(df: pd.DataFrame, z: float = 3.0, correct_only: bool = False) -> pd.Dat
     exact pass: se > 0) and `settled_by` per prompt: 'sample' when the sample alone decides
     (one survivor, or every survivor already exact), else 'exact'.
     """
-    cand = df[df["is_correct"].fillna(False).astype(bool)] if correct_only else df
+    cand = candidates(df, correct_only)
     # a row without a score cannot win (as in `select`, which sorts it last); a prompt with
     # no scored candidate keeps them all and `select` picks by row_id as it would anyway
     scored = cand["local_nat"].notna()
