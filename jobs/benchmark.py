@@ -169,7 +169,9 @@ def parse_args(argv):
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-tokens", type=int, default=None)
     ap.add_argument("--skip-naive", action="store_true")
-    ap.add_argument("--attn-implementation", help="sdpa (default) or flash_attention_2")
+    ap.add_argument(
+        "--attn-implementation", default="sdpa", help="sdpa (default) or flash_attention_2"
+    )
     ap.add_argument(
         "--sampling",
         type=float,

@@ -53,8 +53,15 @@ def all_options() -> list[Option]:
     return sorted(out, key=lambda o: GROUPS.index(o.meta["group"]))
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line: the option, what is wrong with it, where options are."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(prog: str = "localnat curate") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog=prog,
         description="Score multi-teacher reasoning traces with a student's local naturalness, "
         "rank the teachers and keep the best response per prompt.",

@@ -51,13 +51,15 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_model(arch: str, vocab_size: int, seed: int = 0, max_positions: int = 1024):
+def tiny_model(
+    arch: str, vocab_size: int, seed: int = 0, max_positions: int = 1024, width: int = 32, layers=2
+):
     torch.manual_seed(seed)
     common = dict(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=max_positions,
@@ -76,9 +78,12 @@ def tiny_model(arch: str, vocab_size: int, seed: int = 0, max_positions: int = 1
     return model.eval()
 
 
-def save_tiny_student(path, arch: str = "llama", chat_template: bool = True) -> str:
+def save_tiny_student(
+    path, arch: str = "llama", chat_template: bool = True, width: int = 32, layers: int = 2
+) -> str:
+    """A random student saved as a model directory; width 256 and 6 layers make ~10 MB."""
     tok = tiny_tokenizer(chat_template)
-    model = tiny_model(arch, len(tok))
+    model = tiny_model(arch, len(tok), width=width, layers=layers)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

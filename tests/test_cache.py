@@ -14,6 +14,7 @@ from test_job import config, sample
 from test_safety import bucket, shards
 
 from localnat.curate.cache import KEY, namespace
+from localnat.curate.identity import StudentIdentity
 from localnat.curate.io import list_files, read_parquet_dir
 from localnat.curate.job import DEMO, run_job
 from localnat.scoring.config import Window
@@ -63,6 +64,7 @@ def nights(ray_local, tiny_student, tmp_path_factory):
     cache = str(tmp / "cache")
     out = str(tmp / "out")
     first = run_job(config(tiny_student, [str(inputs)], out, run_id="n1", cache=cache))
+    (ns,) = Path(cache).iterdir()  # the namespace of these settings
     pq.write_table(pa.Table.from_pandas(new, preserve_index=False), inputs / "zz-new.parquet")
     second = run_job(config(tiny_student, [str(inputs)], out, run_id="n2", cache=cache))
     full = run_job(config(tiny_student, [str(inputs)], out, run_id="full"))
@@ -70,6 +72,7 @@ def nights(ray_local, tiny_student, tmp_path_factory):
         "tmp": tmp,
         "inputs": inputs,
         "cache": cache,
+        "namespace": ns.name,
         "out": Path(out),
         "old": old,
         "new": new,
@@ -101,7 +104,8 @@ def test_the_cache_is_append_only_and_holds_each_scored_row_once(nights):
     keys = pa.concat_tables([pq.read_table(p) for p in parts]).column(KEY).to_pylist()
     assert len(keys) == len(set(keys)) == len(nights["old"]) + len(nights["new"])
     (settings,) = [u for u in list_files(nights["cache"]) if u.endswith("settings.json")]
-    assert "student_fingerprint" in json.loads(Path(settings).read_text())
+    about = json.loads(Path(settings).read_text())
+    assert about["identity"]["files"] and about["prompt_probe"]["rendered"]
 
 
 def test_a_dry_run_says_how_many_rows_would_be_scored(nights, tmp_path):
@@ -118,21 +122,25 @@ def test_a_dry_run_says_how_many_rows_would_be_scored(nights, tmp_path):
 def test_changed_settings_or_student_never_reuse_a_score(nights, tmp_path):
     # each setting that changes a score is another namespace; speed settings are not
     base = config(nights["student"], [], "o", cache="c")
-    ns = namespace(base, "sha256:a")
+    a, b = StudentIdentity("s", {"w": "a"}), StudentIdentity("s", {"w": "b"})
+    ns = namespace(base, a)
     for changed in (
         replace(base.score, windows=(Window(k=2),)),
         replace(base.score, segmenter="line"),
         replace(base.score, system_prompt="Be brief."),
         replace(base.score, dtype="bfloat16"),
         replace(base.score, max_window_tokens=512),
+        replace(base.score, attn_implementation="eager"),
     ):
-        assert namespace(replace(base, score=changed), "sha256:a") != ns
-    assert namespace(base, "sha256:b") != ns  # another student (fingerprint)
+        assert namespace(replace(base, score=changed), a) != ns
+    assert namespace(base, b) != ns  # another student
+    probe = StudentIdentity("s", {"w": "a"}, prompt_probe={"rendered": "<|system|>..."})
+    assert namespace(base, probe) != ns  # another prompt encoding
     for same in (
-        replace(base.score, batch_tokens=512, head_chunk=64, attn_implementation="eager"),
+        replace(base.score, batch_tokens=512, head_chunk=64),
         replace(base.score, student="/elsewhere/same-weights"),
     ):
-        assert namespace(replace(base, score=same), "sha256:a") == ns
+        assert namespace(replace(base, score=same), a) == ns
     # a real run with another window on the same cache: nothing reused, all rows scored
     run = run_job(
         config(
@@ -152,7 +160,7 @@ def test_a_corrupt_cache_part_is_reported_and_its_rows_rescored(nights, tmp_path
     import shutil
 
     shutil.copytree(nights["cache"], cache)
-    parts = sorted(p for p in cache.rglob("*.parquet"))
+    parts = sorted((cache / nights["namespace"]).rglob("*.parquet"))
     lost = pq.read_metadata(parts[0]).num_rows
     parts[0].write_bytes(b"PAR1 not a parquet file at all")
     run = run_job(
@@ -168,6 +176,35 @@ def test_a_corrupt_cache_part_is_reported_and_its_rows_rescored(nights, tmp_path
     assert printed.count("is unreadable, its rows will be rescored") == 1
     assert run["counts"]["cache_misses"] == lost and run["counts"]["cache_hits"] == 50 - lost
     assert_same_outputs(tmp_path / "out" / "c", nights["out"] / "full")
+
+
+def test_a_cache_part_of_other_types_is_named_once_and_its_rows_rescored(nights, tmp_path, capsys):
+    import shutil
+
+    import pyarrow.compute as pc
+
+    cache = tmp_path / "cache"
+    shutil.copytree(nights["cache"], cache)
+    part = sorted((cache / nights["namespace"]).rglob("*.parquet"))[0]
+    table = pq.read_table(part)
+    i = table.schema.get_field_index("local_nat")
+    table = table.set_column(i, "local_nat", pc.cast(table.column("local_nat"), pa.string()))
+    pq.write_table(table, part)
+    run = run_job(
+        config(
+            nights["student"],
+            [str(nights["inputs"])],
+            str(tmp_path / "out"),
+            run_id="t",
+            cache=str(cache),
+        )
+    )
+    printed = capsys.readouterr().out
+    assert printed.count(part.name) == 1
+    assert "local_nat is string (expected double)" in printed
+    assert run["counts"]["cache_misses"] == table.num_rows
+    assert run["counts"]["cache_hits"] == 50 - table.num_rows
+    assert_same_outputs(tmp_path / "out" / "t", nights["out"] / "full")
 
 
 def test_runs_sharing_an_s3_cache_at_once_agree_and_keep_no_secret(

@@ -231,7 +231,7 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     # resuming with other settings would mix scores: refused, with the way out named
     (run_dir / "manifest.json").unlink()
     other = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1", window=2)
-    with pytest.raises(RunMismatch, match="other inputs or scoring settings"):
+    with pytest.raises(RunMismatch, match="other inputs, student or scoring settings.*--window"):
         run_job(other)
 
 

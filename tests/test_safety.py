@@ -19,6 +19,7 @@ from test_job import config, sample
 from localnat import ScoreConfig, Scorer
 from localnat.curate.commit import Lease, RunBusy, RunMismatch, check_same_run, run_identity
 from localnat.curate.config import CurateConfig
+from localnat.curate.identity import StudentIdentity
 from localnat.curate.io import list_files, list_inputs, read_parquet_dir, redact, write_text
 from localnat.curate.job import InputError, check_student, run_job
 from localnat.curate.pipeline import read_files
@@ -26,6 +27,7 @@ from localnat.curate.records import normalize
 from localnat.options import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
+STUDENT = StudentIdentity("s", {"model.safetensors": "a"})
 
 
 def shards(d: Path, df, rows_per_file: int) -> Path:
@@ -255,7 +257,7 @@ def test_an_edited_input_of_the_same_size_refuses_the_resume(ray_local, tiny_stu
     shards(inputs, df, 2)  # the original content back, but a new mtime: still refused
     with pytest.raises(RunMismatch, match="changed: inputs"):
         run_job(cfg)
-    with pytest.raises(RunMismatch, match="input_format"):
+    with pytest.raises(RunMismatch, match="settings --input-format"):
         run_job(replace(cfg, input_format="parquet"))
 
 
@@ -266,14 +268,14 @@ def test_identity_uses_the_stores_version_on_s3(s3env, tmp_path):
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body)
     files = [(0, "s3://ident/in/a.jsonl", "s3://ident/in")]
     cfg = CurateConfig(inputs=("s3://ident/in",))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))  # unchanged: fine
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))  # unchanged: fine
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body.replace(b"abc", b"cba"))
     with pytest.raises(RunMismatch, match="changed: inputs"):
-        check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
     write_text("s3://ident/runs/r/_run.json", "{not json")
     with pytest.raises(RunMismatch, match="unreadable.*--overwrite"):
-        check_same_run("s3://ident/runs/r", run_identity(files, cfg, "sha256:0"))
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
 
 
 # 5. credentials never travel in URIs
@@ -410,18 +412,17 @@ def test_credentials_whose_secret_holds_a_slash_are_refused_and_redacted():
 def test_the_identity_holds_everything_that_changes_a_result(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "a.parquet")
     files = [(0, str(tmp_path / "a.parquet"), str(tmp_path))]
-    base = run_identity(files, CurateConfig(), "sha256:1")
+    other = StudentIdentity("s", {"model.safetensors": "b"})
+    base = run_identity(files, CurateConfig(), STUDENT)
     for changed in (
-        run_identity(files, CurateConfig(max_response_tokens=100), "sha256:1"),
-        run_identity(files, CurateConfig(gpus_per_actor=1.0), "sha256:1"),  # auto -> bf16
-        run_identity(files, CurateConfig(), "sha256:2"),  # other weights
-        run_identity(
-            files, CurateConfig(score=ScoreConfig(attn_implementation="eager")), "sha256:1"
-        ),
+        run_identity(files, CurateConfig(max_response_tokens=100), STUDENT),
+        run_identity(files, CurateConfig(gpus_per_actor=1.0), STUDENT),  # auto -> bf16
+        run_identity(files, CurateConfig(), other),  # other weights
+        run_identity(files, CurateConfig(score=ScoreConfig(attn_implementation="eager")), STUDENT),
     ):
         assert changed != base
     speed = CurateConfig(score=ScoreConfig(batch_tokens=64, head_chunk=8))
-    assert run_identity(files, speed, "sha256:1") == base
+    assert run_identity(files, speed, STUDENT) == base
 
 
 def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_complete(tmp_path):

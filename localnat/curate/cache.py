@@ -3,15 +3,17 @@
     CACHE/v1-<settings>/settings.json                 what every score below depends on
     CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet    cache_key + every score column
 
-`<settings>` hashes the student (its fingerprint and revision) and every setting that
-changes a score; `cache_key` hashes a row's prompt, response and given steps. A changed
-student or setting is another namespace: nothing in it, nothing wrong reused.
+`<settings>` hashes the student's identity (every file's digest and its prompt probe,
+identity.py) and every setting declared to change a score; `cache_key` hashes a row's
+prompt, response and given steps. A changed student or setting is another namespace:
+nothing in it, nothing wrong reused.
 
 Append-only and safe to share: a run writes new parts under unique names and never
 rewrites or deletes one; a reader dedupes by key (the earliest part wins). The lookup runs
 in the Prepare actors (`Lookup`), which hold the keys as one numpy array (16 bytes a row);
 the driver only lists the parts. A part that cannot be read is reported and its rows are
-misses: rescored, never wrong.
+misses: rescored, never wrong; so is a part whose columns do not have the types this
+version writes.
 """
 
 from __future__ import annotations
@@ -27,63 +29,89 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..scoring.config import SCORES
+from ..scoring.schema import UNSAMPLED_SCHEMA, result_schema
 from .columns import result_columns
-from .commit import score_settings
 from .config import CurateConfig
+from .identity import StudentIdentity
 from .io import filesystem, join, list_files, read_text, redact, write_table, write_text
 
 VERSION = "v1"
 KEY = "cache_key"
-# Settings that change speed or a row's fate, never a score: not part of the namespace.
-NOT_SCORES = {"batch_tokens", "head_chunk", "device", "attn_implementation", "max_chars"}
 # A call of cache hits carries about this many response tokens: writing them is cheap.
 HIT_CALL_TOKENS = 2_000_000
 _PARTS_HELD = 8  # cache parts an actor keeps read (hits come in runs from the same parts)
 
 
-def namespace(cfg: CurateConfig, fingerprint: str, columns: list[str] | None = None) -> str:
+def namespace(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None):
     """The cache directory of this student and these settings. The student's path is left
-    out (the same weights elsewhere hit); its fingerprint and revision are in. `columns`:
-    what the namespace holds, the score columns unless said (racing's exact pass holds its
-    own, `UNSAMPLED_RESULTS`): other columns, another namespace."""
-    settings = score_settings(cfg, NOT_SCORES | {"student"})
-    settings["student_fingerprint"] = fingerprint
-    settings["columns"] = columns or result_columns(cfg.score)
-    text = json.dumps(settings, sort_keys=True, default=str)
+    out (the same bytes elsewhere hit); its identity is in. `columns`: what the namespace
+    holds, the score columns unless said (racing's exact pass holds its own,
+    `UNSAMPLED_RESULTS`): other columns, another namespace."""
+    text = json.dumps(_about(cfg, student, columns), sort_keys=True, default=str)
     digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
     return join(cfg.cache, f"{VERSION}-{digest}")
 
 
+def _about(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None) -> dict:
+    return {
+        "settings": cfg.settings(SCORES),
+        "student": student.digest,
+        "prompt_probe": student.prompt_probe,
+        "columns": columns or result_columns(cfg.score),
+    }
+
+
+def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
+    """The types a part of this namespace holds: the key and the scorer's own types."""
+    types = {f.name: f for f in (*result_schema(cfg.score.windows), *UNSAMPLED_SCHEMA)}
+    return pa.schema([pa.field(KEY, pa.binary(16)), *(types[c] for c in columns)])
+
+
 def open_namespace(
-    cfg: CurateConfig, fingerprint: str, log, write: bool = True, columns: list[str] | None = None
+    cfg: CurateConfig,
+    student: StudentIdentity,
+    log,
+    write: bool = True,
+    columns: list[str] | None = None,
 ) -> tuple[str, list[str]]:
-    """The namespace (of `columns`, see `namespace`) and its readable parts (each part's
-    footer read, in parallel); an unreadable part is reported here, once, and left out: its
-    rows are misses."""
-    ns = namespace(cfg, fingerprint, columns)
+    """The namespace (of `columns`, see `namespace`) and its usable parts (each part's
+    footer read, in parallel); an unreadable part, or one whose columns have other types, is
+    reported here, once, by name, and left out: its rows are misses, rescored."""
+    columns = columns or result_columns(cfg.score)
+    ns = namespace(cfg, student, columns)
     if write and read_text(join(ns, "settings.json")) is None:
-        about = {
-            "student": cfg.score.student or "default",
-            "student_fingerprint": fingerprint,
-            "settings": score_settings(cfg, NOT_SCORES),
-            "columns": columns or result_columns(cfg.score),
-        }
+        about = {**_about(cfg, student, columns), "student": student.name}
+        about["identity"] = student.record()
         write_text(join(ns, "settings.json"), redact(json.dumps(about, indent=2, default=str)))
     parts = [u for u in list_files(join(ns, "parts")) if u.endswith(".parquet")]
+    expected = expected_schema(cfg, columns)
 
-    def readable(uri: str) -> bool:
+    def usable(uri: str) -> bool:
         try:
             fs, path = filesystem(uri)
-            return KEY in pq.read_schema(path, filesystem=fs).names
+            schema = pq.read_schema(path, filesystem=fs)
         except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
             log(
                 f"warning: cache part {redact(uri)} is unreadable, its rows will be rescored "
                 f"({type(err).__name__}: {str(err)[:200]})"
             )
             return False
+        wrong = [
+            f"{f.name} is {schema.field(f.name).type if f.name in schema.names else 'missing'}"
+            f" (expected {f.type})"
+            for f in expected
+            if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)
+        ]
+        if wrong:
+            log(
+                f"warning: cache part {redact(uri)} does not hold this version's columns "
+                f"({'; '.join(wrong[:3])}), its rows will be rescored"
+            )
+        return not wrong
 
     with ThreadPoolExecutor(16) as pool:
-        ok = list(pool.map(readable, parts))
+        ok = list(pool.map(usable, parts))
     return ns, [u for u, good in zip(parts, ok) if good]
 
 

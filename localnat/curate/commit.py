@@ -24,15 +24,14 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import fields
 
+from ..scoring.config import ROWS, SCORES, ScoreConfig, flag_name
 from .columns import result_columns
 from .config import CurateConfig
+from .identity import StudentIdentity, changes
 from .io import delete, file_version, filesystem, join, list_files, read_text, redact, write_text
 
-# Settings that change speed, never a score or a row's place: a resume may change them.
-# (device changes numerics only through dtype "auto", which the identity resolves.)
-SPEED_ONLY = {"batch_tokens", "head_chunk", "device"}
 LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead run
 
 
@@ -44,38 +43,24 @@ class RunBusy(RuntimeError):
     """Another live run holds the run directory."""
 
 
-def run_identity(files, cfg: CurateConfig, student_fingerprint: str) -> dict:
-    """What a resume must match: every input file's version (size + mtime/ETag), the input
-    format, the chunking, the columns, the student's weights and every setting that changes
-    a score or a row's fate."""
-    score = score_settings(cfg, SPEED_ONLY)
+def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
+    """What a resume must match: every input file's version (size + mtime/ETag), the
+    student's identity (every file's digest and the prompt probe), every setting declared to
+    change a score or a row's fate (`CurateConfig.settings`), and the score columns."""
     with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
         versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
     return {
         "inputs": [[redact(uri), v] for (_, uri, _), v in zip(files, versions)],
-        "input_format": cfg.input_format,
-        "commit_rows": cfg.commit_rows,
-        "score": json.loads(redact(json.dumps(score, default=str))),
-        "columns": cfg.columns,
-        "max_response_tokens": cfg.max_response_tokens,
-        "student_fingerprint": student_fingerprint,
+        "settings": json.loads(redact(json.dumps(cfg.settings(SCORES, ROWS), default=str))),
+        "student": student.record(),
         # a resume by a version that writes other score columns would mix two schemas
         "score_columns": result_columns(cfg.score),
     }
 
 
-def score_settings(cfg: CurateConfig, ignore: set[str]) -> dict:
-    """The scoring settings but `ignore`, dtype "auto" resolved as the actors resolve it."""
-    score = {k: v for k, v in asdict(cfg.score).items() if k not in ignore}
-    if score["dtype"] == "auto":  # bf16 on CUDA, fp32 on CPU
-        cuda = cfg.gpus_per_actor > 0 or cfg.score.device.startswith("cuda")
-        score["dtype"] = "auto:" + ("bfloat16" if cuda else "float32")
-    return score
-
-
 def check_same_run(run_dir: str, identity: dict) -> None:
-    """A resumed run must see the inputs and settings it started with: markers refer to
-    input files by position and rows by order, and mixing settings would mix scores."""
+    """A resumed run must see the inputs, student and settings it started with: markers
+    refer to input files by position and rows by order, and mixing would mix scores."""
     started = read_text(join(run_dir, "_run.json"))
     if started is None:
         write_text(join(run_dir, "_run.json"), json.dumps(identity, indent=2))
@@ -88,12 +73,33 @@ def check_same_run(run_dir: str, identity: dict) -> None:
             "checked: use --overwrite to start it again, or a new --run-id"
         ) from None
     if previous != identity:
-        changed = sorted(k for k in identity if previous.get(k) != identity[k])
         raise RunMismatch(
-            f"{redact(run_dir)} was started with other inputs or scoring settings "
-            f"(changed: {', '.join(changed)}); use a new --run-id, or --overwrite to start "
-            "this one again"
+            f"{redact(run_dir)} was started with other inputs, student or scoring settings "
+            f"(changed: {'; '.join(_changed(previous, identity))}); use a new --run-id, or "
+            "--overwrite to start this one again"
         )
+
+
+def _changed(before: dict, now: dict) -> list[str]:
+    out = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if key == "student" and isinstance(old, dict):
+            out.append("the student: " + ", ".join(changes(old, new)))
+        elif key == "settings" and isinstance(old, dict):
+            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            flags = {f.name: flag_name(f) for c in (CurateConfig, ScoreConfig) for f in fields(c)}
+            out.append("settings " + ", ".join(f"--{flags.get(n, n)}" for n in names))
+        elif key == "inputs" and isinstance(old, list):
+            moved = [u for (u, v) in new if [u, v] not in old] + [
+                u for (u, v) in old if u not in {n for n, _ in new}
+            ]
+            out.append("inputs " + ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
+        else:
+            out.append(key)
+    return out
 
 
 def prepare_overwrite(run_dir: str) -> None:

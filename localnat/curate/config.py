@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..scoring.config import OptionError, ScoreConfig, check_fields, option
+from ..scoring.config import ROWS, OptionError, ScoreConfig, check_fields, declared, option
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -35,6 +35,7 @@ class CurateConfig:
         "auto",
         "`parquet` or `jsonl` (`auto`: by extension)",
         group=_IO,
+        affects=ROWS,
         choices=("auto", "parquet", "jsonl"),
     )
     output: str = option(
@@ -66,18 +67,24 @@ class CurateConfig:
     dry_run: bool = option(
         False, "list input files, row counts and the plan; load no student", group=_IO
     )
-    prompt_column: str = option("prompt", "input column with the prompt", group=_COLS)
-    response_column: str = option("response", "input column with the response", group=_COLS)
-    teacher_column: str = option("teacher", "input column naming the teacher", group=_COLS)
+    prompt_column: str = option("prompt", "input column with the prompt", group=_COLS, affects=ROWS)
+    response_column: str = option(
+        "response", "input column with the response", group=_COLS, affects=ROWS
+    )
+    teacher_column: str = option(
+        "teacher", "input column naming the teacher", group=_COLS, affects=ROWS
+    )
     prompt_id_column: str = option(
         "prompt_id",
         "used when present and not null, else a hash of the prompt text",
         group=_COLS,
+        affects=ROWS,
     )
     correct_column: str | None = option(
         None,
         "boolean column; then only correct responses are selected and accuracy is reported",
         group=_COLS,
+        affects=ROWS,
     )
     select_by: str = option(
         "local",
@@ -128,6 +135,7 @@ class CurateConfig:
         "reject longer responses with a reason instead of scoring them (a bound on the cost "
         "of the longest rows; exact scores either way)",
         group=_SEL,
+        affects=ROWS,
     )
     no_progress_timeout: float = option(
         0.0,
@@ -140,6 +148,7 @@ class CurateConfig:
         "rows of one input file committed together: a killed run keeps every chunk it "
         "finished, so large files resume where they stopped",
         group=_IO,
+        affects=ROWS,
     )
     ray_address: str | None = option(
         None, "the cluster to join", group=_RAY, default_text="local or `RAY_ADDRESS`"
@@ -173,6 +182,11 @@ class CurateConfig:
             object.__setattr__(self, "cpus_per_actor", 1.0 if self.gpus_per_actor else 0.5)
         if self.cpus_per_actor <= 0:
             raise OptionError("cpus-per-actor: must be > 0")
+        if self.gpus_per_actor == 0 and self.score.device.startswith("cuda"):
+            raise OptionError(
+                f"device: {self.score.device} needs GPUs, and the actors get none "
+                "(--gpus-per-actor 0); set --gpus-per-actor, or --device cpu"
+            )
         if self.gpus_per_actor == 0 and self.score.device == "auto":
             # Actors without a GPU must not grab one that Ray did not give them.
             object.__setattr__(self, "score", replace(self.score, device="cpu"))
@@ -200,6 +214,15 @@ class CurateConfig:
                 )
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise OptionError("segmenter: the step column must differ from the other columns")
+
+    def settings(self, *kinds: str) -> dict:
+        """The options declared to change `kinds` (SCORES, ROWS), the job's and the scorer's,
+        with dtype `auto` resolved as the actors resolve it (bf16 on CUDA, fp32 on CPU)."""
+        out = {**declared(self, kinds), **declared(self.score, kinds)}
+        if out.get("dtype") == "auto":
+            cuda = self.gpus_per_actor > 0 or self.score.device.startswith("cuda")
+            out["dtype"] = "bfloat16" if cuda else "float32"
+        return out
 
     @property
     def columns(self) -> dict[str, str]:

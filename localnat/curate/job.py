@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import __version__
-from ..scoring.student import DEFAULT_STUDENT, model_fingerprint
+from ..scoring.student import DEFAULT_STUDENT
 from .cache import open_namespace
 from .columns import REDUCE_COLUMNS, SIGNALS
 from .commit import (
@@ -38,6 +38,7 @@ from .commit import (
     run_identity,
 )
 from .config import CurateConfig
+from .identity import StudentIdentity, identify
 from .io import (
     file_format,
     hive_columns,
@@ -93,13 +94,14 @@ def run_job(cfg: CurateConfig) -> dict:
     file_rows = check_columns(files, cfg)
     if cfg.dry_run:
         return dry_run(files, cfg, run_dir)
-    check_student(cfg)
+    student = identify_student(cfg)
+    if student.commit:  # a hub id: the actors load the commit identified here
+        cfg = replace(cfg, score=replace(cfg.score, revision=student.commit))
 
     with Lease(run_dir):
         if cfg.overwrite:
             prepare_overwrite(run_dir)
-        fingerprint = _fingerprint(cfg.score.student, cfg.score.revision)
-        check_same_run(run_dir, run_identity(files, cfg, fingerprint))
+        check_same_run(run_dir, run_identity(files, cfg, student))
         chunks = committed_chunks(run_dir)
         remove_uncommitted(run_dir, chunks)
         done = completed_files(chunks)
@@ -114,7 +116,7 @@ def run_job(cfg: CurateConfig) -> dict:
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            cache = open_namespace(cfg, fingerprint, log) if cfg.cache else None
+            cache = open_namespace(cfg, student, log) if cfg.cache else None
             if cache:
                 log(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
             rows = total_rows(todo, file_rows, chunks)
@@ -130,7 +132,7 @@ def run_job(cfg: CurateConfig) -> dict:
         if missing:
             raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
         scored = {"tokens": tokens, "calls": calls, "resumed": resumed}
-        return finish(cfg, files, run_dir, chunks, fingerprint, scored, timings, started)
+        return finish(cfg, files, run_dir, chunks, student, scored, timings, started)
 
 
 def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
@@ -176,9 +178,9 @@ def _manifest(run_dir: str) -> dict | None:
         return None
 
 
-def check_student(cfg: CurateConfig) -> None:
+def check_student(cfg: CurateConfig):
     """Load the student's config and tokenizer here, before any Ray work: a missing or broken
-    student is one clear line, not an actor traceback a minute later."""
+    student is one clear line, not an actor traceback a minute later. Returns the tokenizer."""
     from transformers import AutoConfig
 
     from ..scoring.student import load_tokenizer, resolve_student
@@ -188,13 +190,25 @@ def check_student(cfg: CurateConfig) -> None:
         AutoConfig.from_pretrained(
             student, revision=cfg.score.revision, trust_remote_code=cfg.score.trust_remote_code
         )
-        load_tokenizer(cfg.score)
+        return load_tokenizer(cfg.score)
     except Exception as err:  # noqa: BLE001 - any failure to load is the same message
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot load the student {student!r}: {first}") from None
 
 
-def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, started) -> dict:
+def identify_student(cfg: CurateConfig) -> StudentIdentity:
+    """The student checked (`check_student`) and identified: every file's digest and how it
+    renders a prompt (identity.py); what the cache namespace and a resume rest on."""
+    from ..scoring.student import prompt_probe, resolve_student
+
+    probe = prompt_probe(check_student(cfg), cfg.score.system_prompt)
+    t = time.time()
+    student = identify(resolve_student(cfg.score.student), cfg.score.revision, probe)
+    log(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
+    return student
+
+
+def finish(cfg, files, run_dir, chunks, student, scored: dict, timings, started) -> dict:
     """The reduce, the reports and the manifest, from the committed outputs. `scored`: this
     attempt's response tokens, calls and what it resumed."""
     tokens, calls, resumed = scored["tokens"], scored["calls"], scored["resumed"]
@@ -216,7 +230,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
     raced = {}
     if racing(cfg):  # sampled LN: the choice is made exact where the sample cannot make it
         t = time.time()
-        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, fingerprint, log)
+        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, student, log)
         timings["race"] = time.time() - t
         log(
             f"racing (z={cfg.race_z:g}): {raced['race_rescored']} of {raced['race_survivors']} "
@@ -235,15 +249,15 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
     timings["select"] = time.time() - t
     log(f"selected/ written in {timings['select']:.1f} s")
 
-    student = cfg.score.student or DEFAULT_STUDENT
-    board["student"] = student
+    name = cfg.score.student or DEFAULT_STUDENT
+    board["student"] = name
     board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
     board["sample_steps"] = cfg.score.sample_steps  # LN estimated from sampled steps when set
     write_text(join(run_dir, "teachers.json"), json.dumps(board, indent=2))
     report_errors = []
     for name, render in (("teachers.md", markdown), ("teachers.png", png)):
         try:  # a report that fails to render must not fail a run whose scores are written
-            out = render(board, student)
+            out = render(board, name)
             (write_text if isinstance(out, str) else write_bytes)(join(run_dir, name), out)
         except Exception as err:  # noqa: BLE001
             report_errors.append(f"{name}: {type(err).__name__}: {err}")
@@ -261,11 +275,7 @@ def finish(cfg, files, run_dir, chunks, fingerprint, scored: dict, timings, star
         "localnat_version": __version__,
         "finished_utc": datetime.now(timezone.utc).isoformat(),
         "config": json.loads(redact(json.dumps(asdict(cfg), default=str))),
-        "student": {
-            "id": student,
-            "revision": cfg.score.revision,
-            "fingerprint": fingerprint,
-        },
+        "student": {"id": name, "revision": cfg.score.revision, **student.record()},
         "inputs": [redact(uri) for _, uri, _ in files],
         "counts": {
             **rows,
@@ -408,9 +418,7 @@ def _dry_run_cache(files, cfg: CurateConfig) -> dict:
     from .cache import Lookup, row_keys
     from .pipeline import read_files
 
-    ns, parts = open_namespace(
-        cfg, _fingerprint(cfg.score.student, cfg.score.revision), log, write=False
-    )
+    ns, parts = open_namespace(cfg, identify_student(cfg), log, write=False)
     lookup = Lookup(parts, cfg, log)
     hits = valid = 0
     for index, uri, root in files:
@@ -503,18 +511,3 @@ def stream(
                         progress.done_files += 1
                         del ends[f]
     return tokens, calls
-
-
-def _fingerprint(student: str | None, revision: str | None) -> str:
-    if student is None:
-        from ..scoring.student import default_student_dir
-
-        return model_fingerprint(str(default_student_dir()))
-    if Path(student).is_dir():
-        return model_fingerprint(student)
-    try:  # a hub id: the commit its config resolves to
-        from transformers import AutoConfig
-
-        return AutoConfig.from_pretrained(student, revision=revision)._commit_hash or "unknown"
-    except Exception:  # noqa: BLE001 - the manifest still names the id and revision
-        return "unknown"

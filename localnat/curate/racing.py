@@ -34,13 +34,11 @@ def racing(cfg: CurateConfig) -> bool:
     return cfg.score.sample_steps is not None and cfg.select_by == "local"
 
 
-def raced_selection(
-    files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, fingerprint: str, log
-):
+def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, student, log):
     """The racing choice per prompt (`settle`'s columns, `settled_by` set) and counts:
     survivors, rows rescored, rows whose exact pass failed (their sampled LN is kept and
     their prompt says `sample`), the student's response tokens in the exact pass (cache
-    hits not counted), prompts settled each way. `fingerprint`: the student's, for the cache."""
+    hits not counted), prompts settled each way. `student`: its identity, for the cache."""
     correct_only = cfg.correct_column is not None
     survivors = race(df, cfg.race_z, correct_only=correct_only)
     todo = survivors.loc[survivors["rescore"], ["row_id", "file_index", "source", "content_hash"]]
@@ -49,7 +47,7 @@ def raced_selection(
     exact = pd.DataFrame({"row_id": [], "local_nat": []})
     if len(todo):
         exact, stats["race_response_tokens"] = _exact_pass(
-            files, todo, cfg, run_dir, chunks, fingerprint, log
+            files, todo, cfg, run_dir, chunks, student, log
         )
     failed = ~todo["row_id"].isin(exact["row_id"])
     if failed.any():
@@ -73,7 +71,7 @@ def raced_selection(
     return chosen, stats
 
 
-def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, fingerprint: str, log):
+def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, student, log):
     """Score the unsampled steps of `todo`'s rows (a Ray pass like the first, into race/,
     through the score cache's namespace of these results when there is a cache: a night
     rescores only new survivors); returns their exact LN (row_id, local_nat) and the
@@ -99,7 +97,7 @@ def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, fingerprin
         log(f"racing: {len(todo)} rows need their unsampled steps scored ({n} to do)")
         cache = None
         if cfg.cache:
-            cache = open_namespace(cfg, fingerprint, log, columns=UNSAMPLED_RESULTS)
+            cache = open_namespace(cfg, student, log, columns=UNSAMPLED_RESULTS)
         tokens, _ = stream(pending, cfg, race_dir, skip, max(n, 0) or None, cache, only=rows)
     done = committed_chunks(race_dir)
     parts = [join(race_dir, p) for d in done.values() for p in d["parts"]]

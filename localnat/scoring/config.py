@@ -9,11 +9,21 @@ a string "false" where a boolean belongs is an error naming the option.
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
 
 SEGMENTERS = ("sentence", "line", "paragraph")
+# Attention kernels by their transformers names (`attn_implementation`).
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+# What an option can change, declared on its field (`option(affects=...)`): the one list the
+# resume identity and the cache namespace both derive from (docs/method.md §10). Options
+# that declare neither change speed, placement or the reports, which every run recomputes.
+SCORES = "scores"  # a row's scores: the cache namespace and the run identity
+ROWS = "rows"  # which rows are scored, rejected or committed together: the run identity
 
 
 class OptionError(ValueError):
@@ -29,12 +39,16 @@ def option(
     choices=None,
     default_text: str | None = None,
     metavar: str | None = None,
+    affects: str | None = None,
 ):
     """A config field with what the CLI, config files and the README need to know about it.
 
     `flag` overrides the flag/key name (default: the field name with dashes); `default_text`
-    says what a None default means (a policy, e.g. "2048 CPU / 32768 CUDA")."""
+    says what a None default means (a policy, e.g. "2048 CPU / 32768 CUDA"); `affects`:
+    SCORES or ROWS, what a change of it changes (None: neither)."""
+    assert affects in (None, SCORES, ROWS), affects
     meta = {
+        "affects": affects,
         "help": help,
         "group": group,
         "flag": flag,
@@ -43,6 +57,11 @@ def option(
         "metavar": metavar,
     }
     return field(default=default, metadata=meta)
+
+
+def declared(obj, kinds: tuple[str, ...]) -> dict:
+    """The fields of a config dataclass whose `affects` is one of `kinds`: name -> value."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.metadata.get("affects") in kinds}
 
 
 def flag_name(f) -> str:
@@ -180,13 +199,17 @@ class ScoreConfig:
     )
     revision: str | None = option(None, "model revision (hub ids only)", group=_S)
     trust_remote_code: bool = option(
-        False, "run Python code shipped with the student (only if you trust it)", group=_S
+        False,
+        "run Python code shipped with the student (only if you trust it)",
+        group=_S,
+        affects=SCORES,
     )
     windows: tuple[Window, ...] = option(
         (Window(k=4),),
         "window setting, repeatable: `4` preceding steps, `0.25` of the preceding steps, "
         "`1.0` all of them; the first is `local_nat`",
         group=_S,
+        affects=SCORES,
         flag="window",
         default_text="4",
         metavar="K|W",
@@ -196,8 +219,11 @@ class ScoreConfig:
         "`sentence`, `line`, `paragraph` or `column:NAME` (a list of step strings "
         "or start offsets per row)",
         group=_S,
+        affects=SCORES,
     )
-    system_prompt: str | None = option(None, "system message for the chat template", group=_S)
+    system_prompt: str | None = option(
+        None, "system message for the chat template", group=_S, affects=SCORES
+    )
     device: str = option(
         "auto",
         "`auto`, `cpu`, `cuda` or `cuda:N`; the job uses `cpu` when actors get no GPU",
@@ -207,25 +233,30 @@ class ScoreConfig:
         "auto",
         "bf16 on CUDA, fp32 on CPU when `auto`",
         group=_S,
+        affects=SCORES,
         choices=("auto", "float32", "bfloat16", "float16"),
     )
-    attn_implementation: str | None = option(
-        None,
-        "attention kernel: `sdpa`, or `flash_attention_2` (opt-in; check it with "
-        "jobs.benchmark on your GPU)",
+    attn_implementation: str = option(
+        "sdpa",
+        "attention kernel (transformers' name): `sdpa`, `eager`, or `flash_attention_2` "
+        "(opt-in; check it with jobs.benchmark on your GPU). Part of the cache namespace: "
+        "kernels round differently (docs/method.md §10)",
         group=_S,
-        default_text="sdpa",
+        affects=SCORES,
+        choices=ATTENTION,
     )
     max_tokens: int | None = option(
         None,
         "cap on prompt + response for the global pass",
         group=_S,
+        affects=SCORES,
         default_text="model context",
     )
     max_window_tokens: int | None = option(
         None,
         "cap on one window, prompt included",
         group=_S,
+        affects=SCORES,
         default_text="4096",
     )
     batch_tokens: int | None = option(
@@ -241,11 +272,12 @@ class ScoreConfig:
         "windows are not read off the global pass (at least 4); `local_nat` becomes an "
         "unbiased estimate with `local_nat_se` (docs/method.md §5.2)",
         group=_S,
+        affects=SCORES,
         default_text="off: every step, exact",
         metavar="F",
     )
     max_chars: int = option(
-        1_000_000, "longer prompts or responses are rejected, not scored", group=_S
+        1_000_000, "longer prompts or responses are rejected, not scored", group=_S, affects=ROWS
     )
 
     def __post_init__(self):
@@ -260,7 +292,7 @@ class ScoreConfig:
             raise OptionError(
                 f"segmenter: unknown {seg!r}: use one of {', '.join(SEGMENTERS)} or column:NAME"
             )
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+        if not DEVICE.fullmatch(self.device):
             raise OptionError(f"device: must be auto, cpu or cuda[:N], got {self.device!r}")
         for name in ("max_tokens", "max_window_tokens", "batch_tokens"):
             value = getattr(self, name)

@@ -7,7 +7,6 @@ first load converts it once into a plain safetensors directory under the cache.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -109,8 +108,7 @@ def load_model(cfg: ScoreConfig):
         revision=cfg.revision,
         dtype=dtype,
         trust_remote_code=cfg.trust_remote_code,
-        # A custom 4D mask rules out flash-attention 2; SDPA takes it on every device.
-        attn_implementation=cfg.attn_implementation or "sdpa",
+        attn_implementation=cfg.attn_implementation,
     )
     return model.to(device).eval()
 
@@ -124,6 +122,23 @@ def context_length(model_or_config) -> int:
     return 4096
 
 
+PROBE = "What is 2+3?"
+
+
+def prompt_probe(tokenizer, system_prompt: str | None = None) -> dict:
+    """How the student sees a prompt (docs/method.md §1): a fixed probe's encoding, decoded
+    with its special tokens, so a default system message the template adds is in plain view;
+    and the BOS/EOS ids. Part of the student's identity (§10)."""
+    ids = encode_prompt(tokenizer, PROBE, system_prompt)
+    return {
+        "prompt": PROBE,
+        "rendered": tokenizer.decode(ids),
+        "ids": [int(i) for i in ids],
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+
+
 def encode_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> list[int]:
     """Chat template with a generation prompt when the tokenizer has one, else prompt + "\\n\\n"."""
     if getattr(tokenizer, "chat_template", None):
@@ -135,25 +150,3 @@ def encode_prompt(tokenizer, prompt: str, system_prompt: str | None = None) -> l
     ids = tokenizer(prompt + "\n\n", add_special_tokens=True)["input_ids"]  # BOS if it uses one
     eos = tokenizer.eos_token_id
     return ids[:-1] if eos is not None and len(ids) > 1 and ids[-1] == eos else ids
-
-
-def model_fingerprint(path_or_id: str, samples: int = 16, sample_bytes: int = 1 << 16) -> str:
-    """A hash of a local model directory: its config and tokenizer files whole, and of each
-    weight file its size and `samples` slices spread over it (a fine-tune of the same shape
-    changes them; hashing every byte of a 60 GB student would cost minutes)."""
-    path = Path(path_or_id)
-    if not path.is_dir():
-        return "unknown"
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.suffix in (".json", ".model", ".txt"):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin"):
-            size = f.stat().st_size
-            h.update(f"{f.name}:{size}".encode())
-            with open(f, "rb") as fh:
-                for i in range(samples):
-                    fh.seek(size * i // samples)
-                    h.update(fh.read(sample_bytes))
-    return "sha256:" + h.hexdigest()[:16]
