@@ -69,20 +69,13 @@ def collect(items, windows, lps):
     return np.array(gn), np.array([np.mean(list(s.values())) for s in steps])
 
 
-@torch.inference_mode()
 def run_naive(model, items, k, device):
+    """The package's naive reference (one plain forward per window, full logits)."""
+    from localnat.scoring.reference import token_logprobs
+
     wins = windows_of(items, k)
-    lps, tokens = [], 0
-    for _, _, ids, start in wins:
-        logits = model(torch.tensor([ids], device=device)).logits[0].float()  # [L, V]
-        logp = torch.log_softmax(logits[start - 1 : -1], dim=-1)
-        lps.append(
-            logp.gather(1, torch.tensor(ids[start:], device=device)[:, None])[:, 0]
-            .double()
-            .cpu()
-            .numpy()
-        )
-        tokens += len(ids)
+    lps = [token_logprobs(model, ids)[start - 1 :].double().numpy() for _, _, ids, start in wins]
+    tokens = sum(len(ids) for _, _, ids, _ in wins)
     return collect(items, wins, lps), tokens, sum(len(w[2]) - w[3] for w in wins)
 
 

@@ -15,7 +15,8 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from .curate.config import CurateConfig
-from .scoring.config import OptionError, ScoreConfig, flag_name
+from .fields import OptionError, flag_name
+from .scoring.config import ScoreConfig
 
 GROUPS = ("input and output", "columns", "scoring", "selection", "ray")
 

@@ -17,7 +17,7 @@ from localnat.curate.cache import KEY, namespace
 from localnat.curate.identity import StudentIdentity
 from localnat.curate.io import list_files, read_parquet_dir
 from localnat.curate.job import DEMO, run_job
-from localnat.scoring.config import Window
+from localnat.scoring.windows import Window
 
 COLUMNS = ["prompt_id", "prompt", "teacher", "response", "is_correct"]
 

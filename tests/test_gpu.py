@@ -4,8 +4,9 @@ the throughput check)."""
 
 import pytest
 import torch
-from reference import reference_scores
 from test_scoring_exact import PROMPTS, RESPONSES, WINDOWS, scorer
+
+from localnat.scoring.reference import reference_scores
 
 pytestmark = [
     pytest.mark.gpu,

@@ -300,8 +300,10 @@ def test_options_declare_what_they_change():
     from localnat.curate.commit import run_identity
     from localnat.curate.config import CurateConfig
     from localnat.curate.identity import StudentIdentity
+    from localnat.fields import ROWS, SCORES
     from localnat.options import all_options
-    from localnat.scoring.config import ROWS, SCORES, ScoreConfig, Window
+    from localnat.scoring.config import ScoreConfig
+    from localnat.scoring.windows import Window
 
     other = {  # a valid other value per option
         "inputs": ("x.parquet",),

@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from localnat.curate.config import CurateConfig
+from localnat.fields import OptionError
 from localnat.options import all_options, build_config, options_markdown, parse_config
-from localnat.scoring.config import OptionError, ScoreConfig, Window
+from localnat.scoring.config import ScoreConfig
 from localnat.scoring.student import load_model, load_tokenizer
+from localnat.scoring.windows import Window
 from localnat.testing import save_tiny_student
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from reference import reference_global_steps, reference_scores, reference_signals, token_logprobs
 
 from localnat import ScoreConfig, Scorer, Window
+from localnat.scoring.reference import (
+    reference_global_steps,
+    reference_scores,
+    reference_signals,
+    token_logprobs,
+)
 from localnat.scoring.steps import assign_tokens, segment
 from localnat.scoring.student import encode_prompt
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from localnat.scoring.config import ScoreConfig, Window
-from localnat.scoring.windows import plan_windows
+from localnat.scoring.config import ScoreConfig
+from localnat.scoring.windows import Window, plan_windows
 
 BOUNDS = np.array([0, 5, 9, 20, 22, 30, 41])  # 6 steps
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..scoring.config import SCORES
+from ..fields import SCORES
 from ..scoring.schema import UNSAMPLED_SCHEMA, result_schema
 from .columns import result_columns
 from .config import CurateConfig

@@ -26,7 +26,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
-from ..scoring.config import ROWS, SCORES, ScoreConfig, flag_name
+from ..fields import ROWS, SCORES, flag_name
+from ..scoring.config import ScoreConfig
 from .columns import result_columns
 from .config import CurateConfig
 from .identity import StudentIdentity, changes

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..scoring.config import ROWS, OptionError, ScoreConfig, check_fields, declared, option
+from ..fields import ROWS, OptionError, check_fields, declared, option
+from ..scoring.config import ScoreConfig
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

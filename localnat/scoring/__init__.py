@@ -7,7 +7,7 @@ from importlib import import_module
 
 _WHERE = {
     "ScoreConfig": ".config",
-    "Window": ".config",
+    "Window": ".windows",
     "result_schema": ".schema",
     "Scorer": ".api",
     "score_responses": ".api",

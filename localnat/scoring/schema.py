@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from .config import Window
+from .windows import Window
 
 
 def result_schema(windows: Sequence[Window]) -> pa.Schema:

@@ -19,11 +19,66 @@ one-forward-per-window reference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Window
+
+@dataclass(frozen=True)
+class Window:
+    """A window setting: a fixed number of preceding steps `k`, or a fraction `w` of them
+    (docs/method.md §4)."""
+
+    k: int | None = None
+    w: float | None = None
+
+    def __post_init__(self):
+        if (self.k is None) == (self.w is None):
+            raise ValueError("a window is either a fixed k (int >= 1) or a fraction w in (0, 1]")
+        if self.k is not None and (isinstance(self.k, bool) or self.k < 1):
+            raise ValueError(f"window k must be an int >= 1, got {self.k!r}")
+        if self.w is not None and not (0 < self.w <= 1):
+            raise ValueError(f"window fraction w must be in (0, 1], got {self.w!r}")
+
+    @classmethod
+    def parse(cls, value: int | float | str | Window) -> Window:
+        """Ints are k, floats <= 1 are w: `4`, `"4"`, `"k4"` -> k=4; `0.25`, `"0.25"`,
+        `"w0.25"` -> w=0.25; `1.0` / `"1.0"` -> w=1 (every preceding step)."""
+        if isinstance(value, Window):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"not a window setting: {value!r}")
+        if isinstance(value, int):
+            return cls(k=value)
+        if isinstance(value, float):
+            return cls(k=int(value)) if value > 1 and value.is_integer() else cls(w=value)
+        text = value.strip().lower()
+        try:
+            if text.startswith("k"):
+                return cls(k=int(text[1:]))
+            if text.startswith("w"):
+                return cls(w=float(text[1:]))
+            if text.isdigit():
+                return cls(k=int(text))
+            return cls.parse(float(text))
+        except ValueError as err:
+            raise ValueError(f"not a window setting: {value!r} ({err})") from None
+
+    def preceding(self, i: int) -> int:
+        """Number of preceding steps step i (1-based) may see."""
+        if self.k is not None:
+            return self.k
+        return max(1, math.ceil(self.w * (i - 1)))
+
+    @property
+    def name(self) -> str:
+        """Column suffix: k=4 -> 'k4', w=0.25 -> 'w25', w=0.125 -> 'w12_5'."""
+        if self.k is not None:
+            return f"k{self.k}"
+        pct = f"{self.w * 100:.6g}".replace(".", "_")
+        return f"w{pct}"
+
 
 Piece = tuple[int, int, int]  # (context start a, target start b, target end c), token offsets
 

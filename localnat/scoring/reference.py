@@ -1,7 +1,7 @@
-"""The naive reference: one plain forward per window, unbatched, fp32, full logits.
-
-Written from docs/method.md §1-§5 as plainly as possible; every fast path must match it.
-Segmentation and the token-to-step rule come from `localnat.scoring.steps` (tested on their own).
+"""The definition, executable: the naive reference every fast path is held to (docs/method.md
+§9). One plain forward per window, unbatched, full logits, written from §1-§5 as plainly as
+possible. Segmentation and the token-to-step rule come from `steps` (tested on their own).
+Used by the exactness tests and as the benchmark's naive baseline.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from localnat.scoring.student import encode_prompt
 
 def token_logprobs(model, ids: list[int]) -> torch.Tensor:
     """log p(ids[t] | ids[:t]) for t >= 1, from one forward with full logits."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        logits = model(torch.tensor([ids])).logits[0].float()
+        logits = model(torch.tensor([ids], device=device)).logits[0].float()  # [L, V]
     logp = torch.log_softmax(logits, dim=-1)
-    return logp[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+    return logp[:-1].gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].cpu()
 
 
 def reference_scores(
