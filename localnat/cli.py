@@ -31,22 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[command](rest)
     except Exception as err:  # noqa: BLE001 - one clear line, credentials removed
-        from .curate.io import redact
+        from .redact import redact
 
         print(f"localnat: error: {redact(f'{type(err).__name__}: {err}')}", file=sys.stderr)
         return 1
 
 
 def curate(argv: list[str]) -> int:
-    from .curate.job import log, run_job
+    from .curate.job import run_job
     from .curate.progress import Terminated
+    from .logs import LOG
     from .options import parse_config
 
     cfg = parse_config(argv)
     try:
         summary = run_job(cfg)
     except (Terminated, KeyboardInterrupt) as stop:
-        log(
+        LOG.info(
             "interrupted: every committed chunk is kept; rerun with the same --run-id and "
             "--output to resume"
         )

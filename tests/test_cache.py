@@ -15,8 +15,8 @@ from test_safety import bucket, shards
 
 from localnat.curate.cache import KEY, namespace
 from localnat.curate.identity import StudentIdentity
-from localnat.curate.io import list_files, read_parquet_dir
 from localnat.curate.job import DEMO, run_job
+from localnat.curate.storage import list_files, read_parquet_dir
 from localnat.scoring.windows import Window
 
 COLUMNS = ["prompt_id", "prompt", "teacher", "response", "is_correct"]

@@ -11,8 +11,8 @@ import pytest
 from test_job import config, sample
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.io import list_files, read_parquet_dir, read_text
 from localnat.curate.job import InputError, run_job
+from localnat.curate.storage import list_files, read_parquet_dir, read_text
 
 LONG_TEACHERS = ("QwQ-32B", "s1.1-32B", "LIMO-32B")
 

@@ -19,8 +19,8 @@ from safetensors.numpy import load_file, save_file
 from localnat.curate import identity
 from localnat.curate.commit import RunMismatch
 from localnat.curate.identity import StudentError, identify
-from localnat.curate.io import read_parquet_dir
 from localnat.curate.job import DEMO, run_job
+from localnat.curate.storage import read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing import save_tiny_student
 

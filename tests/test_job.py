@@ -14,9 +14,9 @@ import pytest
 
 from localnat import ScoreConfig, Scorer
 from localnat.curate.commit import RunMismatch
-from localnat.curate.io import read_parquet_dir, read_text
 from localnat.curate.job import SAMPLE, InputError, run_job
 from localnat.curate.runs import plot_prompt, show_run
+from localnat.curate.storage import read_parquet_dir, read_text
 from localnat.options import parse_config
 
 LONG_COT = {"QwQ-32B", "s1.1-32B", "LIMO-32B"}

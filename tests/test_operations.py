@@ -17,9 +17,10 @@ from s3server import SECRET_KEY
 from test_job import config, sample
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.io import read_parquet_dir, redact
 from localnat.curate.job import run_job
 from localnat.curate.pipeline import Score, _call_row
+from localnat.curate.storage import read_parquet_dir
+from localnat.redact import redact
 
 REPO = Path(__file__).resolve().parent.parent
 

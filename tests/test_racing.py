@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate.io import list_files, read_parquet_dir
 from localnat.curate.job import SAMPLE, run_job
 from localnat.curate.selection import race
+from localnat.curate.storage import list_files, read_parquet_dir
 from localnat.options import parse_config
 
 Z = 1.0  # narrow enough that some prompts are settled by the sample, some by the exact pass

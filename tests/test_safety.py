@@ -20,11 +20,13 @@ from localnat import ScoreConfig, Scorer
 from localnat.curate.commit import Lease, RunBusy, RunMismatch, check_same_run, run_identity
 from localnat.curate.config import CurateConfig
 from localnat.curate.identity import StudentIdentity
-from localnat.curate.io import list_files, list_inputs, read_parquet_dir, redact, write_text
+from localnat.curate.inputs import list_inputs
 from localnat.curate.job import InputError, check_student, run_job
 from localnat.curate.pipeline import read_files
 from localnat.curate.records import normalize
+from localnat.curate.storage import list_files, read_parquet_dir, write_text
 from localnat.options import parse_config
+from localnat.redact import redact
 
 REPO = Path(__file__).resolve().parent.parent
 STUDENT = StudentIdentity("s", {"model.safetensors": "a"})

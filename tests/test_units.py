@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate.io import hive_columns, list_inputs
+from localnat.curate.inputs import hive_columns, list_inputs
 from localnat.curate.report import markdown, png
 from localnat.scoring.batching import Segment, make_batches
 

@@ -30,11 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..fields import SCORES
+from ..logs import LOG
+from ..redact import redact
 from ..scoring.schema import UNSAMPLED_SCHEMA, result_schema
 from .columns import result_columns
 from .config import CurateConfig
 from .identity import StudentIdentity
-from .io import filesystem, join, list_files, read_text, redact, write_table, write_text
+from .storage import filesystem, join, list_files, read_text, write_table, write_text
 
 VERSION = "v1"
 KEY = "cache_key"
@@ -71,7 +73,6 @@ def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
 def open_namespace(
     cfg: CurateConfig,
     student: StudentIdentity,
-    log,
     write: bool = True,
     columns: list[str] | None = None,
 ) -> tuple[str, list[str]]:
@@ -92,8 +93,8 @@ def open_namespace(
             fs, path = filesystem(uri)
             schema = pq.read_schema(path, filesystem=fs)
         except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
-            log(
-                f"warning: cache part {redact(uri)} is unreadable, its rows will be rescored "
+            LOG.warning(
+                f"cache part {redact(uri)} is unreadable, its rows will be rescored "
                 f"({type(err).__name__}: {str(err)[:200]})"
             )
             return False
@@ -104,8 +105,8 @@ def open_namespace(
             if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)
         ]
         if wrong:
-            log(
-                f"warning: cache part {redact(uri)} does not hold this version's columns "
+            LOG.warning(
+                f"cache part {redact(uri)} does not hold this version's columns "
                 f"({'; '.join(wrong[:3])}), its rows will be rescored"
             )
         return not wrong
@@ -143,8 +144,8 @@ class Lookup:
     """The keys of every readable part (sorted, deduped: the earliest part wins) and the
     parts themselves, read when a hit needs them. Built once per Prepare actor."""
 
-    def __init__(self, parts: list[str], cfg: CurateConfig, log=print, columns=None):
-        self.parts, self.cfg, self.log = parts, cfg, log
+    def __init__(self, parts: list[str], cfg: CurateConfig, columns=None):
+        self.parts, self.cfg = parts, cfg
         self.columns = columns or result_columns(cfg.score)
         self.bad: set[int] = set()
         self.held: dict[int, pa.Table] = {}
@@ -173,8 +174,8 @@ class Lookup:
     def _unreadable(self, i: int, err: Exception) -> None:
         if i not in self.bad:
             self.bad.add(i)
-            self.log(
-                f"[localnat] warning: cache part {redact(self.parts[i])} is unreadable, "
+            LOG.warning(
+                f"cache part {redact(self.parts[i])} is unreadable, "
                 f"its rows are rescored ({type(err).__name__}: {str(err)[:200]})"
             )
 

@@ -27,11 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 from ..fields import ROWS, SCORES, flag_name
+from ..redact import redact
 from ..scoring.config import ScoreConfig
 from .columns import result_columns
 from .config import CurateConfig
 from .identity import StudentIdentity, changes
-from .io import delete, file_version, filesystem, join, list_files, read_text, redact, write_text
+from .storage import delete, file_version, filesystem, join, list_files, read_text, write_text
 
 LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead run
 

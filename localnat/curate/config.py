@@ -9,13 +9,11 @@ import re
 from dataclasses import dataclass, replace
 
 from ..fields import ROWS, OptionError, check_fields, declared, option
+from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# scheme://user[:secret]@...: credentials that would end up in logs and manifests. A
-# secret may hold '/', so also anything with a ':' before an '@' (bucket names have none).
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#]*|[^@/]*:[^@]*)@")
 _IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
 
 
@@ -206,10 +204,9 @@ class CurateConfig:
                 raise OptionError("cache: an empty URI")
             uris.append(("cache", self.cache))
         for key, uri in uris:
-            if _USERINFO.match(uri):
-                shown = _USERINFO.sub(r"\1***@", uri)
+            if has_credentials(uri):
                 raise OptionError(
-                    f"{key}: credentials inside a URI are not accepted ({shown}); set "
+                    f"{key}: credentials inside a URI are not accepted ({redact(uri)}); set "
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the cloud identity) in the "
                     "environment instead"
                 )

@@ -23,6 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from .. import __version__
+from ..logs import LOG, native_noise_dropped
+from ..logs import setup as setup_logs
+from ..redact import redact
 from ..scoring.student import DEFAULT_STUDENT
 from .cache import open_namespace
 from .columns import REDUCE_COLUMNS, SIGNALS
@@ -38,27 +41,16 @@ from .commit import (
     run_identity,
 )
 from .config import CurateConfig
+from .formats import file_format, input_columns, read_rows
 from .identity import StudentIdentity, identify
-from .io import (
-    file_format,
-    hive_columns,
-    input_columns,
-    join,
-    list_inputs,
-    read_parquet_files,
-    read_rows,
-    read_text,
-    redact,
-    write_bytes,
-    write_table,
-    write_text,
-)
+from .inputs import hive_columns, list_inputs
 from .leaderboard import leaderboard
 from .progress import Progress, start_ray, uninterrupted
 from .racing import raced_selection, racing
 from .report import markdown, png, summary_table
 from .runs import show_run
 from .selection import duplicates, select, write_selected
+from .storage import join, read_parquet_files, read_text, write_bytes, write_table, write_text
 
 SAMPLE = Path(__file__).parent.parent / "sample" / "mip_math_sample.parquet"
 DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"
@@ -68,11 +60,8 @@ class InputError(ValueError):
     """The input cannot be used as configured (raised before any model is loaded)."""
 
 
-def log(msg: str) -> None:
-    print(f"[localnat] {redact(msg)}", flush=True)
-
-
 def run_job(cfg: CurateConfig) -> dict:
+    setup_logs(cfg.verbose)
     started = time.time()
     timings: dict[str, float] = {}
     if not cfg.inputs:
@@ -85,7 +74,7 @@ def run_job(cfg: CurateConfig) -> dict:
 
     previous = _manifest(run_dir)
     if previous and not cfg.overwrite and not cfg.dry_run:
-        log(f"run {run_id} is complete at {run_dir} (use --overwrite to redo it)")
+        LOG.info(f"run {run_id} is complete at {run_dir} (use --overwrite to redo it)")
         return {**previous, "report": show_run(run_dir)}
 
     # Outputs written inside an input directory are never read back as inputs.
@@ -107,7 +96,9 @@ def run_job(cfg: CurateConfig) -> dict:
         done = completed_files(chunks)
         resumed = {"files_resumed": len(done), "chunks_resumed": len(chunks)}
         todo = [f for f in files if f[0] not in done]
-        log(f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}")
+        LOG.info(
+            f"run {run_id}: {len(files)} input files ({len(done)} already done), output {run_dir}"
+        )
         timings["plan"] = time.time() - started
 
         tokens, calls = 0, {}
@@ -116,13 +107,13 @@ def run_job(cfg: CurateConfig) -> dict:
             skip = {}
             for f, c in chunks:
                 skip.setdefault(f, []).append(c)
-            cache = open_namespace(cfg, student, log) if cfg.cache else None
+            cache = open_namespace(cfg, student) if cfg.cache else None
             if cache:
-                log(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
+                LOG.info(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
             rows = total_rows(todo, file_rows, chunks)
             tokens, calls = stream(todo, cfg, run_dir, skip, rows, cache)
             timings["score"] = time.time() - t
-            log(
+            LOG.info(
                 f"scored {len(todo)} files in {timings['score']:.1f} s "
                 f"({tokens / timings['score']:.1f} response tokens/s)"
             )
@@ -155,7 +146,9 @@ def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
                 f"--gpus-per-actor {cfg.gpus_per_actor:g}: the Ray cluster has {have:g} GPUs "
                 f"(resources: {ray.cluster_resources()}); use --gpus-per-actor 0 for CPU"
             )
-        log(f"waiting for GPUs: the cluster has {have:g}, an actor needs {cfg.gpus_per_actor:g}")
+        LOG.info(
+            f"waiting for GPUs: the cluster has {have:g}, an actor needs {cfg.gpus_per_actor:g}"
+        )
         time.sleep(min(poll_s, max(0.0, deadline - time.time())))
 
 
@@ -174,7 +167,7 @@ def _manifest(run_dir: str) -> dict | None:
     try:
         return json.loads(text)
     except ValueError:
-        log(f"{run_dir}/manifest.json is unreadable: rebuilding it from the committed chunks")
+        LOG.info(f"{run_dir}/manifest.json is unreadable: rebuilding it from the committed chunks")
         return None
 
 
@@ -204,7 +197,7 @@ def identify_student(cfg: CurateConfig) -> StudentIdentity:
     probe = prompt_probe(check_student(cfg), cfg.score.system_prompt)
     t = time.time()
     student = identify(resolve_student(cfg.score.student), cfg.score.revision, probe)
-    log(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
+    LOG.info(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
     return student
 
 
@@ -230,16 +223,16 @@ def finish(cfg, files, run_dir, chunks, student, scored: dict, timings, started)
     raced = {}
     if racing(cfg):  # sampled LN: the choice is made exact where the sample cannot make it
         t = time.time()
-        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, student, log)
+        chosen, raced = raced_selection(files, df, cfg, run_dir, chunks, student)
         timings["race"] = time.time() - t
-        log(
+        LOG.info(
             f"racing (z={cfg.race_z:g}): {raced['race_rescored']} of {raced['race_survivors']} "
             f"survivors rescored exactly; {raced['prompts_settled_by_sample']} prompts settled "
             f"by the sample, {raced['prompts_settled_by_exact']} by the exact pass"
         )
     else:
         chosen = select(df, cfg.select_by, cfg.seed, correct_only=cfg.correct_column is not None)
-    log(
+    LOG.info(
         f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
         f"{len(chosen)} selected by {cfg.select_by}, {len(dups)} duplicates"
     )
@@ -247,7 +240,7 @@ def finish(cfg, files, run_dir, chunks, student, scored: dict, timings, started)
     t = time.time()
     written = write_selected(files, chosen, df, cfg, run_dir)
     timings["select"] = time.time() - t
-    log(f"selected/ written in {timings['select']:.1f} s")
+    LOG.info(f"selected/ written in {timings['select']:.1f} s")
 
     name = cfg.score.student or DEFAULT_STUDENT
     board["student"] = name
@@ -261,7 +254,7 @@ def finish(cfg, files, run_dir, chunks, student, scored: dict, timings, started)
             (write_text if isinstance(out, str) else write_bytes)(join(run_dir, name), out)
         except Exception as err:  # noqa: BLE001
             report_errors.append(f"{name}: {type(err).__name__}: {err}")
-            log(f"warning: {name} not written: {type(err).__name__}: {err}")
+            LOG.warning(f"{name} not written: {type(err).__name__}: {err}")
     top = df.nlargest(5, "n_response_tokens")[["source", "teacher", "n_response_tokens"]]
 
     rows = counts(chunks, len(files))
@@ -319,7 +312,7 @@ def finish(cfg, files, run_dir, chunks, student, scored: dict, timings, started)
         },
     }
     write_text(join(run_dir, "manifest.json"), json.dumps(manifest, indent=2))
-    log(f"run {run_id} complete")
+    LOG.info(f"run {run_id} complete")
     return {**manifest, "report": summary_table(board, manifest)}
 
 
@@ -381,7 +374,7 @@ def dry_run(files, cfg: CurateConfig, run_dir: str) -> dict:
             rows[redact(uri)] = n or 1
         except Exception as err:  # noqa: BLE001
             rows[redact(uri)] = n + 1
-            log(f"{uri}: unreadable from row {n} on: {type(err).__name__}: {err}")
+            LOG.info(f"{uri}: unreadable from row {n} on: {type(err).__name__}: {err}")
     cached = _dry_run_cache(files, cfg) if cfg.cache else {}
     # ~4 characters a token; each response token is computed about (1 + reuse) times
     reuse = sum(min(w.k + 1, 8) if w.k is not None else 8 for w in cfg.score.windows)
@@ -418,8 +411,8 @@ def _dry_run_cache(files, cfg: CurateConfig) -> dict:
     from .cache import Lookup, row_keys
     from .pipeline import read_files
 
-    ns, parts = open_namespace(cfg, identify_student(cfg), log, write=False)
-    lookup = Lookup(parts, cfg, log)
+    ns, parts = open_namespace(cfg, identify_student(cfg), write=False)
+    lookup = Lookup(parts, cfg)
     hits = valid = 0
     for index, uri, root in files:
         batch = pa.Table.from_pylist([{"file_index": index, "uri": uri, "root": root, "skip": []}])
@@ -476,7 +469,7 @@ def stream(
     calls: dict[str, tuple[int, int, str]] = {}  # call id -> (rows, est. tokens, actor)
     graph = build(todo, cfg, run_dir, skip, cache, only)
     batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
-    with Progress(len(todo), rows, log) as progress:
+    with native_noise_dropped(cfg.verbose), Progress(len(todo), rows, LOG.info) as progress:
         for batch in batches:
             for row in batch.to_pylist():
                 key = (row["file_index"], row["chunk"])

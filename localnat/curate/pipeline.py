@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..logs import setup as setup_logs
 from ..scoring.config import ScoreConfig
 from ..scoring.prepare import Prepared, Preparer
 from ..scoring.schema import UNSAMPLED_SCHEMA
@@ -38,8 +39,10 @@ from .columns import (
     score_columns,
 )
 from .config import CurateConfig
-from .io import hive_columns, join, read_rows, write_table
+from .formats import read_rows
+from .inputs import hive_columns
 from .records import file_reject, normalize
+from .storage import join, write_table
 
 READ_CHUNK_ROWS = 256
 # What a file's own content raises (corrupt Parquet, a truncated gzip, undecodable bytes):
@@ -126,6 +129,7 @@ class Prepare:
         cache_parts: list[str] | None = None,
         unsampled: bool = False,
     ):
+        setup_logs(cfg.verbose)
         self.cfg, self.run_dir = cfg, run_dir
         self._tokenize: Tokenize | None = None  # loaded at the first miss: a night of hits
         self.results, self.written = outputs(cfg.score, unsampled)
@@ -357,6 +361,7 @@ class Score:
     def __init__(
         self, cfg: CurateConfig, run_dir: str, cache: str | None = None, unsampled: bool = False
     ):
+        setup_logs(cfg.verbose)
         self.cfg, self.run_dir, self.cache = cfg, run_dir, cache
         import torch
 

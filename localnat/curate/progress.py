@@ -11,6 +11,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+from ..logs import QUIET_ENV
+
 
 class Terminated(BaseException):
     """SIGTERM (a scheduler stopping the job): unwind, release the lease, exit resumable.
@@ -62,7 +64,7 @@ def start_ray(cfg) -> None:
     local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
     # Ray hangs on small machines when actors hold every CPU: give it logical room.
     extra = {"num_cpus": max(4, os.cpu_count() or 1)} if local else {}
-    env = {"TQDM_DISABLE": "1", "TRANSFORMERS_VERBOSITY": "error"} if quiet else {}
+    env = dict(QUIET_ENV) if quiet else {}
     ray.init(
         address=cfg.ray_address,
         log_to_driver=True,  # worker errors must reach the user

@@ -20,12 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..logs import LOG
 from .cache import open_namespace
 from .columns import UNSAMPLED_COLUMNS, UNSAMPLED_RESULTS
 from .commit import committed_chunks, completed_files, remove_uncommitted
 from .config import CurateConfig
-from .io import delete, join, list_files, read_parquet_files, read_text, write_text
 from .selection import candidates, race, settle
+from .storage import delete, join, list_files, read_parquet_files, read_text, write_text
 
 RACE_DIR = "race"
 
@@ -34,7 +35,7 @@ def racing(cfg: CurateConfig) -> bool:
     return cfg.score.sample_steps is not None and cfg.select_by == "local"
 
 
-def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, student, log):
+def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, chunks, student):
     """The racing choice per prompt (`settle`'s columns, `settled_by` set) and counts:
     survivors, rows rescored, rows whose exact pass failed (their sampled LN is kept and
     their prompt says `sample`), the student's response tokens in the exact pass (cache
@@ -47,13 +48,13 @@ def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, ch
     exact = pd.DataFrame({"row_id": [], "local_nat": []})
     if len(todo):
         exact, stats["race_response_tokens"] = _exact_pass(
-            files, todo, cfg, run_dir, chunks, student, log
+            files, todo, cfg, run_dir, chunks, student
         )
     failed = ~todo["row_id"].isin(exact["row_id"])
     if failed.any():
         stats["race_failed"] = int(failed.sum())
-        log(
-            f"warning: racing's exact pass failed for {int(failed.sum())} rows (see "
+        LOG.warning(
+            f"racing's exact pass failed for {int(failed.sum())} rows (see "
             f"{join(run_dir, RACE_DIR, 'rejects')}): their prompts are settled on the sample"
         )
         lost = survivors["prompt_id"].isin(
@@ -71,7 +72,7 @@ def raced_selection(files, df: pd.DataFrame, cfg: CurateConfig, run_dir: str, ch
     return chosen, stats
 
 
-def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, student, log):
+def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, student):
     """Score the unsampled steps of `todo`'s rows (a Ray pass like the first, into race/,
     through the score cache's namespace of these results when there is a cache: a night
     rescores only new survivors); returns their exact LN (row_id, local_nat) and the
@@ -94,10 +95,10 @@ def _exact_pass(files, todo: pd.DataFrame, cfg, run_dir: str, chunks, student, l
         todo_files = {i for i, _, _ in pending}
         n = sum(len(rows[i]) for i in todo_files)
         n -= sum(c["scored"] + c["rejected"] for (f, _), c in done.items() if f in todo_files)
-        log(f"racing: {len(todo)} rows need their unsampled steps scored ({n} to do)")
+        LOG.info(f"racing: {len(todo)} rows need their unsampled steps scored ({n} to do)")
         cache = None
         if cfg.cache:
-            cache = open_namespace(cfg, student, log, columns=UNSAMPLED_RESULTS)
+            cache = open_namespace(cfg, student, columns=UNSAMPLED_RESULTS)
         tokens, _ = stream(pending, cfg, race_dir, skip, max(n, 0) or None, cache, only=rows)
     done = committed_chunks(race_dir)
     parts = [join(race_dir, p) for d in done.values() for p in d["parts"]]

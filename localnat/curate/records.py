@@ -11,9 +11,9 @@ import json
 
 import pyarrow as pa
 
+from ..redact import redact
 from ..scoring.prepare import check_text
 from .config import CurateConfig
-from .io import redact, stable_id
 
 WORK_SCHEMA = pa.schema(
     [
@@ -31,6 +31,12 @@ WORK_SCHEMA = pa.schema(
     ]
 )
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def stable_id(*parts) -> int:
+    """A positive int64 from the parts: stable across runs, machines and Python versions."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def prompt_hash(prompt: str) -> str:

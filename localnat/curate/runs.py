@@ -9,9 +9,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..redact import redact
 from .commit import completed_files
-from .io import filesystem, join, list_files, read_text, redact
 from .report import label, summary_table
+from .storage import filesystem, join, list_files, read_text
 
 
 def show_run(run_dir: str) -> str:

@@ -17,17 +17,10 @@ import pyarrow.parquet as pq
 
 from .columns import SELECTED_COLUMNS, SIGNALS
 from .config import CurateConfig
-from .io import (
-    delete,
-    filesystem,
-    hive_columns,
-    join,
-    list_files,
-    read_rows,
-    stable_id,
-    write_table,
-)
-from .records import missing
+from .formats import read_rows
+from .inputs import hive_columns
+from .records import missing, stable_id
+from .storage import delete, filesystem, join, list_files, write_table
 
 READ_CHUNK_ROWS = 256
 # `--select-by` choices besides `random`: the signals that rank responses
