@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -30,9 +29,9 @@ import torch
 
 from localnat import ScoreConfig, Scorer
 from localnat.scoring.student import load_model, load_tokenizer, resolve_device, resolve_dtype
-from localnat.testing import STUDENT_SHAPES, sample_tokenizer, shaped_student
+from localnat.testing import SAMPLE_DIR, STUDENT_SHAPES, sample_tokenizer, shaped_student
 
-SAMPLE = Path(__file__).resolve().parent.parent / "localnat" / "sample" / "mip_math_sample.parquet"
+SAMPLE = SAMPLE_DIR / "mip_math_sample.parquet"
 # Methods must agree within this (fp32: the exactness contract; half precision: test_gpu's).
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 

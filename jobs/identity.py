@@ -72,7 +72,7 @@ def kernel_differences(rows: int) -> list[tuple[str, float, float, float]]:
     import pyarrow.parquet as pq
 
     from localnat import ScoreConfig, Scorer
-    from localnat.curate.job import SAMPLE
+    from localnat.testing.jobs import SAMPLE
 
     df = pq.read_table(SAMPLE).to_pandas().head(rows)
     prompts, responses = df["prompt"].tolist(), df["response"].str.slice(0, 2000).tolist()

@@ -28,12 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     if command not in commands:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
+    from .logs import setup
+
+    setup(verbose="--verbose" in rest)
     try:
         return commands[command](rest)
     except Exception as err:  # noqa: BLE001 - one clear line, credentials removed
         from .redact import redact
 
-        print(f"localnat: error: {redact(f'{type(err).__name__}: {err}')}", file=sys.stderr)
+        # our own errors say what is wrong and what to do; others keep their type's name
+        ours = type(err).__module__.startswith("localnat.") or isinstance(err, LookupError)
+        text = str(err) if ours else f"{type(err).__name__}: {err}"
+        print(f"localnat: error: {redact(text)}", file=sys.stderr)
         return 1
 
 

@@ -31,13 +31,20 @@ def tiny_student(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_local(s3, tmp_path_factory):
-    """A real local Ray head (`ray start --head` on loopback, job server on), which the tests
-    connect to as drivers and submit jobs to. Logical CPUs to spare: Ray hangs on 2 CPUs when
-    actors hold them all. Workers inherit the S3 credentials from the environment, as on a
-    cluster whose pods carry them."""
+def ray_local(s3, gcs, tmp_path_factory):
+    """A real local Ray head of this session's own (`ray start --head --block` on loopback,
+    job server on), which the tests connect to as drivers and submit jobs to. Logical CPUs
+    to spare: Ray hangs on 2 CPUs when actors hold them all. Workers inherit the S3
+    credentials (and the GCS emulator's address) from the environment, as on a cluster whose
+    pods carry them. Stopped through
+    its own process group: another Ray on the machine (another suite) is never touched."""
     import os
+    import shutil
+    import signal
     import subprocess
+    import tempfile
+    import time
+    import urllib.request
 
     import ray
     from s3server import free_port
@@ -45,34 +52,63 @@ def ray_local(s3, tmp_path_factory):
     env = {
         **os.environ,
         **s3.env(),
+        **gcs.env(),
         "RAY_AUTH_MODE": "disabled",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     os.environ.update(s3.env())
+    os.environ.update(gcs.env())
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port, dash = free_port(), free_port()
-    ray_bin = str(Path(sys.executable).parent / "ray")
-    subprocess.run(
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: socket paths are limited
+    log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "wb")
+    head = subprocess.Popen(
         [
-            ray_bin,
+            str(Path(sys.executable).parent / "ray"),
             "start",
             "--head",
+            "--block",
             "--node-ip-address=127.0.0.1",
             f"--port={port}",
             "--num-cpus=4",
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
+            f"--temp-dir={temp}",
             "--disable-usage-stats",
         ],
         env=env,
-        check=True,
-        capture_output=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: what teardown stops
     )
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{dash}/api/version", timeout=2)
+            break
+        except OSError:
+            if head.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the Ray head did not start; see {log.name}") from None
+            time.sleep(0.5)
     ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
     yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": env}
     ray.shutdown()
-    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(head.pid, sig)
+            head.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            break
+    try:  # stragglers of the group (workers) after the head has gone
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    log.close()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +116,15 @@ def s3(tmp_path_factory):
     from s3server import SeaweedS3
 
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    from gcsserver import FakeGCS
+
+    server = FakeGCS(tmp_path_factory.mktemp("gcs")).start()
     yield server
     server.stop()
 

@@ -105,6 +105,12 @@ class SeaweedS3:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
         )
 
+    def bucket(self, name: str) -> None:
+        """Create the bucket unless it is there."""
+        client = self.client()
+        if name not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket=name)
+
     def env(self) -> dict[str, str]:
         return {
             "AWS_ENDPOINT_URL": self.endpoint,

@@ -1,13 +1,20 @@
-"""Options: typed once, validated once; config files and flags merge with flags winning."""
+"""x"""
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
+from localnat.curate.commit import run_identity
 from localnat.curate.config import CurateConfig
+from localnat.curate.identity import StudentIdentity
 from localnat.fields import OptionError
 from localnat.options import all_options, build_config, options_markdown, parse_config
 from localnat.scoring.config import ScoreConfig
@@ -28,7 +35,6 @@ def from_file(tmp_path, values: dict, *flags, suffix=".yaml"):
     return parse_config(["--config", str(path), *flags])
 
 
-# One wrong-typed value per option type: each must be an error naming the key, never coerced.
 WRONG = {
     "trust-remote-code": "false",  # bool as a string: this once turned remote code ON
     "overwrite": "no",
@@ -125,6 +131,7 @@ CUSTOM_CODE = """
 from pathlib import Path
 Path(MARKER).write_text("custom code ran")
 from transformers import LlamaConfig, LlamaForCausalLM
+from localnat.testing.jobs import config, sample
 
 class CustomConfig(LlamaConfig):
     model_type = "custom_llama"
@@ -184,3 +191,108 @@ def test_toml_on_python_3_10_reads_with_tomli(tmp_path, monkeypatch):
     path = tmp_path / "c.toml"
     path.write_text("window = [4, 0.25]\ncall-tokens = 8\n")
     assert options.read_config_file(str(path)) == {"window": [4, 0.25], "call-tokens": 8, "seed": 7}
+
+
+def test_run_id_dotdot_is_refused_before_anything_is_touched(tmp_path, capsys):
+    victim = tmp_path / "victim"
+    (victim / "runs").mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as err:
+        parse_config(["--output", str(victim / "runs"), "--run-id", "..", "--overwrite"])
+    assert err.value.code == 2 and "run-id" in capsys.readouterr().err
+    assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_a_bad_attention_kernel_stops_in_one_line_before_ray(tmp_path):
+    start = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "localnat.cli", "curate", "--attn-implementation", "fast"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},  # a Ray start would fail loudly
+    )
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--attn-implementation" in lines[0] and "sdpa" in lines[0]
+    assert time.time() - start < 30
+    for flags in (["--device", "cuda:x"], ["--device", "cuda"]):  # cuda without GPUs asked
+        out = subprocess.run(
+            [sys.executable, "-m", "localnat.cli", "curate", *flags],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+        assert "device" in out.stderr
+
+
+def test_options_declare_what_they_change():
+    """Each option's declared class decides the resume identity and the cache namespace:
+    a SCORES option changes both, a ROWS option only the resume, the others neither."""
+
+    from localnat.curate.cache import namespace
+    from localnat.curate.config import CurateConfig
+    from localnat.fields import ROWS, SCORES
+    from localnat.options import all_options
+    from localnat.scoring.config import ScoreConfig
+    from localnat.scoring.windows import Window
+
+    other = {  # a valid other value per option
+        "inputs": ("x.parquet",),
+        "input_format": "jsonl",
+        "output": "o2",
+        "cache": "c2",
+        "run_id": "r2",
+        "overwrite": True,
+        "dry_run": True,
+        "prompt_column": "q",
+        "response_column": "a",
+        "teacher_column": "m",
+        "prompt_id_column": "qid",
+        "correct_column": "ok",
+        "select_by": "global",
+        "race_z": 1.0,
+        "seed": 7,
+        "min_matched_share": 0.9,
+        "actors": 3,
+        "gpus_per_actor": 2.0,
+        "cpus_per_actor": 2.0,
+        "call_tokens": 99,
+        "gpu_wait": 1.0,
+        "max_response_tokens": 50,
+        "no_progress_timeout": 5.0,
+        "commit_rows": 7,
+        "ray_address": "auto",
+        "verbose": True,
+        "student": "/other/path",
+        "revision": "v2",
+        "trust_remote_code": True,
+        "windows": (Window(k=2),),
+        "segmenter": "line",
+        "system_prompt": "Be brief.",
+        "device": "cuda:1",
+        "dtype": "bfloat16",
+        "attn_implementation": "eager",
+        "max_tokens": 512,
+        "max_window_tokens": 256,
+        "batch_tokens": 64,
+        "head_chunk": 8,
+        "sample_steps": 0.5,
+        "max_chars": 10,
+    }
+    options = all_options()
+    assert {o.field for o in options} == set(other), "classify the new option here"
+    # GPUs, so that a CUDA device is valid; a dtype, so that it does not follow the device
+    base = CurateConfig(cache="c", gpus_per_actor=1.0, score=ScoreConfig(dtype="float32"))
+    student = StudentIdentity("s", {"w": "a"})
+    ns = namespace(base, student)
+    resume = run_identity([], base, student)
+    for o in options:
+        if o.owner is ScoreConfig:
+            cfg = replace(base, score=replace(base.score, **{o.field: other[o.field]}))
+        else:
+            cfg = replace(base, **{o.field: other[o.field]})
+        kind = o.meta["affects"]
+        assert (namespace(replace(cfg, cache="c"), student) != ns) == (kind == SCORES), o.key
+        assert (run_identity([], cfg, student) != resume) == (kind in (SCORES, ROWS)), o.key

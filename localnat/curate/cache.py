@@ -247,9 +247,9 @@ def _take_grouped(values: dict[int, pa.Table], part: np.ndarray, row: np.ndarray
     return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
-def write_part(ns: str, table: pa.Table, columns: list[str]) -> None:
+def append(ns: str, table: pa.Table, columns: list[str]) -> None:
     """Append the freshly scored rows of a call (not rejected, not reused) to the cache:
-    their key and `columns`."""
+    their key and `columns`, as a new part (the writer is `sink.Sink`)."""
     fresh = table.filter(
         pc.and_(pc.is_null(table.column("reject_reason")), pc.invert(table.column("reused")))
     )

@@ -7,17 +7,22 @@ from dataclasses import dataclass
 from ..scoring.config import ScoreConfig
 from ..scoring.schema import result_schema
 
-# Identity of a working row, carried from the reader to scores/ (README "Outputs").
+# Identity of a working row, carried from the reader to scores/ (README "Outputs"). A row is
+# found again by (file_index, row_number), never by parsing `source` ("uri#row", for people).
 ID_COLUMNS = [
     "row_id",
     "source",
     "file_index",
+    "row_number",
     "prompt_id",
     "teacher",
     "is_correct",
     "content_hash",
 ]
-REJECT_COLUMNS = [*ID_COLUMNS[:6], "prompt", "response", "reject_reason"]
+REJECT_COLUMNS = [
+    *("row_id", "source", "file_index", "row_number", "prompt_id", "teacher", "is_correct"),
+    *("prompt", "response", "reject_reason"),
+]
 
 
 # What the reduce reads back from scores/: compact, no per-step arrays.

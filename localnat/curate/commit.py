@@ -3,7 +3,7 @@ and resume.
 
     _run.json                   the run's identity: input versions and the settings it started
                                 with; only a directory holding it is ever deleted (--overwrite)
-    _lease/<owner>.json         the run that holds the directory now (one at a time)
+    _lease/<owner>.json         the run that holds the directory now (lease.py)
     _done/f000012-c000003.json  rows of chunk 3 of input file 12 are all written, in the parts
                                 it lists ("last": true on a file's final chunk)
 
@@ -18,31 +18,20 @@ runs only under the lease, so it never deletes a part another live run may list.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import threading
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
 from ..fields import ROWS, SCORES, flag_name
 from ..redact import redact
 from ..scoring.config import ScoreConfig
-from .columns import result_columns
+from .columns import score_columns
 from .config import CurateConfig
 from .identity import StudentIdentity, changes
-from .storage import delete, file_version, filesystem, join, list_files, read_text, write_text
-
-LEASE_TTL_S = 60.0  # a lease not renewed for this long belongs to a dead run
+from .storage import delete, file_version, join, list_files, read_json, read_text, write_text
 
 
 class RunMismatch(ValueError):
     """A resume whose inputs or settings differ from the run it would continue."""
-
-
-class RunBusy(RuntimeError):
-    """Another live run holds the run directory."""
 
 
 def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
@@ -56,7 +45,7 @@ def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
         "settings": json.loads(redact(json.dumps(cfg.settings(SCORES, ROWS), default=str))),
         "student": student.record(),
         # a resume by a version that writes other score columns would mix two schemas
-        "score_columns": result_columns(cfg.score),
+        "score_columns": score_columns(cfg.score),
     }
 
 
@@ -125,91 +114,6 @@ def prepare_overwrite(run_dir: str) -> None:
         delete(uri)
 
 
-class Lease:
-    """Exclusive hold of a run directory, on any store: write `_lease/<owner>.json`, then
-    list; if another live lease is there, withdraw. Two runs starting at once may both
-    withdraw (retry later), never both proceed. Renewed by a thread; released on exit.
-    A lease is live until its expiry, or until its process is gone (same host)."""
-
-    def __init__(self, run_dir: str, ttl: float = LEASE_TTL_S):
-        self.dir = join(run_dir, "_lease")
-        self.ttl = ttl
-        self.owner = uuid.uuid4().hex[:16]
-        self.uri = join(self.dir, f"{self.owner}.json")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, daemon=True)
-
-    def _write(self) -> None:
-        body = {
-            "owner": self.owner,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "expires": time.time() + self.ttl,
-        }
-        write_text(self.uri, json.dumps(body))
-
-    def __enter__(self):
-        self._write()
-        for uri in list_files(self.dir):
-            if uri == self.uri:
-                continue
-            other = _read_json(uri)
-            if other is None:  # being written, or left by a crash: live until it is old
-                other = {"host": "?", "pid": "?", "expires": _mtime(uri) + self.ttl}
-            if _live(other):
-                delete(self.uri)
-                raise RunBusy(
-                    f"another run holds {redact(self.dir.rsplit('/', 1)[0])} (host "
-                    f"{other.get('host')}, pid {other.get('pid')}, lease until "
-                    f"{time.strftime('%H:%M:%S', time.gmtime(other['expires']))} UTC): wait "
-                    "for it to finish, or use another --run-id"
-                )
-            delete(uri)  # a dead run's lease
-        self._thread.start()
-        return self
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl / 4):
-            try:
-                self._write()
-            except Exception:  # noqa: BLE001 - a storage blip; the next renewal retries
-                pass
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        try:
-            delete(self.uri)
-        except Exception:  # noqa: BLE001 - it expires on its own
-            pass
-
-
-def _mtime(uri: str) -> float:
-    fs, path = filesystem(uri)
-    info = fs.get_file_info(path)
-    return info.mtime.timestamp() if info.mtime else 0.0
-
-
-def _read_json(uri: str) -> dict | None:
-    try:
-        return json.loads(read_text(uri) or "null")
-    except ValueError:
-        return None
-
-
-def _live(lease: dict) -> bool:
-    if lease.get("expires", 0) < time.time():
-        return False
-    if lease.get("host") == socket.gethostname() and isinstance(lease.get("pid"), int):
-        try:
-            os.kill(lease["pid"], 0)
-        except ProcessLookupError:
-            return False  # killed: its lease is stale at once
-        except PermissionError:
-            pass
-    return True
-
-
 def marker(run_dir: str, file_index: int, chunk: int) -> str:
     return join(run_dir, "_done", f"f{file_index:06d}-c{chunk:06d}.json")
 
@@ -223,7 +127,7 @@ def committed_chunks(run_dir: str, clean: bool = True) -> dict[tuple[int, int], 
     (so its chunk is redone) when `clean` (only under the lease)."""
     uris = [u for u in list_files(join(run_dir, "_done")) if u.endswith(".json")]
     with ThreadPoolExecutor(16) as pool:
-        bodies = list(pool.map(_read_json, uris))
+        bodies = list(pool.map(read_json, uris))
     done = {}
     for uri, body in zip(uris, bodies):
         name = uri.rsplit("/", 1)[-1][:-5]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from ..fields import ROWS, OptionError, check_fields, declared, option
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
+from .formats import FORMATS
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -32,10 +33,10 @@ class CurateConfig:
     )
     input_format: str = option(
         "auto",
-        "`parquet` or `jsonl` (`auto`: by extension)",
+        "`parquet`, `arrow` (Arrow IPC / Feather) or `jsonl` (`auto`: by extension)",
         group=_IO,
         affects=ROWS,
-        choices=("auto", "parquet", "jsonl"),
+        choices=FORMATS,
     )
     output: str = option(
         "./localnat-out",

@@ -1,7 +1,9 @@
 """Input file formats: which format a file is, its columns, and its rows in chunks.
 
-Parquet is read batch by batch; JSONL (optionally gzipped) line by line, where a line that is
-not valid UTF-8 or JSON becomes an error string for that row and the other rows go on.
+Parquet is read batch by batch; Arrow IPC (Feather v2 files, and the `data-*.arrow` streams
+of a `datasets` `save_to_disk` directory) record batch by record batch; JSONL (optionally
+gzipped) line by line, where a line that is not valid UTF-8 or JSON becomes an error string
+for that row and the other rows go on.
 """
 
 from __future__ import annotations
@@ -9,43 +11,109 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .storage import filesystem
 
 READ_CHUNK_ROWS = 256  # rows per chunk read from a file
-INPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")
+ARROW_SUFFIXES = (".arrow", ".feather", ".ipc")
+INPUT_SUFFIXES = (
+    ".parquet",
+    *ARROW_SUFFIXES,
+    ".jsonl",
+    ".jsonl.gz",
+    ".json",
+    ".json.gz",
+    ".ndjson",
+)
+FORMATS = ("auto", "parquet", "arrow", "jsonl")
 
 
 def file_format(uri: str, fmt: str = "auto") -> str:
+    """`fmt`, or by the file's name: Parquet, Arrow IPC, else JSONL."""
     if fmt != "auto":
         return fmt
-    return (
-        "parquet" if uri.endswith(".parquet") or ".parquet" in uri.rsplit("/", 1)[-1] else "jsonl"
-    )
+    name = uri.rsplit("/", 1)[-1]
+    if name.endswith(".parquet") or ".parquet" in name:
+        return "parquet"
+    return "arrow" if name.endswith(ARROW_SUFFIXES) else "jsonl"
+
+
+@contextmanager
+def arrow_batches(uri: str, columns: list[str] | None = None):
+    """(schema, record batches) of an Arrow IPC file or stream, the `columns` of it."""
+    fs, path = filesystem(uri)
+    with fs.open_input_file(path) as f:
+        try:
+            reader = pa.ipc.open_file(f)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:  # not the file format: the stream format (`datasets`)
+            f.seek(0)
+            reader = pa.ipc.open_stream(f)
+            batches = iter(reader)
+        schema = reader.schema
+        if columns is not None:
+            keep = [c for c in columns if c in schema.names]
+            batches = (b.select(keep) for b in batches)
+        yield schema, batches
 
 
 def input_columns(uri: str, fmt: str = "auto", sample_rows: int = 1000):
-    """(column names, row count or None) of an input file: the Parquet footer's schema and
-    count, or the keys of the first `sample_rows` JSONL records (writers leave out null
-    fields, so one record is not enough) and no count. Names are None for a file without a
-    row (it becomes a reject row, not an error)."""
+    """(column names, rows, exact) of an input file: the Parquet footer's schema and count;
+    for JSONL, the keys of the first `sample_rows` records (writers leave out null fields,
+    so one record is not enough) and the rows estimated from the lines per byte read so far
+    (exact when the sample reached the end). Names are None for a file without a row (it
+    becomes a reject row, not an error)."""
     fs, path = filesystem(uri)
-    if file_format(uri, fmt) == "parquet":
+    kind = file_format(uri, fmt)
+    if kind == "parquet":
         with fs.open_input_file(path) as f:
             footer = pq.ParquetFile(f)
-            return footer.schema_arrow.names, footer.metadata.num_rows
+            return footer.schema_arrow.names, footer.metadata.num_rows, True
+    if kind == "arrow":
+        with arrow_batches(uri, []) as (schema, batches):
+            rows = sum(b.num_rows for b in batches)  # batch lengths: no column is read
+        return (schema.names if rows else None), rows, True
+    size = fs.get_file_info(path).size or 0
     keys: dict[str, None] = {}
-    seen = 0
-    for rows in read_rows(uri, fmt, None, 256):
-        for _, rec in rows:
-            if isinstance(rec, dict):
-                keys.update(dict.fromkeys(rec))
-            seen += 1
-        if seen >= sample_rows:
-            break
-    return (list(keys) if seen else None), None
+    seen = lines = 0
+    with fs.open_input_stream(path, compression=None) as f:
+        counted = _Counted(f)
+        buf = b""
+        for chunk in _chunks(counted, path):
+            lines += chunk.count(b"\n")
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for line in complete + ([buf] if counted.eof else []):
+                if line.strip():
+                    rec = _parse_line(line.removeprefix(b"\xef\xbb\xbf"))
+                    keys.update(dict.fromkeys(rec) if isinstance(rec, dict) else {})
+                    seen += 1
+            if seen >= sample_rows:
+                break
+        else:
+            if buf.strip():  # a last line without a newline
+                rec = _parse_line(buf)
+                keys.update(dict.fromkeys(rec) if isinstance(rec, dict) else {})
+                seen += 1
+            return (list(keys) if seen else None), seen, True
+    return list(keys), round(lines * size / max(counted.n, 1)), False
+
+
+class _Counted:
+    """A stream that counts the bytes read from it, and sees its end."""
+
+    def __init__(self, f):
+        self.f, self.n, self.eof = f, 0, False
+
+    def read(self, size: int) -> bytes:
+        data = self.f.read(size)
+        self.n += len(data)
+        self.eof = self.eof or not data
+        return data
 
 
 def _chunks(f, path: str) -> Iterator[bytes]:
@@ -86,7 +154,17 @@ def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) ->
     other rows go on. An unreadable file raises (the caller rejects the file).
     """
     fs, path = filesystem(uri)
-    if file_format(uri, fmt) == "parquet":
+    kind = file_format(uri, fmt)
+    if kind == "arrow":
+        index = 0
+        with arrow_batches(uri, columns) as (_, batches):
+            for batch in batches:
+                for start in range(0, batch.num_rows, chunk_rows):
+                    rows = batch.slice(start, chunk_rows).to_pylist()
+                    yield list(enumerate(rows, start=index))
+                    index += len(rows)
+        return
+    if kind == "parquet":
         with fs.open_input_file(path) as f:
             pfile = pq.ParquetFile(f)
             names = pfile.schema_arrow.names

@@ -4,13 +4,80 @@ what they hold, checked before any model work."""
 from __future__ import annotations
 
 import fnmatch
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
 from ..redact import redact
-from .formats import INPUT_SUFFIXES
+from .config import CurateConfig
+from .formats import INPUT_SUFFIXES, file_format, input_columns
 from .storage import filesystem
+
+
+class InputError(ValueError):
+    """The input or the student cannot be used as configured (raised before any model work)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The input files of a run, numbered in URI order: (index, uri, hive root) each, and
+    their rows (Parquet footers' counts; JSONL estimated, `exact` False) for the ETA."""
+
+    files: list[tuple[int, str, str]]
+    rows: dict[int, int | None]
+    exact: bool
+
+    def rows_left(self, indexes, done: int = 0) -> int | None:
+        counts = [self.rows.get(i) for i in indexes]
+        return None if None in counts else max(sum(counts) - done, 0)
+
+
+def plan(cfg: CurateConfig, output: str) -> Plan:
+    """The run's input files (outputs written inside an input directory are never read back
+    as inputs), checked for the configured columns before any model work."""
+    found = list_inputs(list(cfg.inputs), exclude=output)
+    files = [(i, uri, root) for i, (uri, root) in enumerate(found)]
+    rows, exact = check_columns(files, cfg)
+    return Plan(files, rows, exact)
+
+
+def check_columns(files, cfg: CurateConfig) -> tuple[dict[int, int | None], bool]:
+    """Fail before any model work when a file lacks a configured column. Returns each file's
+    rows as read in the same pass (None for an unreadable file) and whether all are exact."""
+    needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
+    needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
+    rows: dict[int, int | None] = {}
+    exact = [True]
+
+    def problem(item) -> str | None:
+        index, uri, root = item
+        rows[index] = None
+        try:
+            columns, rows[index], sure = input_columns(uri, cfg.input_format)
+        except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
+            return None
+        exact[0] &= sure
+        if columns is None:  # no row: one reject row, as an unreadable file
+            rows[index] = 1
+            return None
+        present = set(columns) | set(hive_columns(uri, root))
+        # JSONL writers may leave out null optional fields: those rows are rejected one by one.
+        typed = file_format(uri, cfg.input_format) in ("parquet", "arrow")  # a schema
+        required = needed if typed else needed[:3]
+        missing = [c for c in required if c not in present]
+        return f"{redact(uri)}: missing {missing}; present: {sorted(present)}" if missing else None
+
+    with ThreadPoolExecutor(16) as pool:  # footers of many object-store files, in parallel
+        problems = [p for p in pool.map(problem, files) if p]
+    if problems:
+        raise InputError(
+            "input files lack configured columns (see --prompt-column etc.):\n  "
+            + "\n  ".join(problems)
+        )
+    return rows, exact[0]
 
 
 def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
@@ -49,8 +116,9 @@ def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, 
                 and i.path.endswith(INPUT_SUFFIXES)
                 and not _hidden(i.path, path)
             ]
+            files = _datasets_data(fs, files)
             if not files:
-                raise FileNotFoundError(f"no Parquet or JSONL files under {redact(uri)}")
+                raise FileNotFoundError(f"no Parquet, Arrow or JSONL files under {redact(uri)}")
             found.update({to_uri(f): to_uri(path) for f in files})
         else:
             raise FileNotFoundError(f"input not found: {redact(uri)}")
@@ -64,6 +132,31 @@ def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, 
         if not found:
             raise FileNotFoundError("no input file outside the output directory")
     return sorted(found.items())
+
+
+def _datasets_data(fs, files: list[str]) -> list[str]:
+    """A `datasets` `save_to_disk` directory holds its rows in the Arrow files its state.json
+    lists (`_data_files`); its JSON files (state, dataset_info, dataset_dict) are metadata,
+    never input."""
+    listed: dict[str, set[str]] = {}
+    for f in files:
+        where, name = f.rsplit("/", 1)
+        if name == "state.json":
+            try:
+                with fs.open_input_stream(f) as src:
+                    state = json.loads(src.read())
+                listed[where] = {x["filename"] for x in state["_data_files"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a datasets directory: its files are inputs as any others
+    out = []
+    for f in files:
+        where, name = f.rsplit("/", 1)
+        if where in listed:
+            if name in listed[where]:
+                out.append(f)
+        elif not (name == "dataset_dict.json" and any(d.startswith(where) for d in listed)):
+            out.append(f)
+    return out
 
 
 def _glob_match(path: str, pattern: str) -> bool:

@@ -63,17 +63,6 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
     matched_mask = answered[ranked].all(axis=1)
     n_matched, n_prompts = int(matched_mask.sum()), int(df["prompt_id"].nunique())
     matched = bool(n_matched)
-    warning = None
-    if not matched:
-        warning = (
-            "no prompt is answered by every ranked teacher: means are over each teacher's own "
-            "prompts and are not comparable"
-        )
-    elif n_matched < min(10, n_prompts) or n_matched < min_share * n_prompts:
-        warning = (
-            f"only {n_matched} of {n_prompts} prompts are answered by every ranked teacher: "
-            "the ranking and its intervals rest on few prompts"
-        )
     out = {
         "teachers": teachers,
         "ranked": ranked,
@@ -82,7 +71,7 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
         "n_matched_prompts": n_matched,
         "min_matched_share": min_share,
         "matched": matched,
-        "warning": warning,
+        "warning": _warning(n_matched, n_prompts, min_share),
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
         "per_teacher": {
             t: {
@@ -114,6 +103,20 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
     ]
     out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"]  # local vs global
     return out
+
+
+def _warning(n_matched: int, n_prompts: int, min_share: float) -> str | None:
+    if not n_matched:
+        return (
+            "no prompt is answered by every ranked teacher: means are over each teacher's own "
+            "prompts and are not comparable"
+        )
+    if n_matched < min(10, n_prompts) or n_matched < min_share * n_prompts:
+        return (
+            f"only {n_matched} of {n_prompts} prompts are answered by every ranked teacher: "
+            "the ranking and its intervals rest on few prompts"
+        )
+    return None
 
 
 def _teacher_stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:

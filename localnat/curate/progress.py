@@ -81,8 +81,9 @@ class Progress:
     """Counters the driver updates as parts are written; a thread prints them every
     `every` seconds: files done/total, rows scored/reused/rejected, response tokens/s, ETA."""
 
-    def __init__(self, files: int, rows: int | None, log, every: float = 10.0):
+    def __init__(self, files: int, rows: int | None, log, every: float = 10.0, exact=True):
         self.files, self.rows, self.log, self.every = files, rows, log, every
+        self.exact = exact  # rows counted, or estimated (JSONL: lines per byte)
         self.done_files = self.scored = self.rejected = self.tokens = self.reused = 0
         self.started = time.time()
         self._stop = threading.Event()
@@ -105,10 +106,11 @@ class Progress:
     def line(self) -> str:
         elapsed = max(time.time() - self.started, 1e-9)
         done = self.scored + self.rejected
-        rows = f"{done:,}" + (f"/{self.rows:,}" if self.rows else "")
+        about = "" if self.exact else "~"
+        rows = f"{done:,}" + (f"/{about}{self.rows:,}" if self.rows else "")
         eta = "?"
         if self.rows and done:
-            eta = f"{(self.rows - done) * elapsed / done:,.0f} s"
+            eta = f"{about}{max(self.rows - done, 0) * elapsed / done:,.0f} s"
         elif self.done_files:
             eta = f"{(self.files - self.done_files) * elapsed / self.done_files:,.0f} s"
         return (

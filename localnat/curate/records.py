@@ -19,6 +19,7 @@ WORK_SCHEMA = pa.schema(
     [
         ("row_id", pa.int64()),
         ("file_index", pa.int32()),
+        ("row_number", pa.int64()),
         ("source", pa.string()),
         ("prompt_id", pa.string()),
         ("teacher", pa.string()),
@@ -62,6 +63,7 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
         row = {
             "row_id": stable_id(uri, index),
             "file_index": file_index,
+            "row_number": index,
             "source": f"{redact(uri)}#{index}",
         }
         if isinstance(rec, str):  # the line itself was unreadable

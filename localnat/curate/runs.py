@@ -4,39 +4,93 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import __version__
+from ..logs import LOG
 from ..redact import redact
-from .commit import completed_files
+from .commit import committed_chunks, completed_files
 from .report import label, summary_table
-from .storage import filesystem, join, list_files, read_text
+from .storage import filesystem, join, list_files, read_json, read_text
+
+
+class RunState(LookupError):
+    """A directory `show` or `plot` cannot read as a complete run: the message says what it
+    is and what to do, in one line."""
+
+
+def run_state(run_dir: str) -> tuple[dict | None, dict]:
+    """(the manifest of a complete run or None, the committed chunks of the scores pass);
+    raises RunState for anything that is not a localnat run, or not one this version
+    reads."""
+    where = redact(run_dir)
+    files = list_files(run_dir)
+    if not files:
+        raise RunState(f"{where} is empty or missing: give OUTPUT/RUN_ID of a localnat run")
+    if read_text(join(run_dir, "_run.json")) is None:
+        raise RunState(f"{where} holds files but no _run.json: it is not a localnat run directory")
+    chunks = committed_chunks(run_dir, clean=False)
+    text = read_text(join(run_dir, "manifest.json"))
+    if text is None:
+        return None, chunks
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise RunState(
+            f"{where}/manifest.json is unreadable: rerun `localnat curate` with the same "
+            "--output and --run-id to rebuild it from the committed chunks"
+        ) from None
+    return manifest, chunks
+
+
+def _incomplete(run_dir: str, chunks: dict) -> str:
+    lease = [read_json(u) for u in list_files(join(run_dir, "_lease"))]
+    live = [x for x in lease if isinstance(x, dict) and x.get("expires", 0) > time.time()]
+    why = (
+        f"a run holds it now (host {live[0].get('host')}, pid {live[0].get('pid')}): wait for it"
+        if live
+        else "killed or failed: rerun `localnat curate` with the same --output and --run-id "
+        "to finish it"
+    )
+    files = completed_files(chunks)
+    return (
+        f"{redact(run_dir)} is an incomplete run (no manifest.json; chunks committed: "
+        f"{len(chunks)}, input files complete: {len(files)}): {why}"
+    )
 
 
 def show_run(run_dir: str) -> str:
     """The end-of-run summary of a complete run, read from its manifest and leaderboard."""
-    manifest = read_text(join(run_dir, "manifest.json"))
+    manifest, chunks = run_state(run_dir)
     if manifest is None:
-        done = len(completed_files(run_dir))
-        raise FileNotFoundError(
-            f"{redact(run_dir)} has no manifest.json: not a complete localnat run "
-            f"({done} input files committed so far; rerun the same --run-id to finish it)"
-        )
-    board = json.loads(read_text(join(run_dir, "teachers.json")) or "null")
-    manifest = json.loads(manifest)
-    if board is None:
-        raise FileNotFoundError(f"{redact(run_dir)} has a manifest but no teachers.json")
-    return summary_table(board, manifest)
+        raise RunState(_incomplete(run_dir, chunks))
+    board = read_json(join(run_dir, "teachers.json"))
+    try:
+        return summary_table(board, manifest)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        version = manifest.get("localnat_version", "an unknown version")
+        raise RunState(
+            f"{redact(run_dir)} was written by localnat {version}, whose report this version "
+            f"({__version__}) cannot read; its outputs (scores/, selected/, teachers.md) are "
+            "there as written"
+        ) from None
 
 
-def prompt_rows(run_dir: str, sub: str, prompt_id: str, columns: list[str]) -> pa.Table:
-    """Rows of one prompt from a run's Parquet directory, read file by file with a filter."""
+def committed_parts(run_dir: str, sub: str) -> list[str]:
+    """The Parquet parts of `sub` (scores/ or rejects/) that a marker lists: a part no
+    marker lists is not an output (commit.py)."""
+    _, chunks = run_state(run_dir)
+    return [join(run_dir, p) for d in chunks.values() for p in d["parts"] if p.startswith(sub)]
+
+
+def prompt_rows(parts: list[str], prompt_id: str, columns: list[str]) -> pa.Table | None:
+    """Rows of one prompt from Parquet parts, read part by part with a filter."""
     tables = []
-    for uri in list_files(join(run_dir, sub)):
-        if not uri.endswith(".parquet"):
-            continue
+    for uri in parts:
         fs, path = filesystem(uri)
         names = pq.read_schema(path, filesystem=fs).names
         if "prompt_id" not in names:
@@ -66,10 +120,14 @@ def plot_prompt(run_dir: str, prompt_id: str, out: str | None = None) -> str:
         "local_nat",
         "global_nat",
     ]
-    rows = prompt_rows(run_dir, "scores", prompt_id, cols)
+    manifest, chunks = run_state(run_dir)
+    if manifest is None:
+        LOG.warning(_incomplete(run_dir, chunks) + "; plotting its committed rows")
+    rows = prompt_rows(committed_parts(run_dir, "scores/"), prompt_id, cols)
     if rows is None:
         raise LookupError(f"no scored response to prompt_id {prompt_id!r} in {redact(run_dir)}")
-    chosen = prompt_rows(run_dir, "selected", prompt_id, ["row_id"])
+    selected = [u for u in list_files(join(run_dir, "selected")) if u.endswith(".parquet")]
+    chosen = prompt_rows(selected if manifest else [], prompt_id, ["row_id"])
     selected = set() if chosen is None else set(chosen.column("row_id").to_pylist())
     if out is None:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", prompt_id)[:80] or "prompt"

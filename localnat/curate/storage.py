@@ -9,6 +9,7 @@ or the cloud identity.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -32,7 +33,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if scheme == "s3":
         return _s3(), rest
     if scheme in ("gs", "gcs"):
-        return pafs.GcsFileSystem(), rest
+        return _gcs(), rest
     if scheme == "file":
         return pafs.LocalFileSystem(), os.path.abspath(unquote(rest))
     raise ValueError(f"unsupported URI scheme {scheme!r} in {redact(uri)}")
@@ -55,6 +56,18 @@ def _s3() -> pafs.S3FileSystem:
     # Transient errors (throttling, 5xx, dropped connections) retried with backoff.
     kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=8)
     return pafs.S3FileSystem(allow_bucket_creation=True, **kwargs)
+
+
+def _gcs() -> pafs.GcsFileSystem:
+    """Google Cloud Storage with the default credentials; an emulator when
+    STORAGE_EMULATOR_HOST names one (the variable Google's own clients read)."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not emulator:
+        return pafs.GcsFileSystem()
+    parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+    return pafs.GcsFileSystem(
+        anonymous=True, endpoint_override=parsed.netloc, scheme=parsed.scheme or "http"
+    )
 
 
 def join(uri: str, *parts: str) -> str:
@@ -92,6 +105,14 @@ def read_text(uri: str) -> str | None:
         return None
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+def read_json(uri: str):
+    """A small JSON object; None when it is absent or not whole JSON (being written, cut)."""
+    try:
+        return json.loads(read_text(uri) or "null")
+    except ValueError:
+        return None
 
 
 def list_files(uri: str) -> list[str]:

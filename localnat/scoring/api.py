@@ -242,6 +242,7 @@ def score_responses(
     prompts: Sequence,
     responses: Sequence,
     student: str | None = None,
+    *,
     windows: Sequence = (4,),
     segmenter: str = "sentence",
     steps: Sequence | None = None,

@@ -24,7 +24,7 @@ def token_logprobs(model, ids: list[int]) -> torch.Tensor:
 
 
 def reference_scores(
-    model, tok, prompt, response, windows, segmenter="sentence", steps=None, max_tokens=10_000
+    model, tok, prompt, response, windows, *, segmenter="sentence", steps=None, max_tokens=10_000
 ):
     """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
     prompt_ids = encode_prompt(tok, prompt)
@@ -51,7 +51,7 @@ def reference_scores(
     return gn, ln, per_step
 
 
-def reference_global_steps(model, tok, prompt, response, segmenter="sentence", steps=None):
+def reference_global_steps(model, tok, prompt, response, *, segmenter="sentence", steps=None):
     """Per step, the mean log-prob of its tokens in one pass over prompt + whole response."""
     prompt_ids = encode_prompt(tok, prompt)
     enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
@@ -60,7 +60,7 @@ def reference_global_steps(model, tok, prompt, response, segmenter="sentence", s
     return [glob[b:c].mean().item() for b, c in zip(bounds[:-1], bounds[1:])]
 
 
-def reference_signals(model, tok, prompt, response, max_tokens=10_000, rank_clip=100):
+def reference_signals(model, tok, prompt, response, *, max_tokens=10_000, rank_clip=100):
     """(RSR, mean next-token entropy) over the global pass's response tokens, from full logits:
     rank = 1 + number of vocabulary entries with a strictly higher logit, clipped at
     `rank_clip`; RSR = sum of ranks / sum of surprisals (arXiv 2601.14249)."""

@@ -70,3 +70,9 @@ def estimate(step_scores: np.ndarray, sample: StepSample) -> tuple[float, float]
         if n < size:
             var += size**2 * (1 - n / size) * float(drawn.var(ddof=1)) / n
     return total / p, math.sqrt(var) / p
+
+
+def exact_ln(sampled_sum, rest_sum, n_steps):
+    """LN made exact from a sampled row (§5.2): the sum of its sampled steps' scores plus
+    the sum of the rest's (racing's exact pass), over all its steps. Arrays work too."""
+    return (sampled_sum + rest_sum) / n_steps

@@ -13,7 +13,7 @@ import yaml
 
 from localnat.options import all_options, build_parser, parse_config
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 YAML_FILES = sorted(p for p in CLUSTER.rglob("*") if p.suffix in (".yaml", ".yml"))
 KNOWN_KEYS = {o.key for o in all_options()}
 CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))

@@ -52,7 +52,7 @@ def tiny_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
 
 
 def tiny_model(
-    arch: str, vocab_size: int, seed: int = 0, max_positions: int = 1024, width: int = 32, layers=2
+    arch: str, vocab_size: int, *, seed: int = 0, max_positions=1024, width: int = 32, layers=2
 ):
     torch.manual_seed(seed)
     common = dict(
@@ -89,7 +89,7 @@ def save_tiny_student(
     return str(path)
 
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
 
 # Shapes of real students, as config fields: a random model of the shape runs at the real
 # one's speed. `tiny` is the same architecture at test size (the CPU dry run of the GPU check).
@@ -152,3 +152,33 @@ def sample_tokenizer() -> PreTrainedTokenizerFast:
     )
     tok.chat_template = (SAMPLE_DIR / "smollm2_chat_template.jinja").read_text()
     return tok
+
+
+# Pairs and window settings the exactness tests hold every fast path to the reference on.
+PROMPTS = ["What is 2+3?", "Compute the integral.", "What is 2+3?", "Find the total cost."]
+
+
+RESPONSES = [
+    "First, note that 2 + 3 = 5. Wait, let me double-check. Yes. The answer is 5! Done here.\n"
+    "Final: \\boxed{5}.",
+    "We compute $a^2 + b^2 = c^2$. \\[ \\int_0^1 x \\, dx = 0.5 \\] therefore done. Okay so it is "
+    "0.5 e.g. half. Hmm.\n\nSecond paragraph here.",
+    "Okay, so we need to find the value. 2 + 3 = 5.\nThe answer is \\boxed{5}.",
+    "The total cost is $5.00 for apples and $3 for pears.\r\nSo 8 dollars. Emoji 🙂 café 数学!",
+]
+
+
+WINDOWS = [("k", 4), ("k", 1), ("k", 2), ("w", 0.25), ("w", 1.0)]
+
+
+def as_setting(kind, value):
+    return value if kind == "k" else float(value)
+
+
+def scorer(model, tok, **kw):
+    """A Scorer of the exactness tests' settings around a given model and tokenizer."""
+    from ..scoring.api import Scorer
+    from ..scoring.config import ScoreConfig
+
+    kw.setdefault("windows", tuple(as_setting(*w) for w in WINDOWS))
+    return Scorer(ScoreConfig(student="tiny", **kw), model=model, tokenizer=tok)

@@ -8,10 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate.job import SAMPLE, run_job
+from localnat.curate.job import run_job
 from localnat.curate.selection import race
 from localnat.curate.storage import list_files, read_parquet_dir
 from localnat.options import parse_config
+from localnat.testing.jobs import SAMPLE
 
 Z = 1.0  # narrow enough that some prompts are settled by the sample, some by the exact pass
 # chunks of 8 rows: the exact pass commits several, so a kill between them can be resumed

@@ -1,67 +1,21 @@
 """The curation job end to end on a local Ray cluster, against a real S3 server (SeaweedFS)."""
 
-import gzip
 import json
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from localnat import ScoreConfig, Scorer
 from localnat.curate.commit import RunMismatch
-from localnat.curate.job import SAMPLE, InputError, run_job
+from localnat.curate.inputs import InputError
+from localnat.curate.job import run_job
 from localnat.curate.runs import plot_prompt, show_run
 from localnat.curate.storage import read_parquet_dir, read_text
-from localnat.options import parse_config
-
-LONG_COT = {"QwQ-32B", "s1.1-32B", "LIMO-32B"}
-
-
-def sample(max_chars=1500) -> pd.DataFrame:
-    df = pq.read_table(SAMPLE).to_pandas()
-    df["response"] = df["response"].str.slice(0, max_chars)
-    keep = df["teacher"].isin(LONG_COT | {"gpt-4o", "o1 (final answer only)"})
-    return df[keep].reset_index(drop=True)
-
-
-def write_corpus(df: pd.DataFrame, put) -> None:
-    """Long-CoT teachers as hive-partitioned Parquet (teacher from the path), the rest JSONL.gz."""
-    for teacher, part in df[df.teacher.isin(LONG_COT)].groupby("teacher"):
-        table = pa.Table.from_pandas(part.drop(columns=["teacher"]), preserve_index=False)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        put(f"corpus/teacher={quote(teacher)}/part-0.parquet", sink.getvalue().to_pybytes())
-    rest = df[~df.teacher.isin(LONG_COT)]
-    lines = "\n".join(json.dumps(r) for r in rest.to_dict("records"))
-    put("corpus/short/answers.jsonl.gz", gzip.compress(lines.encode()))
-
-
-def config(student, inputs, output, **kw):
-    args = [
-        "--student",
-        student,
-        "--output",
-        output,
-        "--correct-column",
-        "is_correct",
-        "--window",
-        "4",
-        "--window",
-        "0.25",
-        "--call-tokens",
-        "4000",
-    ]
-    for key, value in kw.items():
-        flag = f"--{key.replace('_', '-')}"
-        args += [flag] if value is True else [flag, str(value)]
-    for uri in inputs:
-        args += ["--input", uri]
-    return parse_config(args)
+from localnat.testing.jobs import config, sample, write_corpus
 
 
 def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student, tmp_path):
@@ -242,3 +196,40 @@ def test_dry_run_lists_files_and_rows_without_a_model(tmp_path):
     out = run_job(config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "o"), dry_run=True))
     assert out["dry_run"] and out["input_rows"] == 5
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_from_the_command_line_prints_only_its_own_lines(ray_local, tiny_student, tmp_path):
+    """Quiet by default: no Ray core-worker lines, no progress bars, no worker tracebacks;
+    every line is localnat's (`[localnat] ...`) or the summary."""
+    import subprocess
+    import sys
+
+    pq.write_table(
+        pa.Table.from_pandas(sample(400).head(6), preserve_index=False), tmp_path / "a.parquet"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "localnat.cli",
+            "curate",
+            "--student",
+            tiny_student,
+            "--input",
+            str(tmp_path / "a.parquet"),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**ray_local["env"], "RAY_ADDRESS": ray_local["address"]},
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    for noise in ("core_worker", "%|", "(raylet)", "Traceback", "it/s]"):
+        assert noise not in text, noise
+    lines = [line for line in text.splitlines() if line.strip()]
+    summary = lines.index(next(line for line in lines if line.startswith("teacher ")))
+    assert all(line.startswith("[localnat] ") for line in lines[:summary]), lines[:summary]
+    assert lines[-1].startswith("outputs: ")

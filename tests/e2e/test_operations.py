@@ -1,4 +1,4 @@
-"""Operations: `ray job submit` to a real head, faults mid-run, secrets kept out of outputs."""
+"""x"""
 
 import json
 import os
@@ -14,15 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from s3server import SECRET_KEY
-from test_job import config, sample
 
-from localnat import ScoreConfig, Scorer
 from localnat.curate.job import run_job
-from localnat.curate.pipeline import Score, _call_row
 from localnat.curate.storage import read_parquet_dir
-from localnat.redact import redact
+from localnat.testing.jobs import config, sample, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +55,6 @@ def assert_same(scores, calm):
     got = by_key(scores)
     assert list(got.index) == list(calm.index)
     assert (got - calm).abs().max().max() < 1e-6
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path):
@@ -220,48 +208,3 @@ def test_storage_outage_mid_run_then_rerun(ray_local, s3, tiny_student, corpus, 
     for f in logs.rglob("*"):
         if f.is_file() and f.stat().st_size < 50_000_000:
             assert SECRET_KEY.encode() not in f.read_bytes(), f
-
-
-def test_redact_removes_keys_and_uri_credentials(monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
-    text = redact("failed s3://AKIA:s3cr3t-value@bucket/x with key s3cr3t-value")
-    assert "s3cr3t-value" not in text and "AKIA" not in text and "s3://***@bucket/x" in text
-
-
-def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
-    from localnat.scoring.prepare import Preparer
-
-    cfg = ScoreConfig(student="tiny")
-    scorer = Scorer(cfg, model=model, tokenizer=tok)
-    real = scorer.score_prepared
-    poison = "This row breaks the worker."
-
-    def fragile(items):
-        if any(
-            it.response_ids is not None
-            and len(it.response_ids) == len(bad.response_ids)
-            and (it.response_ids == bad.response_ids).all()
-            for it in items
-        ):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return real(items)
-
-    bad = Preparer(tok, cfg)("Q?", poison)
-    scorer.score_prepared = fragile
-    stage = Score.__new__(Score)
-    stage._use(scorer, unsampled=False)
-    prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
-    table = pa.table(
-        {
-            "reject_reason": pa.array([None, None, None], pa.string()),
-            "prompt_ids": [p.prompt_ids.tolist() for p in prep],
-            "response_ids": [p.response_ids.tolist() for p in prep],
-            "bounds": [p.bounds.tolist() for p in prep],
-            "step_starts": [[s for s, _ in p.spans] for p in prep],
-            "step_ends": [[e for _, e in p.spans] for p in prep],
-        }
-    )
-    out = stage.score(_call_row([table], 0)).to_pylist()
-    assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
-    assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
-    assert out[0]["local_nat"] is not None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from localnat import ScoreConfig, Scorer, Window
+from localnat import Window
 from localnat.scoring.reference import (
     reference_global_steps,
     reference_scores,
@@ -13,27 +13,9 @@ from localnat.scoring.reference import (
 )
 from localnat.scoring.steps import assign_tokens, segment
 from localnat.scoring.student import encode_prompt
+from localnat.testing import PROMPTS, RESPONSES, WINDOWS, as_setting, scorer
 
 TOL = 1e-4
-PROMPTS = ["What is 2+3?", "Compute the integral.", "What is 2+3?", "Find the total cost."]
-RESPONSES = [
-    "First, note that 2 + 3 = 5. Wait, let me double-check. Yes. The answer is 5! Done here.\n"
-    "Final: \\boxed{5}.",
-    "We compute $a^2 + b^2 = c^2$. \\[ \\int_0^1 x \\, dx = 0.5 \\] therefore done. Okay so it is "
-    "0.5 e.g. half. Hmm.\n\nSecond paragraph here.",
-    "Okay, so we need to find the value. 2 + 3 = 5.\nThe answer is \\boxed{5}.",
-    "The total cost is $5.00 for apples and $3 for pears.\r\nSo 8 dollars. Emoji 🙂 café 数学!",
-]
-WINDOWS = [("k", 4), ("k", 1), ("k", 2), ("w", 0.25), ("w", 1.0)]
-
-
-def as_setting(kind, value):
-    return value if kind == "k" else float(value)
-
-
-def scorer(model, tok, **kw):
-    kw.setdefault("windows", tuple(as_setting(*w) for w in WINDOWS))
-    return Scorer(ScoreConfig(student="tiny", **kw), model=model, tokenizer=tok)
 
 
 def check_against_reference(table, model, tok, prompts, responses, windows=WINDOWS, **ref_kw):
@@ -48,7 +30,9 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
         np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
         assert abs(row["local_nat"] - ln[windows[0]]) < TOL
         assert row["local_nat_se"] == 0 and row["steps_scored"] == row["n_steps"]  # exact
-        rsr, entropy = reference_signals(model, tok, p, y, ref_kw.get("max_tokens", 10_000))
+        rsr, entropy = reference_signals(
+            model, tok, p, y, max_tokens=ref_kw.get("max_tokens", 10_000)
+        )
         assert abs(row["rsr"] - rsr) < TOL
         assert abs(row["global_entropy"] - entropy) < TOL
 
@@ -115,7 +99,9 @@ def test_given_steps(model, tok):
     rows = table.to_pylist()
     assert rows[0]["step_starts"] == [0, 28, 60] and rows[1]["step_starts"] == [0, 28]
     for row, st in zip(rows, steps):
-        gn, ln, _ = reference_scores(model, tok, PROMPTS[0], y, WINDOWS, "column:steps", st)
+        gn, ln, _ = reference_scores(
+            model, tok, PROMPTS[0], y, WINDOWS, segmenter="column:steps", steps=st
+        )
         assert abs(row["local_nat"] - ln[("k", 4)]) < TOL
         assert abs(row["global_nat"] - gn) < TOL
 

@@ -8,11 +8,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_job import config, sample
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.job import InputError, run_job
+from localnat.curate.inputs import InputError
+from localnat.curate.job import run_job
 from localnat.curate.storage import list_files, read_parquet_dir, read_text
+from localnat.testing.jobs import SAMPLE, config, sample
 
 LONG_TEACHERS = ("QwQ-32B", "s1.1-32B", "LIMO-32B")
 
@@ -46,7 +47,7 @@ def test_odd_names_types_and_values_never_stop_a_run(ray_local, s3, tiny_student
     def broken_png(board, student):
         raise RuntimeError("no renderer")
 
-    monkeypatch.setattr("localnat.curate.job.png", broken_png)  # a report that fails
+    monkeypatch.setattr("localnat.curate.manifest.png", broken_png)  # a report that fails
     planned = run_job(config(tiny_student, ["s3://traps/corpus/"], "s3://traps/o", dry_run=True))
     manifest = run_job(cfg)
     c = manifest["counts"]
@@ -92,7 +93,7 @@ def long_tail(ray_local, tiny_student, tmp_path_factory):
     for i in range(5):
         part = df.iloc[i * 4 : i * 4 + 4]
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"short{i}.parquet")
-    full = pq.read_table(Path(__file__).parents[1] / "localnat/sample/mip_math_sample.parquet")
+    full = pq.read_table(SAMPLE)
     full = full.to_pandas()
     text = "\n\n".join(full[full.teacher.isin(LONG_TEACHERS)].response)[:120_000]
     long = pd.DataFrame([{**df.iloc[0].to_dict(), "teacher": "long-teacher", "response": text}])

@@ -4,9 +4,9 @@ the throughput check)."""
 
 import pytest
 import torch
-from test_scoring_exact import PROMPTS, RESPONSES, WINDOWS, scorer
 
 from localnat.scoring.reference import reference_scores
+from localnat.testing import PROMPTS, RESPONSES, WINDOWS, scorer
 
 pytestmark = [
     pytest.mark.gpu,

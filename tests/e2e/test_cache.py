@@ -5,52 +5,17 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
-from test_job import config, sample
-from test_safety import bucket, shards
 
 from localnat.curate.cache import KEY, namespace
 from localnat.curate.identity import StudentIdentity
-from localnat.curate.job import DEMO, run_job
-from localnat.curate.storage import list_files, read_parquet_dir
+from localnat.curate.job import run_job
+from localnat.curate.storage import list_files
 from localnat.scoring.windows import Window
-
-COLUMNS = ["prompt_id", "prompt", "teacher", "response", "is_correct"]
-
-
-def corpus() -> pd.DataFrame:
-    """50 real rows: MATH answers of five teachers (three long-CoT) and GSM8K answers of
-    six, responses cut to 600 characters (the tiny student's context)."""
-    gsm = pq.read_table(DEMO).to_pandas()
-    df = pd.concat([sample(600)[COLUMNS], gsm[COLUMNS]], ignore_index=True)
-    df["response"] = df["response"].str.slice(0, 600)
-    return df
-
-
-def outputs(run_dir: Path) -> dict:
-    """Every output of a run, in a comparable form (rows in row_id order)."""
-    out = {}
-    for name in ("scores", "rejects", "selected"):
-        table = read_parquet_dir(str(run_dir / name))
-        if table is not None:
-            df = table.to_pandas().sort_values("row_id").reset_index(drop=True)
-            out[name] = df[sorted(df.columns)]
-    out["teachers"] = json.loads((run_dir / "teachers.json").read_text())
-    return out
-
-
-def assert_same_outputs(a: Path, b: Path) -> None:
-    x, y = outputs(a), outputs(b)
-    assert x.keys() == y.keys()
-    for name in x:
-        if name == "teachers":
-            assert x[name] == y[name]
-        else:  # exactly: a hit carries the bits a fresh score gave, step columns included
-            pd.testing.assert_frame_equal(x[name], y[name], check_exact=True)
+from localnat.testing.jobs import assert_same_outputs, config, corpus, outputs, shards
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +175,7 @@ def test_a_cache_part_of_other_types_is_named_once_and_its_rows_rescored(nights,
 def test_runs_sharing_an_s3_cache_at_once_agree_and_keep_no_secret(
     ray_local, s3env, tiny_student, tmp_path
 ):
-    bucket(s3env, "cache")
+    s3env.bucket("cache")
     inputs = shards(tmp_path / "in", corpus().iloc[:20], 5)
     cache = "s3://cache/nightly"
     runs, errors = {}, []

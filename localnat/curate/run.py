@@ -1,0 +1,190 @@
+"""A run owns its directory, OUTPUT/RUN_ID/: it holds the lease, checks the identity a
+resume must match, and executes scoring passes, committing each chunk of rows as soon as all
+its rows are written (the protocol: commit.py). Nothing outside the directory is touched.
+
+    _run.json _lease/ _done/   identity, lease, the scores pass's markers
+    scores/ rejects/           the scores pass's parts
+    race/                      racing's exact pass: its own scores/, rejects/, _done/, _pass.json
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ..logs import LOG, native_noise_dropped
+from ..redact import redact
+from .cache import open_namespace
+from .commit import (
+    check_same_run,
+    commit_chunk,
+    committed_chunks,
+    completed_files,
+    prepare_overwrite,
+    remove_uncommitted,
+    run_identity,
+)
+from .config import CurateConfig
+from .identity import StudentIdentity
+from .inputs import Plan
+from .lease import Lease
+from .passes import Pass
+from .progress import Progress, start_ray, uninterrupted
+from .storage import delete, join, list_files, read_json, write_text
+from .student import wait_for_gpus
+
+
+@dataclass
+class Executed:
+    """A pass's committed chunks (of every attempt) and what this attempt did: response
+    tokens the student scored (cache hits not counted), calls (id -> rows, estimated
+    tokens, actor), what an earlier attempt had committed, and its seconds."""
+
+    chunks: dict
+    tokens: int = 0
+    calls: dict = field(default_factory=dict)
+    resumed: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Run:
+    """`with Run(cfg, run_dir, plan, student) as run: run.execute(pass_)`."""
+
+    def __init__(self, cfg: CurateConfig, run_dir: str, plan: Plan, student: StudentIdentity):
+        self.cfg, self.dir, self.plan, self.student = cfg, run_dir, plan, student
+        self.id = run_dir.rstrip("/").rsplit("/", 1)[-1]
+        self._lease = Lease(run_dir)
+
+    def __enter__(self) -> Run:
+        self._lease.__enter__()
+        try:
+            if self.cfg.overwrite:
+                prepare_overwrite(self.dir)
+            check_same_run(self.dir, run_identity(self.plan.files, self.cfg, self.student))
+        except BaseException:
+            self._lease.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        return self._lease.__exit__(*exc)
+
+    def execute(self, pass_: Pass) -> Executed:
+        """Run `pass_` over the files it still lacks; every one complete when it returns."""
+        started = time.time()
+        if pass_.identity is not None:
+            self._start_or_resume(pass_)
+        chunks = committed_chunks(pass_.directory)
+        remove_uncommitted(pass_.directory, chunks)
+        done = completed_files(chunks)
+        files = [f for f in self.plan.files if pass_.rows is None or f[0] in pass_.rows]
+        todo = [f for f in files if f[0] not in done]
+        out = Executed(chunks, resumed={"files_resumed": len(done), "chunks_resumed": len(chunks)})
+        LOG.info(
+            f"run {self.id}, pass {pass_.name}: {len(files)} input files "
+            f"({len(done)} already done), output {pass_.directory}"
+        )
+        if todo:
+            out.tokens, out.calls = self._stream(pass_, todo, chunks)
+        out.chunks = committed_chunks(pass_.directory)
+        remove_uncommitted(pass_.directory, out.chunks)  # parts a lost worker may have left
+        missing = sorted({i for i, _, _ in files} - completed_files(out.chunks))
+        if missing:
+            raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
+        out.seconds = time.time() - started
+        if todo:
+            LOG.info(
+                f"pass {pass_.name}: {len(todo)} files in {out.seconds:.1f} s "
+                f"({out.tokens / out.seconds:.1f} response tokens/s)"
+            )
+        return out
+
+    def _start_or_resume(self, pass_: Pass) -> None:
+        """A pass with an identity of its own (racing's: its z and rows) resumes only the
+        pass it started; another one starts its directory, inside this run's, again."""
+        marker = join(pass_.directory, "_pass.json")
+        if read_json(marker) == pass_.identity:
+            return
+        for uri in list_files(pass_.directory):
+            delete(uri)
+        write_text(marker, json.dumps(pass_.identity))
+
+    def _stream(self, pass_: Pass, todo, chunks) -> tuple[int, dict]:
+        """The pass's Ray graph over `todo`; each chunk committed once all its rows are in."""
+        from .graph import build
+
+        cfg = self.cfg
+        start_ray(cfg)
+        wait_for_gpus(cfg)
+        if cfg.score.student is None:
+            from ..scoring.student import default_student_dir
+
+            default_student_dir()  # convert once here, not in every actor at the same time
+        cache = None
+        if cfg.cache:
+            cache = open_namespace(cfg, self.student, columns=list(pass_.results))
+            LOG.info(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
+        skip: dict[int, list[int]] = {}
+        for f, c in chunks:
+            skip.setdefault(f, []).append(c)
+        commits = _Commits(pass_.directory, todo, skip)
+        graph = build(pass_, todo, cfg, skip, cache)
+        batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
+        progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
+        progress.exact = self.plan.exact or pass_.rows is not None
+        with native_noise_dropped(cfg.verbose), progress:
+            for batch in batches:
+                for row in batch.to_pylist():
+                    commits.add(row, progress)
+        return commits.tokens, commits.calls
+
+    def _rows_left(self, pass_: Pass, todo, chunks) -> int | None:
+        """Rows this attempt has to do, for the progress line's ETA."""
+        names = {i for i, _, _ in todo}
+        done = sum(c["scored"] + c["rejected"] for (f, _), c in chunks.items() if f in names)
+        if pass_.rows is not None:
+            return max(sum(len(pass_.rows[i]) for i in names) - done, 0) or None
+        return self.plan.rows_left(names, done) or None
+
+
+class _Commits:
+    """The driver's side of the commit protocol: per-chunk counts as the sink reports them;
+    a chunk's marker is written once all its rows are in (never interrupted halfway)."""
+
+    def __init__(self, directory: str, todo, skip: dict):
+        self.directory = directory
+        self.uris = {i: uri for i, uri, _ in todo}
+        self.have = {i: set(skip.get(i, ())) for i, _, _ in todo}  # committed chunks per file
+        self.ends: dict[int, int] = {}  # file -> its last chunk, once seen
+        self.written: dict[tuple[int, int], dict] = {}
+        self.totals: dict[tuple[int, int], tuple[int, bool]] = {}
+        self.tokens = 0
+        self.calls: dict[str, tuple[int, int, str]] = {}
+
+    def add(self, row: dict, progress: Progress) -> None:
+        key = (row["file_index"], row["chunk"])
+        self.calls[row["call_id"]] = (row["call_rows"], row["call_tokens"], row["actor"])
+        acc = self.written.setdefault(
+            key,
+            {"scored": 0, "rejected": 0, "reused": 0, "response_tokens": 0, "oom_splits": 0}
+            | {"parts": []},
+        )
+        for name in acc:
+            acc[name] += row[name]
+        self.tokens += row["response_tokens"]
+        progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
+        if row["chunk_rows"] is not None:
+            self.totals[key] = (row["chunk_rows"], bool(row["last"]))
+        if key in self.totals and acc["scored"] + acc["rejected"] == self.totals[key][0]:
+            last = self.totals[key][1]
+            with uninterrupted():
+                record = {"last": last, **acc, "committed_unix": time.time()}
+                commit_chunk(self.directory, *key, self.uris[key[0]], record)
+            f, c = key
+            self.have[f].add(c)
+            if last:
+                self.ends[f] = c
+            if f in self.ends and len(self.have[f]) == self.ends[f] + 1:
+                progress.done_files += 1
+                del self.ends[f]

@@ -1,0 +1,144 @@
+"""Writing `selected/`: the chosen input rows read back from the inputs, with all their
+original columns plus the selection's scores, one Ray task per input file; then every part
+brought to one schema so the directory loads as one dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .columns import SELECTED_COLUMNS
+from .config import CurateConfig
+from .formats import READ_CHUNK_ROWS, read_rows
+from .inputs import hive_columns
+from .records import missing
+from .storage import delete, filesystem, join, list_files, write_table
+
+
+def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
+    """Read the selected rows back from the inputs with all their columns and the scores,
+    one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
+    part to one schema so the directory loads as one dataset. Returns the input columns
+    renamed because they carry one of our names (`row_id` -> `input_row_id`)."""
+    import ray
+
+    where = chosen.merge(scored[["row_id", "file_index", "row_number"]], on="row_id")
+    where = where.rename(columns={"row_number": "_row"})
+    wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
+    for file_index, rows in where.groupby("file_index"):
+        wanted[int(file_index)] = pa.Table.from_pandas(
+            rows[["_row", *chosen.columns]], preserve_index=False
+        )
+    for old in list_files(join(run_dir, "selected")):
+        delete(old)
+    task = ray.remote(num_cpus=1)(write_selected_part)
+    parts = {
+        join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
+            uri, root, wanted[i], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
+        )
+        for i, uri, root in files
+        if i in wanted
+    }
+    results = dict(zip(parts, ray.get(list(parts.values()))))
+    renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
+    as_text = sorted({c for _, _, t in results.values() for c in t})
+    schemas = {part: schema for part, (schema, _, _) in results.items()}
+    if not schemas:
+        return {"renamed": renamed, "as_text": as_text}
+    schema, conflicting = common_schema(list(schemas.values()))
+    conform = ray.remote(num_cpus=1)(conform_part)
+    ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
+    return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
+
+
+def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
+    """One schema for all parts: each column's types promoted where Arrow can (int + float,
+    null + anything), else the column as text (a passthrough column that is an int in one
+    file and a string in another). Returns the schema and the columns made text."""
+    types: dict[str, list] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, []).append(f.type)
+    fields, as_text = [], []
+    for name, kinds in types.items():
+        try:
+            one = [pa.schema([(name, k)]) for k in kinds]
+            fields.append(pa.unify_schemas(one, promote_options="permissive").field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+            as_text.append(name)
+    return pa.schema(fields), as_text
+
+
+def write_selected_part(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig, out: str):
+    """Write the input rows at the row numbers `chosen` lists (`_row`), all their columns
+    plus the selection's scores, to `out`; return the part's schema and the input columns
+    renamed because they carry one of our names (ours are the contract; theirs are kept as
+    `input_<name>`)."""
+    rows = {r.pop("_row"): r for r in chosen.to_pylist()}
+    hive = hive_columns(uri, root)
+    records, renamed = [], {}
+    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
+        for index, rec in chunk:
+            if index in rows:
+                s = rows[index]
+                rec = {**hive, **rec}
+                if missing(rec.get(cfg.prompt_id_column)):
+                    rec[cfg.prompt_id_column] = s["prompt_id"]
+                for name in SELECTED_COLUMNS:
+                    if name in rec:
+                        new = _free_name(f"input_{name}", rec)
+                        rec[new] = rec.pop(name)
+                        renamed[name] = new
+                records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+    table, as_text = _table(records)
+    write_table(table, out)
+    return table.schema, renamed, as_text
+
+
+def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:
+    """Records -> a table; a column whose values Arrow cannot put in one type (JSONL rows
+    with a number here and a string there) is written as text (JSON for non-strings)."""
+    names = list(dict.fromkeys(k for r in records for k in r))  # every record's keys
+    columns, as_text = {}, []
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            columns[name] = pa.array([_text(v) for v in values], pa.string())
+            if any(v is not None and not isinstance(v, str) for v in values):
+                as_text.append(name)
+    return pa.table(columns), as_text
+
+
+def _text(value):
+    """A value as text: JSON for non-strings; unpaired surrogates escaped, never a crash."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _free_name(name: str, rec: dict) -> str:
+    while name in rec:
+        name = f"input_{name}"
+    return name
+
+
+def conform_part(uri: str, schema: pa.Schema) -> None:
+    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
+    fs, path = filesystem(uri)
+    table = pq.read_table(path, filesystem=fs)
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type != field.type and pa.types.is_string(field.type):
+            column = pa.array([_text(v) for v in column.to_pylist()], pa.string())
+        columns.append(column.cast(field.type))
+    write_table(pa.table(columns, schema=schema), uri)

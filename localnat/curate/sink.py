@@ -1,0 +1,74 @@
+"""The one writer of a pass's parts: scores/ and rejects/ (one part per commit chunk per
+call, named by file and chunk), and the score cache's appends. Both stages write through it
+(the Prepare stage its cache hits, the Score stage what it scored), so part names, columns
+and sizes are decided here; the driver commits them (commit.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .cache import append
+from .columns import REJECT_COLUMNS
+from .passes import Pass
+from .storage import join, write_table
+
+
+class Sink:
+    """Writes a call's rows for `pass_`; `cache`: the namespace to append fresh scores to."""
+
+    def __init__(self, pass_: Pass, cache: str | None = None):
+        self.pass_, self.cache = pass_, cache
+
+    def write(self, table: pa.Table, actor: str) -> pa.Table:
+        """Write the rows (each with its chunk, `reused` and the call's id and estimate);
+        return per-chunk counts for the driver's commit, `actor` naming who scored them."""
+        if self.cache is not None:  # before the parts: a retry rescoring a call is harmless
+            append(self.cache, table, list(self.pass_.results))
+        counts = _write_parts(table, self.pass_.directory, list(self.pass_.columns))
+        return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
+
+
+def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Table:
+    counts = []
+    rejected = pc.is_valid(table.column("reject_reason"))
+    keys = zip(table.column("file_index").to_pylist(), table.column("chunk").to_pylist())
+    for index, chunk in sorted(set(keys)):
+        mine = pc.and_(
+            pc.equal(table.column("file_index"), index), pc.equal(table.column("chunk"), chunk)
+        )
+        part = f"f{index:06d}-c{chunk:06d}-{uuid.uuid4().hex[:12]}.parquet"
+        scored = table.filter(pc.and_(mine, pc.invert(rejected)))
+        bad = table.filter(pc.and_(mine, rejected))
+        parts = []
+        if scored.num_rows:
+            write_table(scored.select(columns), join(directory, "scores", part))
+            parts.append(f"scores/{part}")
+        if bad.num_rows:
+            write_table(bad.select(REJECT_COLUMNS), join(directory, "rejects", part))
+            parts.append(f"rejects/{part}")
+        ends = table.filter(pc.and_(mine, pc.is_valid(table.column("chunk_rows"))))
+        counts.append(
+            {
+                "file_index": index,
+                "chunk": chunk,
+                "scored": scored.num_rows,
+                "rejected": bad.num_rows,
+                "chunk_rows": ends.column("chunk_rows")[0].as_py() if ends.num_rows else None,
+                "last": ends.column("last_chunk")[0].as_py() if ends.num_rows else None,
+                "reused": pc.sum(scored.column("reused")).as_py() or 0,
+                # the student's work: tokens of rows scored here, not of cache hits
+                "response_tokens": pc.sum(
+                    pc.if_else(scored.column("reused"), 0, scored.column("n_response_tokens"))
+                ).as_py()
+                or 0,
+                "oom_splits": pc.sum(table.filter(mine).column("oom_splits")).as_py() or 0,
+                "parts": parts,
+                "call_id": table.column("call_id")[0].as_py(),
+                "call_rows": table.num_rows,
+                "call_tokens": table.column("est_tokens")[0].as_py(),
+            }
+        )
+    return pa.Table.from_pylist(counts)

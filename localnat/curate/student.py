@@ -1,0 +1,69 @@
+"""The student, checked on the driver before any Ray work: it loads (a missing or broken one
+is one clear line, not an actor traceback a minute later), it is identified (identity.py),
+and the cluster has the GPUs its actors ask for."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..logs import LOG
+from .config import CurateConfig
+from .identity import StudentIdentity, identify
+from .inputs import InputError
+
+
+def check_student(cfg: CurateConfig):
+    """Load the student's config and tokenizer here, before any Ray work: a missing or broken
+    student is one clear line, not an actor traceback a minute later. Returns the tokenizer."""
+    from transformers import AutoConfig
+
+    from ..scoring.student import load_tokenizer, resolve_student
+
+    student = resolve_student(cfg.score.student)
+    try:
+        AutoConfig.from_pretrained(
+            student, revision=cfg.score.revision, trust_remote_code=cfg.score.trust_remote_code
+        )
+        return load_tokenizer(cfg.score)
+    except Exception as err:  # noqa: BLE001 - any failure to load is the same message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"cannot load the student {student!r}: {first}") from None
+
+
+def identify_student(cfg: CurateConfig) -> StudentIdentity:
+    """The student checked (`check_student`) and identified: every file's digest and how it
+    renders a prompt (identity.py); what the cache namespace and a resume rest on."""
+    from ..scoring.student import prompt_probe, resolve_student
+
+    probe = prompt_probe(check_student(cfg), cfg.score.system_prompt)
+    t = time.time()
+    student = identify(resolve_student(cfg.score.student), cfg.score.revision, probe)
+    LOG.info(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
+    return student
+
+
+def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
+    """--gpus-per-actor on a cluster without them would wait forever for an actor: fail at
+    once on a local cluster; on a remote one (GPU nodes may be autoscaling up) wait up to
+    --gpu-wait seconds, saying so."""
+    import ray
+
+    if not cfg.gpus_per_actor:
+        return
+    deadline = time.time() + (
+        cfg.gpu_wait if cfg.ray_address or os.environ.get("RAY_ADDRESS") else 0
+    )
+    while True:
+        have = ray.cluster_resources().get("GPU", 0)
+        if have >= cfg.gpus_per_actor:
+            return
+        if time.time() >= deadline:
+            raise InputError(
+                f"--gpus-per-actor {cfg.gpus_per_actor:g}: the Ray cluster has {have:g} GPUs "
+                f"(resources: {ray.cluster_resources()}); use --gpus-per-actor 0 for CPU"
+            )
+        LOG.info(
+            f"waiting for GPUs: the cluster has {have:g}, an actor needs {cfg.gpus_per_actor:g}"
+        )
+        time.sleep(min(poll_s, max(0.0, deadline - time.time())))

@@ -1,0 +1,91 @@
+"""Reading a file into commit chunks: order, truncated files, storage errors against bad content."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from localnat.curate.chunks import read_files
+from localnat.curate.config import CurateConfig
+from localnat.testing.jobs import sample
+
+
+def chunks_of(table_iter):
+    rows = []
+    for t in table_iter:
+        rows += t.select(["chunk", "chunk_rows", "last_chunk", "reject_reason"]).to_pylist()
+    return rows
+
+
+def test_rows_are_grouped_into_commit_chunks_in_file_order(tmp_path):
+    df = sample(300)
+    for n, expect in ((7, [3, 3, 1]), (6, [3, 3])):
+        path = tmp_path / f"f{n}.parquet"
+        pq.write_table(pa.Table.from_pandas(df.head(n), preserve_index=False), path)
+        cfg = CurateConfig(commit_rows=3)
+        item = pa.table(
+            {
+                "file_index": [0],
+                "uri": [str(path)],
+                "root": [str(tmp_path)],
+                "skip": pa.array([[]], pa.list_(pa.int64())),
+            }
+        )
+        rows = chunks_of(read_files(item, cfg))
+        assert [r["chunk"] for r in rows] == [i // 3 for i in range(n)]
+        ends = [(r["chunk"], r["chunk_rows"], r["last_chunk"]) for r in rows if r["chunk_rows"]]
+        assert ends == [(c, k, c == len(expect) - 1) for c, k in enumerate(expect)]
+        # chunks committed earlier are read past, not emitted
+        item = item.set_column(3, "skip", pa.array([[0, len(expect) - 1]], pa.list_(pa.int64())))
+        skipped = [1, 1, 1] if n == 7 else []
+        assert [r["chunk"] for r in chunks_of(read_files(item, cfg))] == skipped
+
+
+def test_a_truncated_gzip_keeps_the_rows_it_could_read(tmp_path):
+    df = sample(200).head(6)
+    lines = "\n".join(json.dumps(r) for r in df.to_dict("records")).encode()
+    data = gzip.compress(lines)
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: int(len(data) * 0.8)])
+    item = pa.table(
+        {
+            "file_index": [0],
+            "uri": [str(path)],
+            "root": [str(tmp_path)],
+            "skip": pa.array([[]], pa.list_(pa.int64())),
+        }
+    )
+    rows = chunks_of(read_files(item, CurateConfig(correct_column="is_correct")))
+    read = [r for r in rows if r["reject_reason"] is None]
+    assert 1 <= len(read) < len(df)
+    assert rows[-1]["reject_reason"].startswith(f"unreadable file: rows from {len(read)} on")
+    assert rows[-1]["last_chunk"] is True and rows[-1]["chunk_rows"] == len(read) + 1
+
+
+def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path, monkeypatch):
+    import localnat.curate.chunks as chunks
+
+    def rows_then(err):
+        def read_rows(uri, fmt, cols, n):
+            yield [(0, {"prompt": "p?", "response": "r.", "teacher": "t"})]
+            raise err
+
+        return read_rows
+
+    item = pa.table(
+        {
+            "file_index": [0],
+            "uri": ["x.jsonl"],
+            "root": ["."],
+            "skip": pa.array([[]], pa.list_(pa.int64())),
+        }
+    )
+    monkeypatch.setattr(chunks, "read_rows", rows_then(OSError("connection reset")))
+    with pytest.raises(OSError, match="connection reset"):  # retried/resumed, never committed
+        list(read_files(item, CurateConfig()))
+    monkeypatch.setattr(chunks, "read_rows", rows_then(EOFError("gzip ends early")))
+    rows = chunks_of(read_files(item, CurateConfig()))
+    assert rows[0]["reject_reason"] is None
+    assert rows[1]["reject_reason"].startswith("unreadable file: rows from 1 on not read")

@@ -1,0 +1,89 @@
+"""The commit protocol: the run identity, markers, overwrite."""
+
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from localnat import ScoreConfig
+from localnat.curate.commit import RunMismatch, check_same_run, run_identity
+from localnat.curate.config import CurateConfig
+from localnat.curate.identity import StudentIdentity
+from localnat.curate.lease import Lease, RunBusy
+from localnat.curate.storage import write_text
+
+STUDENT = StudentIdentity("s", {"model.safetensors": "a"})
+
+
+def test_identity_uses_the_stores_version_on_s3(s3env, tmp_path):
+    client = s3env.client()
+    s3env.bucket("ident")
+    body = b'{"prompt": "p", "response": "abc", "teacher": "t"}\n'
+    client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body)
+    files = [(0, "s3://ident/in/a.jsonl", "s3://ident/in")]
+    cfg = CurateConfig(inputs=("s3://ident/in",))
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
+    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))  # unchanged: fine
+    client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body.replace(b"abc", b"cba"))
+    with pytest.raises(RunMismatch, match="changed: inputs"):
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
+    write_text("s3://ident/runs/r/_run.json", "{not json")
+    with pytest.raises(RunMismatch, match="unreadable.*--overwrite"):
+        check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
+
+
+def test_the_identity_holds_everything_that_changes_a_result(tmp_path):
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "a.parquet")
+    files = [(0, str(tmp_path / "a.parquet"), str(tmp_path))]
+    other = StudentIdentity("s", {"model.safetensors": "b"})
+    base = run_identity(files, CurateConfig(), STUDENT)
+    for changed in (
+        run_identity(files, CurateConfig(max_response_tokens=100), STUDENT),
+        run_identity(files, CurateConfig(gpus_per_actor=1.0), STUDENT),  # auto -> bf16
+        run_identity(files, CurateConfig(), other),  # other weights
+        run_identity(files, CurateConfig(score=ScoreConfig(attn_implementation="eager")), STUDENT),
+    ):
+        assert changed != base
+    speed = CurateConfig(score=ScoreConfig(batch_tokens=64, head_chunk=8))
+    assert run_identity(files, speed, STUDENT) == base
+
+
+def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_complete(tmp_path):
+    from localnat.curate.commit import completed_files
+
+    run_dir = str(tmp_path / "run")
+    (tmp_path / "run" / "_lease").mkdir(parents=True)
+    (tmp_path / "run" / "_lease" / "x.json").write_text('{"owner": "x", "ho')  # mid-write
+    with pytest.raises(RunBusy):
+        with Lease(run_dir):
+            pass
+    old = time.time() - 3600
+    import os
+
+    os.utime(tmp_path / "run" / "_lease" / "x.json", (old, old))  # a crash long ago
+    with Lease(run_dir):
+        pass
+    chunks = {
+        (0, 0): {"last": False},
+        (0, 1): {"last": True},
+        (1, 0): {"last": True},
+        (2, 0): {"last": True},
+        (2, 1): {"last": True},
+    }
+    assert completed_files(chunks) == {0, 1}  # file 2 claims two ends: redo, never trust
+
+
+def test_overwrite_deletes_the_manifest_first_and_run_json_last(tmp_path, monkeypatch):
+    import localnat.curate.commit as commit
+
+    run = tmp_path / "r"
+    for name in ("_done/f000000-c000000.json", "_run.json", "manifest.json", "scores/p.parquet"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    order = []
+    real = commit.delete
+    monkeypatch.setattr(commit, "delete", lambda uri: order.append(Path(uri).name) or real(uri))
+    commit.prepare_overwrite(str(run))
+    assert order[0] == "manifest.json" and order[-1] == "_run.json" and len(order) == 4

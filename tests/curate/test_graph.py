@@ -1,0 +1,47 @@
+"""The Score stage keeps every row of a call it cannot score whole."""
+
+import pyarrow as pa
+
+from localnat import ScoreConfig, Scorer
+from localnat.curate.config import CurateConfig
+from localnat.curate.graph import Score, call_row
+from localnat.curate.passes import scores_pass
+
+
+def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
+    from localnat.scoring.prepare import Preparer
+
+    cfg = ScoreConfig(student="tiny")
+    scorer = Scorer(cfg, model=model, tokenizer=tok)
+    real = scorer.score_prepared
+    poison = "This row breaks the worker."
+
+    def fragile(items):
+        if any(
+            it.response_ids is not None
+            and len(it.response_ids) == len(bad.response_ids)
+            and (it.response_ids == bad.response_ids).all()
+            for it in items
+        ):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(items)
+
+    bad = Preparer(tok, cfg)("Q?", poison)
+    scorer.score_prepared = fragile
+    stage = Score.__new__(Score)
+    stage._use(scorer, scores_pass(CurateConfig(), "unused"))
+    prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
+    table = pa.table(
+        {
+            "reject_reason": pa.array([None, None, None], pa.string()),
+            "prompt_ids": [p.prompt_ids.tolist() for p in prep],
+            "response_ids": [p.response_ids.tolist() for p in prep],
+            "bounds": [p.bounds.tolist() for p in prep],
+            "step_starts": [[s for s, _ in p.spans] for p in prep],
+            "step_ends": [[e for _, e in p.spans] for p in prep],
+        }
+    )
+    out = stage.score(call_row([table], 0)).to_pylist()
+    assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
+    assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
+    assert out[0]["local_nat"] is not None

@@ -1,0 +1,28 @@
+"""Tokenizing rows: a response over --max-response-tokens is a reject with a reason."""
+
+from localnat import ScoreConfig
+from localnat.curate.config import CurateConfig
+from localnat.curate.records import normalize
+from localnat.testing.jobs import sample
+
+
+def test_max_response_tokens_rejects_longer_responses_with_a_reason(tiny_student):
+    from localnat.curate.tokens import Tokenize
+
+    df = sample(300).head(3)
+    table = normalize(list(enumerate(df.to_dict("records"))), "f.parquet", 0, {}, CurateConfig())
+    cfg = CurateConfig(score=ScoreConfig(student=tiny_student), max_response_tokens=40)
+    out = Tokenize(cfg)(table)
+    n = [
+        len(ids) if ids else 0
+        for ids in Tokenize(CurateConfig(score=ScoreConfig(student=tiny_student)))(table)
+        .column("response_ids")
+        .to_pylist()
+    ]
+    reasons = out.column("reject_reason").to_pylist()
+    assert any(k > 40 for k in n)
+    for k, reason in zip(n, reasons):
+        if k > 40:
+            assert reason == f"response has {k:,} tokens, over max-response-tokens"
+        else:
+            assert reason is None
