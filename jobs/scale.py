@@ -1,6 +1,6 @@
-"""The job at corpus scale: a full night, then a night with 1% new rows and the score cache.
+"""The job at corpus scale: a full night, then nights with 1% new rows and the score cache.
 
-    python -m jobs.scale --rows 100000 [--files 100 --actors 2 --verify]
+    python -m jobs.scale --rows 100000 [--files 100 --actors 2 --nights 30 --verify]
 
 Generates a synthetic corpus of N rows over about 100 Parquet files (prompts answered by
 several teachers, some duplicate rows, a correctness column, short multi-sentence
@@ -8,8 +8,11 @@ responses), runs the real job (`localnat curate`, a local Ray) on it with the ti
 student of the tests (the job's machinery, not a real model's speed), then adds 1% new rows
 in new files and runs the incremental night with the same `--cache`. Prints per night: wall
 seconds, rows/s, the stages' seconds (plan, score, reduce, selected/), the driver's peak RSS,
-rows scored and reused. `--verify` also runs a cache-less full night of the grown corpus and
-checks every output equals the incremental night's.
+rows scored and reused. `--nights N` runs N nights (the first full, each next one with 1% of
+the rows new), and prints per night the cache's objects, its compaction's seconds and the
+score parts per committed chunk; it checks that each night scored exactly its new rows.
+`--verify` also runs a cache-less full night of the grown corpus and checks every output
+equals the last night's.
 """
 
 from __future__ import annotations
@@ -115,14 +118,25 @@ def night(work: Path, run_id: str, student: str, args, cache: bool) -> dict:
     return {"wall": wall, **manifest}
 
 
-def line(name: str, rows: int, m: dict) -> str:
+HEADER = (
+    "| night | rows | wall s | rows/s | plan s | score s | reduce s | selected/ s | compact s "
+    "| driver peak RSS MB | scored | reused | rejected | cache objects | score parts / chunk |"
+)
+
+
+def line(name: str, rows: int, m: dict, work: Path) -> str:
     t, c = m["timings_s"], m["counts"]
+    run = work / "out" / m["run_id"]
+    chunks = len(list((run / "_done").glob("*.json")))
+    parts = len(list((run / "scores").glob("*.parquet")))
+    objects = sum(1 for p in (work / "cache").rglob("*") if p.is_file())
     return (
         f"| {name} | {rows:,} | {m['wall']:.0f} | {rows / m['wall']:,.0f} | "
         f"{t.get('plan', 0):.1f} | {t.get('score', 0):.0f} | {t.get('reduce', 0):.1f} | "
-        f"{t.get('select', 0):.1f} | {m['driver_peak_rss_mb']:,.0f} | "
+        f"{t.get('select', 0):.1f} | {t.get('compact', 0):.1f} | "
+        f"{m['driver_peak_rss_mb']:,.0f} | "
         f"{c.get('cache_misses', c['scored']):,} | {c.get('cache_hits', 0):,} | "
-        f"{c['rejected']:,} |"
+        f"{c['rejected']:,} | {objects:,} | {parts / max(chunks, 1):.2f} |"
     )
 
 
@@ -174,7 +188,8 @@ def main(argv=None) -> int:
         help="about a second of the tiny student per call",
     )
     p.add_argument("--commit-rows", type=int, default=1000)
-    p.add_argument("--new", type=float, default=0.01, help="share of new rows the second night")
+    p.add_argument("--new", type=float, default=0.01, help="share of new rows a night")
+    p.add_argument("--nights", type=int, default=2, help="the first full, then new rows")
     p.add_argument("--verify", action="store_true", help="also a cache-less full night")
     p.add_argument("--workdir", help="default: a temporary directory (deleted after)")
     args = p.parse_args(argv)
@@ -190,21 +205,26 @@ def main(argv=None) -> int:
         f"corpus: {args.rows:,} rows in {args.files} files ({time.time() - t:.0f} s to make);"
         f" {args.actors} actors, tiny random student, call-tokens {args.call_tokens:,}"
     )
-    full = night(work, "full", student, args, cache=True)
-    write(corpus(new, max(1, args.files // 100), 1, "n"), work / "in", "night2")
-    incremental = night(work, "incremental", student, args, cache=True)
-    print(
-        "| night | rows | wall s | rows/s | plan s | score s | reduce s | selected/ s "
-        "| driver peak RSS MB | scored | reused | rejected |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(line("full", args.rows, full))
-    print(line(f"+{args.new:.0%} new", args.rows + new, incremental))
-    print(f"incremental / full wall: {incremental['wall'] / full['wall']:.3f}")
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    rows, walls = args.rows, []
+    for n in range(1, max(2, args.nights) + 1):
+        if n > 1:  # the night's new rows, in new files
+            write(corpus(new, max(1, args.files // 100), n, f"n{n}-"), work / "in", f"night{n}")
+        m = night(work, f"night{n}", student, args, cache=True)
+        rows += 0 if n == 1 else new
+        walls.append(m["wall"])
+        print(line("full" if n == 1 else f"{n}: +{args.new:.0%} new", rows, m, work), flush=True)
+        misses = m["counts"].get("cache_misses")
+        if n > 1 and misses != new:
+            raise SystemExit(f"night {n} scored {misses} rows, not its {new} new ones")
+    if len(walls) > 2:
+        print(f"last night / night 2 wall: {walls[-1] / walls[1]:.2f}")
+    print(f"night 2 / full wall: {walls[1] / walls[0]:.3f}")
     if args.verify:
         rescore = night(work, "rescore", student, args, cache=False)
-        print(line("full rescore, no cache", args.rows + new, rescore))
-        differ = same_outputs(work / "out" / "incremental", work / "out" / "rescore")
+        print(line("full rescore, no cache", rows, rescore, work))
+        differ = same_outputs(work / "out" / f"night{len(walls)}", work / "out" / "rescore")
         print("outputs equal a full rescore" if not differ else f"outputs DIFFER: {differ}")
         if differ:
             return 1

@@ -15,7 +15,9 @@ commands:
   curate   score inputs, rank teachers, select responses (localnat curate --help)
   show     print a finished run's leaderboard and counts: localnat show RUN_DIR_OR_URI
   plot     per-step log-probs of each teacher's response to one prompt:
-           localnat plot RUN_DIR_OR_URI --prompt-id ID [--out FILE.png]"""
+           localnat plot RUN_DIR_OR_URI --prompt-id ID [--out FILE.png]
+  cache    fold a score cache's parts into a compact generation:
+           localnat cache compact CACHE_URI [--bound N] [--force]"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"curate": curate, "show": show, "plot": plot}
+    commands = {"curate": curate, "show": show, "plot": plot, "cache": cache}
     if command not in commands:
         print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
@@ -96,6 +98,25 @@ def plot(argv: list[str]) -> int:
     args = p.parse_args(argv)
     print(plot_prompt(args.run, args.prompt_id, args.out))
     return 0
+
+
+def cache(argv: list[str]) -> int:
+    from .curate.cache import PART_BOUND
+    from .curate.compact import compact_all
+
+    p = argparse.ArgumentParser(
+        prog="localnat cache",
+        description="Fold the parts of every namespace under a score cache (or of one "
+        "namespace) into a new generation, and delete what no reader needs any more.",
+    )
+    p.add_argument("action", choices=["compact"])
+    p.add_argument("cache", metavar="CACHE_URI")
+    p.add_argument("--bound", type=int, default=PART_BOUND, help="parts a namespace may keep")
+    p.add_argument("--force", action="store_true", help="fold any parts, however few")
+    args = p.parse_args(argv)
+    done = compact_all(args.cache, args.bound, args.force)
+    print(json.dumps(done, indent=2))
+    return 0 if done else 1
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
 """The score cache (docs/method.md §10): a night scores only what is new.
 
-    CACHE/v1-<settings>/settings.json                 what every score below depends on
-    CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet    cache_key + every score column
+    CACHE/v1-<settings>/settings.json                what every score below depends on
+    CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet   appended by runs: cache_key + scores
+    CACHE/v1-<settings>/generations/g000008.json     a compaction's commit (compact.py)
+    CACHE/v1-<settings>/gen/g000008/                 its data files and sorted key index
+    CACHE/v1-<settings>/readers/ _lease/             runs reading it now; the compaction
 
 `<settings>` hashes the student's identity (every file's digest and its prompt probe,
 identity.py) and every setting declared to change a score; `cache_key` hashes a row's
 prompt, response and given steps. A changed student or setting is another namespace:
 nothing in it, nothing wrong reused.
 
-Append-only and safe to share: a run writes new parts under unique names and never
-rewrites or deletes one; a reader dedupes by key (the earliest part wins). The lookup runs
-in the Prepare actors (`Lookup`), which hold the keys as one numpy array (16 bytes a row);
-the driver only lists the parts. A part that cannot be read is reported and its rows are
-misses: rescored, never wrong; so is a part whose columns do not have the types this
-version writes.
+Safe to share: runs append parts under unique names and never rewrite or delete one; a
+compaction folds them into a new generation under the namespace's lease. A reader sees the
+latest committed generation and the parts it did not absorb (`View`), every key once: the
+generation first, then parts by name (the earliest wins). A part that cannot be read, or
+whose columns do not have the types this version writes, is reported and its rows are
+misses: rescored, never wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -36,13 +40,13 @@ from ..scoring.schema import UNSAMPLED_SCHEMA, result_schema
 from .columns import result_columns
 from .config import CurateConfig
 from .identity import StudentIdentity
-from .storage import filesystem, join, list_files, read_text, write_table, write_text
+from .storage import filesystem, join, list_files, read_json, read_text, write_table, write_text
 
 VERSION = "v1"
 KEY = "cache_key"
+PART_BOUND = 64  # parts a namespace holds before the night's end folds them (compact.py)
 # A call of cache hits carries about this many response tokens: writing them is cheap.
 HIT_CALL_TOKENS = 2_000_000
-_PARTS_HELD = 8  # cache parts an actor keeps read (hits come in runs from the same parts)
 
 
 def namespace(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None):
@@ -70,50 +74,87 @@ def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
     return pa.schema([pa.field(KEY, pa.binary(16)), *(types[c] for c in columns)])
 
 
+@dataclass(frozen=True)
+class View:
+    """What a reader sees of a namespace: the latest committed generation (None before the
+    first compaction) and the usable parts it did not absorb, in name order."""
+
+    namespace: str
+    generation: dict | None
+    parts: list[str]
+
+    @property
+    def sources(self) -> list[str]:
+        """Where rows live, numbered as the index numbers them: data files, then parts."""
+        files = [join(self.namespace, f) for f, _ in (self.generation or {}).get("files", [])]
+        return files + self.parts
+
+
 def open_namespace(
     cfg: CurateConfig,
     student: StudentIdentity,
     write: bool = True,
     columns: list[str] | None = None,
-) -> tuple[str, list[str]]:
-    """The namespace (of `columns`, see `namespace`) and its usable parts (each part's
-    footer read, in parallel); an unreadable part, or one whose columns have other types, is
-    reported here, once, by name, and left out: its rows are misses, rescored."""
+) -> tuple[str, pa.Schema]:
+    """The namespace (of `columns`, see `namespace`) and the columns its rows hold; its
+    settings.json written the first time. Take its `view` once registered as its reader
+    (`compact.reading`)."""
     columns = columns or result_columns(cfg.score)
     ns = namespace(cfg, student, columns)
     if write and read_text(join(ns, "settings.json")) is None:
         about = {**_about(cfg, student, columns), "student": student.name}
         about["identity"] = student.record()
         write_text(join(ns, "settings.json"), redact(json.dumps(about, indent=2, default=str)))
-    parts = [u for u in list_files(join(ns, "parts")) if u.endswith(".parquet")]
-    expected = expected_schema(cfg, columns)
+    return ns, expected_schema(cfg, columns)
 
-    def usable(uri: str) -> bool:
-        try:
-            fs, path = filesystem(uri)
-            schema = pq.read_schema(path, filesystem=fs)
-        except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
-            LOG.warning(
-                f"cache part {redact(uri)} is unreadable, its rows will be rescored "
-                f"({type(err).__name__}: {str(err)[:200]})"
-            )
-            return False
-        wrong = [
-            f"{f.name} is {schema.field(f.name).type if f.name in schema.names else 'missing'}"
-            f" (expected {f.type})"
-            for f in expected
-            if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)
-        ]
-        if wrong:
-            LOG.warning(
-                f"cache part {redact(uri)} does not hold this version's columns "
-                f"({'; '.join(wrong[:3])}), its rows will be rescored"
-            )
-        return not wrong
 
-    with ThreadPoolExecutor(16) as pool:
-        ok = list(pool.map(usable, parts))
-    return ns, [u for u, good in zip(parts, ok) if good]
+def view(ns: str, expected: pa.Schema | None = None) -> View:
+    """The latest committed generation, then the parts it did not absorb (read after it:
+    a part it absorbed may still be listed until it is deleted). With `expected`, a part of
+    other columns or types, or unreadable, is reported once, by name, and left out."""
+    generation = latest_generation(ns)
+    absorbed = set((generation or {}).get("absorbed", []))
+    parts = [
+        u
+        for u in list_files(join(ns, "parts"))
+        if u.endswith(".parquet") and u.rsplit("/", 1)[-1] not in absorbed
+    ]
+    if expected is not None:
+        with ThreadPoolExecutor(16) as pool:
+            problems = list(pool.map(lambda u: part_problem(u, expected), parts))
+        for uri, problem in zip(parts, problems):
+            if problem:
+                what, why = problem
+                LOG.warning(f"cache part {redact(uri)} {what}, its rows will be rescored ({why})")
+        parts = [u for u, problem in zip(parts, problems) if not problem]
+    return View(ns, generation, parts)
+
+
+def latest_generation(ns: str) -> dict | None:
+    """The newest generation whose commit file is whole (a compaction killed before its
+    commit left none)."""
+    commits = sorted(u for u in list_files(join(ns, "generations")) if u.endswith(".json"))
+    for uri in reversed(commits):
+        record = read_json(uri)
+        if isinstance(record, dict) and "files" in record:
+            return record
+    return None
+
+
+def part_problem(uri: str, expected: pa.Schema) -> tuple[str, str] | None:
+    """Why a part cannot serve this version's readers, and the detail (None: it can)."""
+    try:
+        fs, path = filesystem(uri)
+        schema = pq.read_schema(path, filesystem=fs)
+    except Exception as err:  # noqa: BLE001 - any unreadable part: its rows are misses
+        return "is unreadable", f"{type(err).__name__}: {str(err)[:200]}"
+    wrong = [
+        f"{f.name} is {schema.field(f.name).type if f.name in schema.names else 'missing'}"
+        f" (expected {f.type})"
+        for f in expected
+        if f.name not in schema.names or not schema.field(f.name).type.equals(f.type)
+    ]
+    return ("does not hold this version's columns", "; ".join(wrong[:3])) if wrong else None
 
 
 def row_keys(table: pa.Table) -> pa.Array:
@@ -130,7 +171,7 @@ def row_keys(table: pa.Table) -> pa.Array:
     return pa.array(out, pa.binary(16))
 
 
-def _as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Non-null fixed 16-byte keys -> a numpy 'S16' array (sortable, searchable)."""
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
@@ -140,111 +181,12 @@ def _as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.frombuffer(data, dtype="S16", count=len(keys), offset=keys.offset * 16)
 
 
-class Lookup:
-    """The keys of every readable part (sorted, deduped: the earliest part wins) and the
-    parts themselves, read when a hit needs them. Built once per Prepare actor."""
-
-    def __init__(self, parts: list[str], cfg: CurateConfig, columns=None):
-        self.parts, self.cfg = parts, cfg
-        self.columns = columns or result_columns(cfg.score)
-        self.bad: set[int] = set()
-        self.held: dict[int, pa.Table] = {}
-
-        def keys(i):
-            try:
-                fs, path = filesystem(parts[i])
-                return _as_numpy(pq.read_table(path, filesystem=fs, columns=[KEY]).column(KEY))
-            except Exception as err:  # noqa: BLE001 - its rows are misses
-                self._unreadable(i, err)
-                return np.empty(0, "S16")
-
-        with ThreadPoolExecutor(16) as pool:
-            found = list(pool.map(keys, range(len(parts))))
-        every = np.concatenate(found) if found else np.empty(0, "S16")
-        part = np.repeat(np.arange(len(found), dtype=np.int32), [len(k) for k in found])
-        row = np.concatenate([np.arange(len(k), dtype=np.int32) for k in found] or [part])
-        # stable sort: among equal keys the earliest part comes first, and unique keeps it
-        order = np.argsort(every, kind="stable")
-        self.keys, first = np.unique(every[order], return_index=True)
-        self.part, self.row = part[order][first], row[order][first]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def _unreadable(self, i: int, err: Exception) -> None:
-        if i not in self.bad:
-            self.bad.add(i)
-            LOG.warning(
-                f"cache part {redact(self.parts[i])} is unreadable, "
-                f"its rows are rescored ({type(err).__name__}: {str(err)[:200]})"
-            )
-
-    def find(self, keys: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """For each key: whether the cache holds it, and where (index into self.part/row)."""
-        found = np.zeros(len(keys), bool)
-        where = np.zeros(len(keys), np.int64)
-        valid = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
-        if not len(valid) or not len(self.keys):
-            return found, where
-        wanted = _as_numpy(keys.take(pa.array(valid)))
-        at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
-        hit = self.keys[at] == wanted
-        found[valid[hit]] = True
-        where[valid[hit]] = at[hit]
-        return found, where
-
-    def split(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Working rows -> (hits with every score column; the rest, with their
-        cache_key, to be scored). A hit over --max-response-tokens goes to the rest, where it
-        is rejected as without a cache."""
-        keys = row_keys(table)
-        table = table.append_column(KEY, keys)
-        found, where = self.find(keys)
-        hit = np.flatnonzero(found)
-        part, row = self.part[where[hit]], self.row[where[hit]]
-        values = {int(i): self._part(int(i)) for i in np.unique(part)}
-        readable = np.isin(part, [i for i, v in values.items() if v is not None])
-        hit, part, row = hit[readable], part[readable], row[readable]
-        if not len(hit):
-            return table.slice(0, 0), table
-        taken = _take_grouped(values, part, row)
-        limit = self.cfg.max_response_tokens
-        if limit is not None:  # over it: rejected as without a cache
-            ok = pc.less_equal(taken.column("n_response_tokens"), limit)
-            hit, taken = hit[ok.to_numpy(zero_copy_only=False)], taken.filter(ok)
-        found = np.zeros(table.num_rows, bool)
-        found[hit] = True
-        hits = table.take(pa.array(hit, pa.int64()))
-        for name in self.columns:
-            hits = hits.append_column(name, taken.column(name))
-        return hits, table.filter(pa.array(~found))
-
-    def _part(self, i: int) -> pa.Table | None:
-        if i in self.bad:
-            return None
-        if i not in self.held:
-            try:
-                fs, path = filesystem(self.parts[i])
-                table = pq.read_table(path, filesystem=fs, columns=self.columns)
-            except Exception as err:  # noqa: BLE001 - its rows are misses, rescored
-                self._unreadable(i, err)
-                return None
-            if len(self.held) >= _PARTS_HELD:
-                self.held.pop(next(iter(self.held)))
-            self.held[i] = table
-        return self.held[i]
-
-
-def _take_grouped(values: dict[int, pa.Table], part: np.ndarray, row: np.ndarray) -> pa.Table:
-    """The cached rows (part, row) in the given order: one take per part, then one take to
-    restore the order."""
-    pieces, order = [], []
-    for p in np.unique(part):
-        mine = np.flatnonzero(part == p)
-        pieces.append(values[int(p)].take(pa.array(row[mine])))
-        order.append(mine)
-    table = pa.concat_tables(pieces)
-    return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+def keys_array(keys: np.ndarray) -> pa.Array:
+    """A numpy 'S16' array of keys -> Arrow fixed 16-byte binary, without a copy per key."""
+    keys = np.ascontiguousarray(keys, dtype="S16")
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), len(keys), [None, pa.py_buffer(keys.tobytes())]
+    )
 
 
 def append(ns: str, table: pa.Table, columns: list[str]) -> None:

@@ -19,20 +19,20 @@ from .records import file_reject, normalize
 BAD_FILE = (ValueError, EOFError, zlib.error, pa.ArrowException)
 
 
-def read_files(batch: pa.Table, cfg: CurateConfig) -> Iterator[pa.Table]:
-    """Read + validate, in file order, in commit chunks of `cfg.commit_rows` rows (see
-    `Chunker`). Chunks in `skip` were committed by an earlier attempt: their rows are read
-    past, not emitted. An unreadable file (or the unreadable rest of one) becomes one reject
-    row after the rows read. With `rows` (racing's exact pass) only those rows are read,
-    chunked among themselves."""
+def read_files(files: list[dict], cfg: CurateConfig) -> Iterator[pa.Table]:
+    """Read + validate `files` (file_index, uri, root, skip, rows each), in order, in commit
+    chunks of `cfg.commit_rows` rows (see `Chunker`). Chunks in `skip` were committed by an
+    earlier attempt: their rows are read past, not emitted. An unreadable file (or the
+    unreadable rest of one) becomes one reject row after the rows read. With `rows` (racing's
+    exact pass) only those rows are read, chunked among themselves."""
     wanted = [*cfg.columns.values()] + ([cfg.score.step_column] if cfg.score.step_column else [])
-    for item in batch.to_pylist():
+    for item in files:
         index, uri = item["file_index"], item["uri"]
         only = None if item.get("rows") is None else set(item["rows"])
         hive = hive_columns(uri, item["root"])
         chunker = Chunker(
             cfg.commit_rows,
-            set(item["skip"] or ()),
+            set(item.get("skip") or ()),
             lambda rows, uri=uri, index=index, hive=hive: _normalize_piece(
                 rows, uri, index, hive, cfg
             ),

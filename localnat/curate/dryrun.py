@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import heapq
 
-import pyarrow as pa
+import numpy as np
+import pyarrow.parquet as pq
 
 from ..logs import LOG
 from ..redact import redact
 from ..scoring.steps import segment
 from ..scoring.student import DEFAULT_STUDENT
-from .cache import Lookup, open_namespace, row_keys
+from .cache import KEY, as_numpy, open_namespace, row_keys, view
 from .chunks import read_files
 from .commit import committed_chunks, completed_files
 from .config import CurateConfig
@@ -20,6 +21,7 @@ from .cost import row_cost
 from .formats import read_rows
 from .inputs import Plan
 from .racing import racing
+from .storage import filesystem, join
 from .student import identify_student
 
 CHARS_PER_TOKEN = 4  # a response's tokens, estimated without a tokenizer
@@ -75,20 +77,37 @@ def _cost(text: str, cfg: CurateConfig) -> int:
 
 
 def _cache(plan: Plan, cfg: CurateConfig) -> dict:
-    """Rows the cache holds and rows the student would score (rows read and validated as
-    the run reads them)."""
-    ns, parts = open_namespace(cfg, identify_student(cfg), write=False)
-    lookup = Lookup(parts, cfg)
-    hits = valid = 0
+    """Rows the cache holds and rows the student would score (rows read and validated as the
+    run reads them). The driver holds the inputs' keys, never the cache's: each of the
+    cache's key columns is streamed past them."""
+    ns, columns = open_namespace(cfg, identify_student(cfg), write=False)
+    current = view(ns, columns)
+    keys = []
     for index, uri, root in plan.files:
-        batch = pa.Table.from_pylist([{"file_index": index, "uri": uri, "root": root, "skip": []}])
-        for piece in read_files(batch, cfg):
-            found, _ = lookup.find(row_keys(piece))
-            hits += int(found.sum())
-            valid += piece.column("reject_reason").null_count  # null: not rejected
+        for piece in read_files([{"file_index": index, "uri": uri, "root": root}], cfg):
+            keys.append(as_numpy(row_keys(piece)))  # valid rows only
+    wanted = np.concatenate(keys) if keys else np.empty(0, "S16")
+    unique, inverse = np.unique(wanted, return_inverse=True)
+    held = np.zeros(len(unique), bool)
+    for batch in _cache_keys(current):
+        at = np.minimum(np.searchsorted(unique, batch), max(len(unique) - 1, 0))
+        if len(unique):
+            held[at[unique[at] == batch]] = True
+    hits = int(held[inverse].sum())
     return {
         "cache": redact(ns),
-        "cache_parts": len(parts),
+        "cache_generation": (current.generation or {}).get("generation", 0),
+        "cache_parts": len(current.parts),
         "cache_hits": hits,
-        "rows_to_score": valid - hits,
+        "rows_to_score": len(wanted) - hits,
     }
+
+
+def _cache_keys(current):
+    """The keys of a cache view, a batch at a time: its index by row group, then its parts."""
+    uris = [join(current.namespace, current.generation["index"])] if current.generation else []
+    for uri in uris + current.parts:
+        fs, path = filesystem(uri)
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536, columns=[KEY]):
+                yield as_numpy(batch.column(0))

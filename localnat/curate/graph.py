@@ -14,41 +14,46 @@ row: a bad row carries `reject_reason` to the sink, which puts it in rejects/.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..logs import setup as setup_logs
-from .cache import HIT_CALL_TOKENS, Lookup
+from .cache import HIT_CALL_TOKENS
 from .chunks import read_files
 from .config import CurateConfig
 from .cost import row_costs
+from .lookup import Lookup
 from .passes import Pass
 from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
+GROUP_FILES = 512  # small files read by one Prepare call at most
 
-def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None):
+
+def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, rows=None):
     """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each);
-    `skip`: file index -> chunks already committed; `cache`: (namespace, readable parts)."""
+    `skip`: file index -> chunks already committed; `cache`: the score cache's shared view
+    (`lookup.shared_view`);
+    `rows`: file index -> its rows (None: unknown), to read small files in groups."""
     import ray.data
 
+    items = []
+    for i, uri, root in files:
+        picked = None if pass_.rows is None else pass_.rows[i]
+        items.append(
+            {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, []), "rows": picked}
+        )
+    groups = _groups(items, cfg.commit_rows, rows or {})
     ds = ray.data.from_items(
-        [
-            {
-                "file_index": i,
-                "uri": uri,
-                "root": root,
-                "skip": skip.get(i, []),
-                "rows": None if pass_.rows is None else pass_.rows[i],
-            }
-            for i, uri, root in files
-        ],
-        override_num_blocks=max(1, len(files)),  # blocks follow files
+        [{"files": json.dumps(g)} for g in groups],
+        override_num_blocks=max(1, len(groups)),  # one block per group of files
     )
     ds = ds.map_batches(
         Prepare,
@@ -66,7 +71,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None):
         Score,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "cache": cache and cache[0]},
+        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "cache": cache and cache[0].namespace},
         # One call in flight per actor: a long call never holds short ones in its queue.
         compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
@@ -75,24 +80,45 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None):
     )
 
 
+def _groups(items: list[dict], group_rows: int, rows: dict) -> list[list[dict]]:
+    """Consecutive files together until a group holds `group_rows` rows (one file of that
+    many, or of unknown rows, alone): per-file overhead is paid per group, and a file is
+    still committed on its own."""
+    groups, current, held = [], [], 0
+    for item in items:
+        n = len(item["rows"]) if item["rows"] is not None else rows.get(item["file_index"])
+        if current and (n is None or held + n > group_rows or len(current) >= GROUP_FILES):
+            groups.append(current)
+            current, held = [], 0
+        current.append(item)
+        held += group_rows if n is None else n
+    if current:
+        groups.append(current)
+    return groups
+
+
 class Prepare:
-    """CPU stage, one input file per call: its rows read (`read_files`), looked up in the
-    cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads nothing)
-    and packed into calls by estimated tokens (a larger row goes alone). A call is emitted
-    as one row holding its rows as Arrow IPC bytes; cache hits are written here, through
-    the sink, and only their counts flow on: a night of hits moves no rows between actors."""
+    """CPU stage, one group of input files per call: their rows read (`read_files`), looked
+    up in the cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads
+    nothing) and packed into calls by estimated tokens (a larger row goes alone). A call is
+    emitted as one row holding its rows as Arrow IPC bytes; cache hits are written here,
+    through the sink, and only their counts flow on: a night of hits moves no rows between
+    actors."""
 
     def __init__(self, cfg: CurateConfig, pass_: Pass, cache=None):
         setup_logs(cfg.verbose)
         self.cfg, self.pass_ = cfg, pass_
         self.sink = Sink(pass_)
         self._tokenize: Tokenize | None = None
-        self.lookup = None if cache is None else Lookup(cache[1], cfg, list(pass_.results))
+        if cache is not None:
+            cache = Lookup.open(cache, list(pass_.results), cfg.max_response_tokens)
+        self.lookup = cache
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, tokens = [], 0
         hits, hit_tokens = [], 0
-        for piece in read_files(batch, self.cfg):
+        files = [f for row in batch.column("files").to_pylist() for f in json.loads(row)]
+        for piece in read_files(files, self.cfg):
             if self.lookup is not None:
                 found, piece = self.lookup.split(piece)
                 if found.num_rows:
@@ -134,19 +160,27 @@ class Prepare:
 
 
 class Score:
-    """GPU (or CPU) stage: one student per actor, loaded once; scores one call with the
-    pass's method and writes it through the sink, returning the per-chunk counts."""
+    """GPU (or CPU) stage: one student per actor, loaded in the background from the start
+    (the actor takes calls at once: a night of cache hits never waits for a student); scores
+    one call with the pass's method and writes it through the sink, returning the per-chunk
+    counts."""
 
     def __init__(self, cfg: CurateConfig, pass_: Pass, cache: str | None = None):
         setup_logs(cfg.verbose)
+        self.cfg, self.pass_, self.scorer = cfg, pass_, None
+        self.sink = Sink(pass_, cache)
+        self._loading = ThreadPoolExecutor(1).submit(self._load)
+
+    def _load(self) -> None:
         import torch
 
+        cfg = self.cfg
         if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
             # Ray sets OMP threads to the actor's (fractional) CPUs; use the machine's share.
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
         from ..scoring.api import Scorer  # torch: only in the actors that score
 
-        self._use(Scorer(cfg.score), pass_, cache)
+        self._use(Scorer(cfg.score), self.pass_, self.sink.cache)
 
     def _use(self, scorer, pass_: Pass, cache: str | None = None) -> None:
         self.scorer, self.pass_ = scorer, pass_
@@ -161,6 +195,8 @@ class Score:
 
     def score(self, batch: pa.Table) -> pa.Table:
         """One call (see `Prepare`) -> its rows with the pass's results, or reasons."""
+        if getattr(self, "_loading", None) is not None:
+            self._loading.result()  # loaded (a load that failed raises here)
         table = read_call(batch)
         items = prepared_items(table)
         before = self.scorer.stats["oom_splits"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..logs import LOG
 from ..logs import setup as setup_logs
+from .compact import compact
 from .config import CurateConfig
 from .dryrun import dry_run
 from .inputs import plan
@@ -96,8 +97,22 @@ def run_job(cfg: CurateConfig) -> dict:
         timings["select"] = time.time() - t
         LOG.info(f"selected/ written in {timings['select']:.1f} s")
 
+        t = time.time()
+        folded = [_compact(ns) for ns in sorted(run.namespaces)]  # a year of nights stays small
+        timings["compact"] = time.time() - t
         timings["total"] = time.time() - started
-        return finish(run, Outcome(scored, reduced, chosen, raced, written, timings))
+        outcome = Outcome(scored, reduced, chosen, raced, written, timings, folded)
+        return finish(run, outcome)
+
+
+def _compact(ns: str) -> dict:
+    """The night's end: fold the namespace's parts once they pass the bound. A failure is a
+    warning: the run's outputs are written, and the next night compacts."""
+    try:
+        return compact(ns)
+    except Exception as err:  # noqa: BLE001
+        LOG.warning(f"cache compaction of {ns} failed: {type(err).__name__}: {err}")
+        return {"namespace": ns, "error": f"{type(err).__name__}: {err}"}
 
 
 def _manifest(run_dir: str) -> dict | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -26,7 +26,8 @@ from .storage import join, write_bytes, write_text
 @dataclass
 class Outcome:
     """What the run produced: the scores pass, the reduce, the choice (and racing's counts),
-    what writing selected/ renamed or wrote as text, and the stages' seconds."""
+    what writing selected/ renamed or wrote as text, the stages' seconds, and what the
+    cache's compaction did."""
 
     scored: Executed
     reduced: Reduced
@@ -34,6 +35,7 @@ class Outcome:
     raced: dict
     written: dict
     timings: dict
+    compacted: list = field(default_factory=list)  # the score cache's compactions
 
 
 def finish(run: Run, outcome: Outcome) -> dict:
@@ -92,6 +94,7 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
         # passthrough columns whose types differ between (or within) files: written as text
         "selected_text_columns": outcome.written["as_text"],
         "timings_s": {k: round(v, 3) for k, v in outcome.timings.items()},
+        "cache_compaction": outcome.compacted,
         "driver_peak_rss_mb": round(peak_rss_mb(), 1),
         "calls": _calls(scored.calls, cfg.call_tokens),
         "throughput": {

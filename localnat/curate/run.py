@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from ..logs import LOG, native_noise_dropped
-from ..redact import redact
-from .cache import open_namespace
+from .cache import open_namespace, view
 from .commit import (
     check_same_run,
     commit_chunk,
@@ -25,12 +26,15 @@ from .commit import (
     remove_uncommitted,
     run_identity,
 )
+from .compact import reading
 from .config import CurateConfig
 from .identity import StudentIdentity
 from .inputs import Plan
 from .lease import Lease
+from .lookup import shared_view
 from .passes import Pass
 from .progress import Progress, start_ray, uninterrupted
+from .sink import merge_parts
 from .storage import delete, join, list_files, read_json, write_text
 from .student import wait_for_gpus
 
@@ -55,6 +59,7 @@ class Run:
         self.cfg, self.dir, self.plan, self.student = cfg, run_dir, plan, student
         self.id = run_dir.rstrip("/").rsplit("/", 1)[-1]
         self._lease = Lease(run_dir)
+        self.namespaces: set[str] = set()  # score cache namespaces its passes read
 
     def __enter__(self) -> Run:
         self._lease.__enter__()
@@ -112,8 +117,6 @@ class Run:
 
     def _stream(self, pass_: Pass, todo, chunks) -> tuple[int, dict]:
         """The pass's Ray graph over `todo`; each chunk committed once all its rows are in."""
-        from .graph import build
-
         cfg = self.cfg
         start_ray(cfg)
         wait_for_gpus(cfg)
@@ -121,22 +124,32 @@ class Run:
             from ..scoring.student import default_student_dir
 
             default_student_dir()  # convert once here, not in every actor at the same time
-        cache = None
-        if cfg.cache:
-            cache = open_namespace(cfg, self.student, columns=list(pass_.results))
-            LOG.info(f"score cache {redact(cache[0])}: {len(cache[1])} parts")
+        with ExitStack() as stack:
+            cache = None
+            if cfg.cache:  # registered as its reader first: a compaction keeps what it reads
+                ns, columns = open_namespace(cfg, self.student, columns=list(pass_.results))
+                stack.enter_context(reading(ns))
+                cache = shared_view(view(ns, columns))
+                self.namespaces.add(ns)
+            return self._graph(pass_, todo, chunks, cache)
+
+    def _graph(self, pass_: Pass, todo, chunks, cache) -> tuple[int, dict]:
+        from .graph import build  # Ray Data: only in a run that scores
+
+        cfg = self.cfg
         skip: dict[int, list[int]] = {}
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
-        commits = _Commits(pass_.directory, todo, skip)
-        graph = build(pass_, todo, cfg, skip, cache)
+        graph = build(pass_, todo, cfg, skip, cache, self.plan.rows)
         batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or pass_.rows is not None
+        commits = _Commits(pass_.directory, todo, skip, progress)
         with native_noise_dropped(cfg.verbose), progress:
             for batch in batches:
                 for row in batch.to_pylist():
-                    commits.add(row, progress)
+                    commits.add(row)
+            commits.drain()
         return commits.tokens, commits.calls
 
     def _rows_left(self, pass_: Pass, todo, chunks) -> int | None:
@@ -150,10 +163,13 @@ class Run:
 
 class _Commits:
     """The driver's side of the commit protocol: per-chunk counts as the sink reports them;
-    a chunk's marker is written once all its rows are in (never interrupted halfway)."""
+    a chunk whose rows are all in has its parts merged (at most one scores/ and one rejects/
+    part a chunk, in a thread, `merge_parts`), then its marker written (never interrupted
+    halfway, in this thread). The parts a merge replaced are listed by no marker: the pass's
+    cleanup deletes them."""
 
-    def __init__(self, directory: str, todo, skip: dict):
-        self.directory = directory
+    def __init__(self, directory: str, todo, skip: dict, progress: Progress):
+        self.directory, self.progress = directory, progress
         self.uris = {i: uri for i, uri, _ in todo}
         self.have = {i: set(skip.get(i, ())) for i, _, _ in todo}  # committed chunks per file
         self.ends: dict[int, int] = {}  # file -> its last chunk, once seen
@@ -161,8 +177,10 @@ class _Commits:
         self.totals: dict[tuple[int, int], tuple[int, bool]] = {}
         self.tokens = 0
         self.calls: dict[str, tuple[int, int, str]] = {}
+        self.merging: list = []  # (future of the merged parts, chunk, record)
+        self.pool = ThreadPoolExecutor(4)
 
-    def add(self, row: dict, progress: Progress) -> None:
+    def add(self, row: dict) -> None:
         key = (row["file_index"], row["chunk"])
         self.calls[row["call_id"]] = (row["call_rows"], row["call_tokens"], row["actor"])
         acc = self.written.setdefault(
@@ -173,18 +191,35 @@ class _Commits:
         for name in acc:
             acc[name] += row[name]
         self.tokens += row["response_tokens"]
-        progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
+        self.progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
         if row["chunk_rows"] is not None:
             self.totals[key] = (row["chunk_rows"], bool(row["last"]))
         if key in self.totals and acc["scored"] + acc["rejected"] == self.totals[key][0]:
-            last = self.totals[key][1]
-            with uninterrupted():
-                record = {"last": last, **acc, "committed_unix": time.time()}
-                commit_chunk(self.directory, *key, self.uris[key[0]], record)
-            f, c = key
-            self.have[f].add(c)
-            if last:
-                self.ends[f] = c
-            if f in self.ends and len(self.have[f]) == self.ends[f] + 1:
-                progress.done_files += 1
-                del self.ends[f]
+            record = {"last": self.totals[key][1], **self.written.pop(key)}
+            merged = self.pool.submit(merge_parts, self.directory, key, record["parts"])
+            self.merging.append((merged, key, record))
+        self.drain(wait=False)
+
+    def drain(self, wait: bool = True) -> None:
+        """Commit the chunks whose parts are merged (all of them when `wait`)."""
+        keep = []
+        for merged, key, record in self.merging:
+            if wait or merged.done():
+                self._commit(key, {**record, "parts": merged.result()})
+            else:
+                keep.append((merged, key, record))
+        self.merging = keep
+        if wait:
+            self.pool.shutdown()
+
+    def _commit(self, key: tuple[int, int], record: dict) -> None:
+        with uninterrupted():
+            record = {**record, "committed_unix": time.time()}
+            commit_chunk(self.directory, *key, self.uris[key[0]], record)
+        f, c = key
+        self.have[f].add(c)
+        if record["last"]:
+            self.ends[f] = c
+        if f in self.ends and len(self.have[f]) == self.ends[f] + 1:
+            self.progress.done_files += 1
+            del self.ends[f]

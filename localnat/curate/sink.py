@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from .cache import append
 from .columns import REJECT_COLUMNS
 from .passes import Pass
-from .storage import join, write_table
+from .storage import join, read_parquet_files, write_table
 
 
 class Sink:
@@ -72,3 +72,20 @@ def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Tabl
             }
         )
     return pa.Table.from_pylist(counts)
+
+
+def merge_parts(directory: str, chunk: tuple[int, int], parts: list[str]) -> list[str]:
+    """A committed chunk's parts, at most one scores/ and one rejects/: several (one per call
+    that held rows of the chunk) are merged into a new one. Returns what the
+    marker lists; the parts merged stay until the pass's cleanup (no marker lists them)."""
+    out = []
+    for sub in ("scores", "rejects"):
+        mine = [p for p in parts if p.startswith(f"{sub}/")]
+        if len(mine) <= 1:
+            out += mine
+            continue
+        table = read_parquet_files([join(directory, p) for p in mine])
+        name = f"{sub}/f{chunk[0]:06d}-c{chunk[1]:06d}-{uuid.uuid4().hex[:12]}.parquet"
+        write_table(table, join(directory, name))
+        out.append(name)
+    return out

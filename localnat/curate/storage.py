@@ -75,8 +75,15 @@ def join(uri: str, *parts: str) -> str:
 
 
 def write_table(table: pa.Table, uri: str) -> None:
+    """Write a Parquet file whole: an object store's put is atomic; a local file is written
+    aside and renamed into place, so a listing never shows half of it."""
     fs, path = filesystem(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+        return
     pq.write_table(table, path, filesystem=fs, compression="zstd")
 
 
@@ -100,11 +107,15 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 
 def read_text(uri: str) -> str | None:
+    """A small text object; None when it is absent (or deleted while it is read)."""
     fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode()
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return None
 
 
 def read_json(uri: str):

@@ -58,8 +58,7 @@ def rows_read(uri: str, cfg=None) -> list[dict]:
     from localnat.curate.chunks import read_files
     from localnat.curate.config import CurateConfig
 
-    batch = pa.Table.from_pylist([{"file_index": 0, "uri": uri, "root": uri, "skip": []}])
-    pieces = list(read_files(batch, cfg or CurateConfig()))
+    pieces = list(read_files([{"file_index": 0, "uri": uri, "root": uri}], cfg or CurateConfig()))
     keep = ["row_number", "prompt_id", "teacher", "prompt", "response", "reject_reason"]
     return pa.concat_tables(pieces).select(keep).to_pylist()
 

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -218,3 +219,69 @@ def test_runs_sharing_an_s3_cache_at_once_agree_and_keep_no_secret(
     )
     assert again["counts"]["cache_hits"] == 20 and again["counts"]["cache_misses"] == 0
     assert_same_outputs(tmp_path / "out" / "z", tmp_path / "out" / "x")
+
+
+def test_a_night_over_the_bound_ends_with_a_compaction(nights, tmp_path, monkeypatch):
+    import shutil
+
+    from localnat.curate import cache as cache_module
+
+    cache = tmp_path / "cache"
+    shutil.copytree(nights["cache"], cache)
+    parts = len(list((cache / nights["namespace"] / "parts").iterdir()))
+    monkeypatch.setattr(cache_module, "PART_BOUND", 2)  # a small bound, as a year's would be
+    out = tmp_path / "out"
+    run = run_job(
+        config(nights["student"], [str(nights["inputs"])], str(out), run_id="a", cache=str(cache))
+    )
+    (folded,) = run["cache_compaction"]
+    assert folded["generation"] == 1 and folded["parts_before"] == parts
+    assert folded["objects_after"] <= 6  # settings, a commit, an index, a data file
+    assert run["counts"]["cache_hits"] == 50
+    again = run_job(
+        config(nights["student"], [str(nights["inputs"])], str(out), run_id="b", cache=str(cache))
+    )
+    assert again["counts"]["cache_hits"] == 50 and again["counts"]["cache_misses"] == 0
+    assert_same_outputs(out / "b", nights["out"] / "full")
+
+
+def test_compaction_racing_a_reading_night_keeps_every_key_once(nights, tmp_path):
+    """A night reads while another process compacts the same namespace over and over: its
+    view (a generation and parts) stays readable to its end, every key once."""
+    import shutil
+
+    from localnat.curate.compact import compact
+
+    cache = tmp_path / "cache"
+    shutil.copytree(nights["cache"], cache)
+    ns = str(cache / nights["namespace"])
+    result, errors = {}, []
+
+    def night():
+        try:
+            cfg = config(
+                nights["student"],
+                [str(nights["inputs"])],
+                str(tmp_path / "out"),
+                run_id="r",
+                cache=str(cache),
+            )
+            result["run"] = run_job(cfg)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=night)
+    thread.start()
+    folds = []
+    while thread.is_alive():
+        folds.append(compact(ns, bound=0, force=True))
+        time.sleep(0.2)
+    thread.join()
+    assert not errors, errors
+    c = result["run"]["counts"]
+    assert c["cache_hits"] == 50 and c["cache_misses"] == 0  # nothing it read was deleted
+    assert any("generation" in f for f in folds)
+    assert_same_outputs(tmp_path / "out" / "r", nights["out"] / "full")
+    final = compact(ns, bound=0, force=True)  # no reader now: collected
+    assert not list((cache / nights["namespace"] / "parts").iterdir())
+    assert final["objects_after"] <= 6
