@@ -18,6 +18,7 @@ ID_COLUMNS = [
     "teacher",
     "is_correct",
     "content_hash",
+    "prompt_key",  # a hash of the prompt text: two texts under one prompt_id never compete
 ]
 REJECT_COLUMNS = [
     *("row_id", "source", "file_index", "row_number", "prompt_id", "teacher", "is_correct"),
@@ -56,17 +57,41 @@ SIGNALS = {
         "next-token entropy",
         "mean entropy per token, nats (lower = student more certain)",
     ),
+    "local_nofirst": Signal(
+        "local_nofirst",
+        True,
+        "local naturalness without first tokens",
+        "LN, each step's first token left out (ASLEC-DROP; higher = more natural)",
+    ),
+    "global_nofirst": Signal(
+        "global_nofirst",
+        True,
+        "global naturalness without first tokens",
+        "GN, each step's first token left out (higher = more natural)",
+    ),
+    "length": Signal(
+        "n_response_tokens",
+        True,
+        "length",
+        "response tokens (a baseline that knows nothing of the student: longer first)",
+    ),
 }
-REDUCE_COLUMNS = [
-    *ID_COLUMNS,
-    *(s.column for s in SIGNALS.values()),
-    "local_nat_se",  # racing's bounds (0 when exact)
-    "n_response_tokens",
-]
+REDUCE_COLUMNS = list(
+    dict.fromkeys(
+        [
+            *ID_COLUMNS,
+            *(s.column for s in SIGNALS.values()),
+            "local_nat_se",  # racing's bounds (0 when exact)
+            "n_response_tokens",
+            "rank_sum",  # the teacher's dataset-level RSR (§7)
+            "surprisal_sum",
+        ]
+    )
+)
 # What selection adds to an input row in selected/.
 SELECTED_COLUMNS = [
     "row_id",
-    *(s.column for s in SIGNALS.values()),
+    *dict.fromkeys(s.column for s in SIGNALS.values()),
     "n_candidates",
     "selected_by",
     "settled_by",  # under step sampling: whether the sample or the exact pass chose (§5.2)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from ..fields import ROWS, OptionError, check_fields, declared, option
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
+from .columns import SIGNALS
 from .formats import FORMATS
 
 # One path segment: never '.', '..', a separator or a control character.
@@ -88,10 +89,11 @@ class CurateConfig:
     )
     select_by: str = option(
         "local",
-        "`local`, `global`, `rsr` (lowest rank-surprisal ratio) or `random` (seeded): "
-        "the alternatives use the same code path",
+        "the signal that chooses each prompt's response: `local` (LN), `global`, `rsr` "
+        "(lowest), `entropy` (lowest), `local_nofirst`, `global_nofirst`, `length` "
+        "(longest), or `random` (seeded); all through the same code path (docs/method.md §8)",
         group=_SEL,
-        choices=("local", "global", "rsr", "random"),
+        choices=(*SIGNALS, "random"),
     )
     race_z: float = option(
         3.0,

@@ -35,13 +35,13 @@ from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 GROUP_FILES = 512  # small files read by one Prepare call at most
+GROUP_BYTES = 64 << 10  # a file this large is read by a call of its own
 
 
-def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, rows=None):
+def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=None):
     """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each);
     `skip`: file index -> chunks already committed; `cache`: the score cache's shared view
-    (`lookup.shared_view`);
-    `rows`: file index -> its rows (None: unknown), to read small files in groups."""
+    (`lookup.shared_view`); `sizes`: file index -> bytes, to read small files in groups."""
     import ray.data
 
     items = []
@@ -50,7 +50,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, rows=No
         items.append(
             {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, []), "rows": picked}
         )
-    groups = _groups(items, cfg.commit_rows, rows or {})
+    groups = _groups(items, sizes or {})
     ds = ray.data.from_items(
         [{"files": json.dumps(g)} for g in groups],
         override_num_blocks=max(1, len(groups)),  # one block per group of files
@@ -80,18 +80,19 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, rows=No
     )
 
 
-def _groups(items: list[dict], group_rows: int, rows: dict) -> list[list[dict]]:
-    """Consecutive files together until a group holds `group_rows` rows (one file of that
-    many, or of unknown rows, alone): per-file overhead is paid per group, and a file is
-    still committed on its own."""
+def _groups(items: list[dict], sizes: dict) -> list[list[dict]]:
+    """Consecutive small files together, until a group holds GROUP_BYTES (a larger file, or
+    one of unknown size, alone): per-call overhead is paid per group, and each file is still
+    committed on its own."""
     groups, current, held = [], [], 0
     for item in items:
-        n = len(item["rows"]) if item["rows"] is not None else rows.get(item["file_index"])
-        if current and (n is None or held + n > group_rows or len(current) >= GROUP_FILES):
+        size = sizes.get(item["file_index"])
+        small = size is not None and size < GROUP_BYTES
+        if current and (not small or held + size > GROUP_BYTES or len(current) >= GROUP_FILES):
             groups.append(current)
             current, held = [], 0
         current.append(item)
-        held += group_rows if n is None else n
+        held += size if small else GROUP_BYTES
     if current:
         groups.append(current)
     return groups

@@ -50,6 +50,7 @@ class StudentIdentity:
     files: dict[str, str]
     commit: str | None = None
     prompt_probe: dict = field(default_factory=dict)
+    family: str | None = None  # the model family its name or type says (student.family)
 
     @property
     def digest(self) -> str:

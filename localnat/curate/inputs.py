@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import pyarrow.fs as pafs
@@ -23,12 +23,14 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Plan:
-    """The input files of a run, numbered in URI order: (index, uri, hive root) each, and
-    their rows (Parquet footers' counts; JSONL estimated, `exact` False) for the ETA."""
+    """The input files of a run, numbered in URI order: (index, uri, hive root) each, their
+    rows (Parquet footers' counts; JSONL estimated, `exact` False) for the ETA, and their
+    bytes, to read small files in groups."""
 
     files: list[tuple[int, str, str]]
     rows: dict[int, int | None]
     exact: bool
+    sizes: dict[int, int | None] = field(default_factory=dict)
 
     def rows_left(self, indexes, done: int = 0) -> int | None:
         counts = [self.rows.get(i) for i in indexes]
@@ -40,22 +42,26 @@ def plan(cfg: CurateConfig, output: str) -> Plan:
     as inputs), checked for the configured columns before any model work."""
     found = list_inputs(list(cfg.inputs), exclude=output)
     files = [(i, uri, root) for i, (uri, root) in enumerate(found)]
-    rows, exact = check_columns(files, cfg)
-    return Plan(files, rows, exact)
+    rows, exact, sizes = check_columns(files, cfg)
+    return Plan(files, rows, exact, sizes)
 
 
-def check_columns(files, cfg: CurateConfig) -> tuple[dict[int, int | None], bool]:
+def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
     """Fail before any model work when a file lacks a configured column. Returns each file's
-    rows as read in the same pass (None for an unreadable file) and whether all are exact."""
+    rows as read in the same pass (None for an unreadable file), whether all are exact, and
+    each file's bytes."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
     needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
     rows: dict[int, int | None] = {}
+    sizes: dict[int, int | None] = {}
     exact = [True]
 
     def problem(item) -> str | None:
         index, uri, root = item
-        rows[index] = None
+        rows[index] = sizes[index] = None
         try:
+            fs, path = filesystem(uri)
+            sizes[index] = fs.get_file_info(path).size
             columns, rows[index], sure = input_columns(uri, cfg.input_format)
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
@@ -77,7 +83,7 @@ def check_columns(files, cfg: CurateConfig) -> tuple[dict[int, int | None], bool
             "input files lack configured columns (see --prompt-column etc.):\n  "
             + "\n  ".join(problems)
         )
-    return rows, exact[0]
+    return rows, exact[0], sizes
 
 
 def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, str]]:

@@ -69,7 +69,7 @@ def run_job(cfg: CurateConfig) -> dict:
         timings["score"] = scored.seconds
 
         t = time.time()
-        reduced = reduce(cfg, run.dir, scored.chunks)
+        reduced = reduce(cfg, run.dir, scored.chunks, run.student.family)
         timings["reduce"] = time.time() - t
 
         raced = {}

@@ -44,17 +44,21 @@ def ranked_teachers(answered: pd.DataFrame, min_share: float) -> list[str]:
     return keep
 
 
-def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5) -> dict:
+def leaderboard(
+    df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5, family=None
+) -> dict:
     """Teacher scores on matched prompts (answered by every ranked teacher, see
     `ranked_teachers`), responses averaged within a prompt first; mean, bootstrap 95% CI over
     prompts, median, rank, pairwise win rates, for every signal (local and global naturalness,
     rsr, entropy); Kendall tau-b between each pair of signals' rankings. Teachers left out of
     the ranking are listed apart, with their means over their own prompts and no rank."""
     teachers = sorted(df["teacher"].unique())
-    per_prompt = {
-        key: df.pivot_table(index="prompt_id", columns="teacher", values=s.column, aggfunc="mean")[
-            teachers
-        ]
+    absent = {s.column: np.nan for s in SIGNALS.values() if s.column not in df}
+    df = df.assign(**absent) if absent else df  # a signal the table lacks: none of its rows
+    per_prompt = {  # a signal no row has (local_nofirst under step sampling): all NaN
+        key: df.pivot_table(
+            index="prompt_id", columns="teacher", values=s.column, aggfunc="mean", dropna=False
+        ).reindex(index=sorted(df["prompt_id"].unique()), columns=teachers)
         for key, s in SIGNALS.items()
     }
     answered = per_prompt["local"].notna()
@@ -96,6 +100,10 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
             stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
+    rsr_dataset(df, out, ranked, matched_mask if matched else None)
+    out["student_family"] = family
+    for t in teachers:  # its label names the student's family: a likelihood signal favours it
+        out["per_teacher"][t]["same_family_as_student"] = bool(family and family in t.lower())
     # Oriented means: +1 always says two signals order the teachers alike.
     out["rank_correlation"] = [
         {"a": a, "b": b, "kendall_tau_b": _num(kendall_tau_b(oriented[a], oriented[b]))}
@@ -103,6 +111,27 @@ def leaderboard(df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0
     ]
     out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"]  # local vs global
     return out
+
+
+def rsr_dataset(df: pd.DataFrame, out: dict, ranked: list[str], matched) -> None:
+    """Per teacher the Rank-Surprisal Ratio as its paper aggregates it (arXiv 2601.14249,
+    App. A.8): the sum of ranks over the sum of surprisals of all its responses on the
+    matched prompts (its own prompts for a teacher left out of the ranking); ranked, lowest
+    first, among the ranked teachers. Not the mean of per-row ratios (`rsr`)."""
+    if not {"rank_sum", "surprisal_sum"} <= set(df.columns):
+        return  # tables without the sums (hand-made ones): nothing to aggregate
+    rows = df if matched is None else df[df["prompt_id"].isin(matched[matched].index)]
+    sums = rows.groupby("teacher")[["rank_sum", "surprisal_sum"]].sum()
+    own = df.groupby("teacher")[["rank_sum", "surprisal_sum"]].sum()
+    value = {}
+    for t in out["teachers"]:
+        where = sums if t in ranked else own
+        if t in where.index and where.loc[t, "surprisal_sum"] > 0:
+            value[t] = float(where.loc[t, "rank_sum"] / where.loc[t, "surprisal_sum"])
+    order = sorted((t for t in ranked if t in value), key=lambda t: (value[t], t))
+    for t in out["teachers"]:
+        rank = order.index(t) + 1 if t in order else None
+        out["per_teacher"][t]["rsr_dataset"] = {"value": value.get(t), "rank": rank}
 
 
 def _warning(n_matched: int, n_prompts: int, min_share: float) -> str | None:

@@ -45,6 +45,7 @@ def finish(run: Run, outcome: Outcome) -> dict:
     board["student"] = name
     board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
     board["sample_steps"] = run.cfg.score.sample_steps  # LN estimated from sampled steps
+    board["select_by"] = run.cfg.select_by  # the signal whose trust the validation weighs
     write_text(join(run.dir, "teachers.json"), json.dumps(board, indent=2))
     errors = []
     for report, render in (("teachers.md", markdown), ("teachers.png", png)):
@@ -81,6 +82,7 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
             "matched_prompts": reduced.board["n_matched_prompts"],
             "selected": len(outcome.chosen),
             "duplicates": len(reduced.duplicates),
+            "prompt_id_conflicts": reduced.prompt_id_conflicts,
             **outcome.raced,
             **scored.resumed,
         },

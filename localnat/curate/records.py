@@ -28,6 +28,7 @@ WORK_SCHEMA = pa.schema(
         ("response", pa.string()),
         ("steps_json", pa.string()),
         ("content_hash", pa.int64()),
+        ("prompt_key", pa.string()),
         ("reject_reason", pa.string()),
     ]
 )
@@ -122,6 +123,7 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     }
     if not reasons:
         row["content_hash"] = stable_id(row["prompt_id"], row["teacher"], row["response"])
+        row["prompt_key"] = prompt_hash(row["prompt"])
     return row
 
 

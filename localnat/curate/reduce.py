@@ -8,34 +8,60 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow as pa
 
+from ..logs import LOG
 from .columns import REDUCE_COLUMNS
 from .config import CurateConfig
 from .inputs import InputError
 from .leaderboard import leaderboard
 from .selection import duplicates
 from .storage import join, read_parquet_files, write_table
+from .validation import validation
 
 
 @dataclass
 class Reduced:
-    """The scored rows without duplicates, the duplicates (row_id, duplicate_of) and the
-    leaderboard."""
+    """The scored rows without duplicates, the duplicates (row_id, duplicate_of), the
+    leaderboard (with `validation`) and the prompt ids that held two prompt texts."""
 
     df: pd.DataFrame
     duplicates: pd.DataFrame
     board: dict
+    prompt_id_conflicts: int = 0
 
 
-def reduce(cfg: CurateConfig, run_dir: str, chunks: dict) -> Reduced:
-    """From the scores pass's committed chunks (`chunks`, commit.py)."""
+def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = None) -> Reduced:
+    """From the scores pass's committed chunks (`chunks`, commit.py); `family`: the
+    student's model family, for the same-family flag."""
     committed = [join(run_dir, p) for d in chunks.values() for p in d["parts"]]
     scores = read_parquet_files([p for p in committed if "/scores/" in p], REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
     df = scores.to_pandas()
+    conflicts = split_conflicts(df)
     dups = duplicates(df)
     if len(dups):
         table = pa.Table.from_pandas(dups, preserve_index=False)
         write_table(table, join(run_dir, "duplicates.parquet"))
     df = df[~df["row_id"].isin(dups["row_id"])]
-    return Reduced(df, dups, leaderboard(df, cfg.seed, min_share=cfg.min_matched_share))
+    board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share, family=family)
+    if cfg.correct_column:
+        board["validation"] = validation(df, board, cfg.seed)
+    return Reduced(df, dups, board, conflicts)
+
+
+def split_conflicts(df: pd.DataFrame) -> int:
+    """A prompt_id that holds two prompt texts is two prompts: each text's rows get the id
+    `<prompt_id>~<8 hex of the text's hash>`, so they never compete in one selection or one
+    leaderboard row. Returns how many prompt ids were split (one warning)."""
+    texts = df.groupby("prompt_id")["prompt_key"].nunique()
+    split = texts.index[texts > 1]
+    if len(split):
+        rows = df["prompt_id"].isin(split)
+        df.loc[rows, "prompt_id"] = (
+            df.loc[rows, "prompt_id"] + "~" + df.loc[rows, "prompt_key"].str[2:10]
+        )
+        LOG.warning(
+            f"{len(split)} prompt ids hold more than one prompt text (e.g. {split[0]!r}): "
+            "each text is its own prompt here; give distinct prompt ids"
+        )
+    return len(split)

@@ -25,6 +25,8 @@ def markdown(board: dict, student: str) -> str:
         lines += [f"**Sampled:** {sampled_note(board['sample_steps'])}", ""]
     if apart_note(board):
         lines += [f"**Note:** {cell(apart_note(board))}", ""]
+    if family_note(board):
+        lines += [f"**Note:** {cell(family_note(board))}", ""]
     head = "| LN rank | teacher | local nat (95% CI) | median | GN rank | global nat (95% CI) |"
     head += " accuracy |" if has_acc else ""
     head += " responses |"
@@ -32,14 +34,16 @@ def markdown(board: dict, student: str) -> str:
     for t in teachers:
         s = board["per_teacher"][t]
         ln, gn = s["local"], s["global"]
+        name = cell(t) + (" [same family]" if s.get("same_family_as_student") else "")
         row = (
-            f"| {_r(ln['rank'])} | {cell(t)} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
+            f"| {_r(ln['rank'])} | {name} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
             f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {_r(gn['rank'])} | {_f(gn['mean'])} "
             f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |"
         )
         row += f" {_f(s.get('accuracy'), 2)} |" if has_acc else ""
         lines.append(row + f" {s['n_responses']} |")
     lines += ["", *signals_table(board, teachers), "", *correlation_table(board)]
+    lines += validation_section(board)
     lines += [
         "",
         "Pairwise win rates (local naturalness, row beats column on matched prompts):",
@@ -54,6 +58,49 @@ def markdown(board: dict, student: str) -> str:
             + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def validation_section(board: dict) -> list[str]:
+    """Which signal to trust here: the verdict in words, then each signal's figures."""
+    from .validation import verdict
+
+    v = board.get("validation")
+    if not v:
+        return []
+    lines = ["", "## Which signal to trust on this data", ""]
+    lines += verdict(v, board.get("select_by", "local")) or [
+        "No prompt has both a correct and an incorrect answer: nothing to tell signals apart."
+    ]
+    lines += [
+        "",
+        f"{v['informative_prompts']} informative prompts ({v['candidates']} candidates); a "
+        f"random pick is correct {_f(v['random_top1_accuracy'], 2)} of the time. AUC: P(a "
+        "correct answer outscores an incorrect one), 0.5 = chance; each signal oriented so "
+        "higher is better.",
+        "",
+        "| signal | AUC (95% CI) | top-1 accuracy | Spearman with length | teacher ranking vs "
+        "accuracy (tau) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, s in v["signals"].items():
+        lo, hi = s["auc_ci95"]
+        lines.append(
+            f"| {key} | {_f(s['auc'], 2)} ({_f(lo, 2)}, {_f(hi, 2)}) | "
+            f"{_f(s['top1_accuracy'], 2)} | {_f(s['length_spearman'], 2)} | "
+            f"{_f(s['teacher_tau_vs_accuracy'], 2)} |"
+        )
+    return lines
+
+
+def family_note(board: dict) -> str | None:
+    """Which teachers share the student's model family (a likelihood signal favours them)."""
+    same = [t for t in board["teachers"] if board["per_teacher"][t].get("same_family_as_student")]
+    if not same:
+        return None
+    return (
+        f"{', '.join(same)} named as the student's own family ({board.get('student_family')}): "
+        "the student's likelihood favours its family's text, so their ranks say less"
+    )
 
 
 def sampled_note(fraction: float) -> str:
@@ -138,24 +185,29 @@ def label(text: str) -> str:
 
 
 def png(board: dict, student: str) -> bytes:
-    """Per-teacher mean and 95% CI of every signal, side by side, teachers ordered by LN."""
+    """Per-teacher mean and 95% CI of every signal, a panel each, teachers ordered by LN;
+    with a correctness column, a last panel: each signal's AUC for correct answers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     teachers = ordered(board)
+    panels = len(SIGNALS) + (1 if board.get("validation") else 0)
+    cols = min(4, panels)
+    rows = -(-panels // cols)
     fig, axes = plt.subplots(
-        1, len(SIGNALS), figsize=(5 * len(SIGNALS), 0.5 * len(teachers) + 1.8), sharey=True
+        rows, cols, figsize=(4.5 * cols, rows * (0.45 * len(teachers) + 1.8)), squeeze=False
     )
-    colors = ("tab:blue", "tab:gray", "tab:green", "tab:orange")
-    for ax, (key, signal), color in zip(axes, SIGNALS.items(), colors):
+    axes = axes.ravel()
+    colors = plt.get_cmap("tab10")
+    for n, (ax, (key, signal)) in enumerate(zip(axes, SIGNALS.items())):
         stats = [board["per_teacher"][t][key] for t in teachers]
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in stats]
         lo = [m - (s["ci95"][0] if s["ci95"][0] is not None else m) for m, s in zip(means, stats)]
         hi = [(s["ci95"][1] if s["ci95"][1] is not None else m) - m for m, s in zip(means, stats)]
         y = range(len(teachers))
-        ax.errorbar(means, y, xerr=[lo, hi], fmt="o", color=color, capsize=4)
+        ax.errorbar(means, y, xerr=[lo, hi], fmt="o", color=colors(n % 10), capsize=4)
         for yi, s in zip(y, stats):
             ax.annotate(
                 f"#{_r(s['rank'])}",
@@ -165,11 +217,15 @@ def png(board: dict, student: str) -> bytes:
                 ha="center",
                 fontsize=8,
             )
-        ax.set_title(signal.title)
-        ax.set_xlabel(signal.axis, fontsize=8)
+        ax.set_title(signal.title, fontsize=9)
+        ax.set_xlabel(signal.axis, fontsize=7)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(teachers)), [label(t) for t in teachers])
-    axes[0].invert_yaxis()
+        ax.set_yticks(range(len(teachers)), [label(t) for t in teachers], fontsize=7)
+        ax.invert_yaxis()
+    if board.get("validation"):
+        _auc_panel(axes[len(SIGNALS)], board["validation"])
+    for ax in axes[panels:]:
+        ax.axis("off")
     fig.suptitle(
         f"Teachers for student {label(student)} ({board['n_matched_prompts']} matched prompts,"
         f" 95% bootstrap CI)",
@@ -177,9 +233,29 @@ def png(board: dict, student: str) -> bytes:
     )
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _auc_panel(ax, validation: dict) -> None:
+    """Each signal's AUC for telling correct from incorrect answers, with its CI; chance."""
+    names = [k for k, v in validation["signals"].items() if v["auc"] is not None]
+    aucs = [validation["signals"][k]["auc"] for k in names]
+    cis = [validation["signals"][k]["auc_ci95"] for k in names]
+    lo = [a - (c[0] if c[0] is not None else a) for a, c in zip(aucs, cis)]
+    hi = [(c[1] if c[1] is not None else a) - a for a, c in zip(aucs, cis)]
+    ax.errorbar(aucs, range(len(names)), xerr=[lo, hi], fmt="s", color="black", capsize=4)
+    ax.axvline(0.5, color="tab:red", ls="--", lw=1)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_title(
+        f"correct vs incorrect ({validation['informative_prompts']} informative prompts)",
+        fontsize=9,
+    )
+    ax.set_xlabel("AUC: P(correct outscores incorrect); red = chance", fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def summary_table(board: dict, manifest: dict) -> str:
@@ -197,11 +273,13 @@ def summary_table(board: dict, manifest: dict) -> str:
         )
     c = manifest["counts"]
     lines += [f"note: {apart_note(board)}"] if apart_note(board) else []
+    lines += [f"note: {family_note(board)}"] if family_note(board) else []
     lines += [f"warning: {board['warning']}"] if board.get("warning") else []
     lines += (
         [f"sampled: {sampled_note(board['sample_steps'])}"] if board.get("sample_steps") else []
     )
     lines += [
+        *_verdict_lines(board),
         f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
@@ -241,6 +319,15 @@ def summary_table(board: dict, manifest: dict) -> str:
         "teachers.png, manifest.json)",
     ]
     return "\n".join(lines)
+
+
+def _verdict_lines(board: dict) -> list[str]:
+    from .validation import verdict
+
+    return [
+        f"signals: {line}"
+        for line in verdict(board.get("validation"), board.get("select_by", "local"))
+    ]
 
 
 def _f(x, digits: int = 3) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -140,7 +139,7 @@ class Run:
         skip: dict[int, list[int]] = {}
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
-        graph = build(pass_, todo, cfg, skip, cache, self.plan.rows)
+        graph = build(pass_, todo, cfg, skip, cache, self.plan.sizes)
         batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or pass_.rows is not None
@@ -149,7 +148,6 @@ class Run:
             for batch in batches:
                 for row in batch.to_pylist():
                     commits.add(row)
-            commits.drain()
         return commits.tokens, commits.calls
 
     def _rows_left(self, pass_: Pass, todo, chunks) -> int | None:
@@ -163,10 +161,10 @@ class Run:
 
 class _Commits:
     """The driver's side of the commit protocol: per-chunk counts as the sink reports them;
-    a chunk whose rows are all in has its parts merged (at most one scores/ and one rejects/
-    part a chunk, in a thread, `merge_parts`), then its marker written (never interrupted
-    halfway, in this thread). The parts a merge replaced are listed by no marker: the pass's
-    cleanup deletes them."""
+    a chunk whose rows are all in is committed by its marker, its parts merged first when
+    its rows came in several calls (at most one scores/ and one rejects/ part a chunk,
+    `merge_parts`; never interrupted halfway). The parts a merge replaced are listed by no
+    marker: the pass's cleanup deletes them."""
 
     def __init__(self, directory: str, todo, skip: dict, progress: Progress):
         self.directory, self.progress = directory, progress
@@ -177,8 +175,6 @@ class _Commits:
         self.totals: dict[tuple[int, int], tuple[int, bool]] = {}
         self.tokens = 0
         self.calls: dict[str, tuple[int, int, str]] = {}
-        self.merging: list = []  # (future of the merged parts, chunk, record)
-        self.pool = ThreadPoolExecutor(4)
 
     def add(self, row: dict) -> None:
         key = (row["file_index"], row["chunk"])
@@ -195,30 +191,19 @@ class _Commits:
         if row["chunk_rows"] is not None:
             self.totals[key] = (row["chunk_rows"], bool(row["last"]))
         if key in self.totals and acc["scored"] + acc["rejected"] == self.totals[key][0]:
+            # in this thread: merges in a pool of threads held Ray Data's dispatch back
+            # (a short call waited for a long one), measured in tests/e2e/test_corpora.py
             record = {"last": self.totals[key][1], **self.written.pop(key)}
-            merged = self.pool.submit(merge_parts, self.directory, key, record["parts"])
-            self.merging.append((merged, key, record))
-        self.drain(wait=False)
+            with uninterrupted():
+                record["parts"] = merge_parts(self.directory, key, record["parts"])
+                record["committed_unix"] = time.time()
+                commit_chunk(self.directory, *key, self.uris[key[0]], record)
+            self._done(key, record["last"])
 
-    def drain(self, wait: bool = True) -> None:
-        """Commit the chunks whose parts are merged (all of them when `wait`)."""
-        keep = []
-        for merged, key, record in self.merging:
-            if wait or merged.done():
-                self._commit(key, {**record, "parts": merged.result()})
-            else:
-                keep.append((merged, key, record))
-        self.merging = keep
-        if wait:
-            self.pool.shutdown()
-
-    def _commit(self, key: tuple[int, int], record: dict) -> None:
-        with uninterrupted():
-            record = {**record, "committed_unix": time.time()}
-            commit_chunk(self.directory, *key, self.uris[key[0]], record)
+    def _done(self, key: tuple[int, int], last: bool) -> None:
         f, c = key
         self.have[f].add(c)
-        if record["last"]:
+        if last:
             self.ends[f] = c
         if f in self.ends and len(self.have[f]) == self.ends[f] + 1:
             self.progress.done_files += 1

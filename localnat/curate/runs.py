@@ -119,6 +119,7 @@ def plot_prompt(run_dir: str, prompt_id: str, out: str | None = None) -> str:
         "step_global_logprobs",
         "local_nat",
         "global_nat",
+        "is_correct",
     ]
     manifest, chunks = run_state(run_dir)
     if manifest is None:
@@ -156,15 +157,18 @@ def _render(rows: list[dict], selected: set, prompt_id: str) -> bytes:
         total = max(row["step_ends"][-1], 1) if row["step_ends"] else 1
         x = [(s + e) / 2 / total for s, e in zip(row["step_starts"], row["step_ends"])]
         chosen = row["row_id"] in selected
-        name = f"{row['teacher']} (LN {row['local_nat']:.2f}, GN {row['global_nat']:.2f})" + (
-            " - selected" if chosen else ""
-        )
+        verdict = {True: "correct", False: "incorrect"}.get(row.get("is_correct"), "unknown")
+        name = f"{row['teacher']} (LN {row['local_nat']:.2f}, GN {row['global_nat']:.2f}, "
+        name += f"{verdict})" + (" - selected" if chosen else "")
         style = {
             "lw": 2.6 if chosen else 1.0,
             "alpha": 1.0 if chosen else 0.6,
             "color": colors(n % 10),
             "marker": "o" if chosen else None,
             "ms": 3,
+            # an incorrect answer dashed, an unknown one dotted: a higher line is not a better
+            # answer when it is wrong
+            "ls": {"correct": "-", "incorrect": "--"}.get(verdict, ":"),
         }
         for ax, key in ((axes[0], "step_logprobs"), (axes[1], "step_global_logprobs")):
             y = [float("nan") if v is None else v for v in (row.get(key) or [])]
@@ -175,7 +179,10 @@ def _render(rows: list[dict], selected: set, prompt_id: str) -> bytes:
     for ax in axes:
         ax.set_ylabel("mean log-prob of the step")
         ax.grid(alpha=0.3)
-    axes[1].set_xlabel("position in the response (fraction of its characters)")
+    axes[1].set_xlabel(
+        "position in the response (fraction of its characters); solid: correct, dashed: "
+        "incorrect, dotted: unknown"
+    )
     axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(label(f"prompt {prompt_id}: {len(rows)} responses"), fontsize=10)
     fig.tight_layout()

@@ -9,12 +9,13 @@ import pandas as pd
 from .columns import SELECTED_COLUMNS, SIGNALS
 from .records import stable_id
 
-# `--select-by` choices besides `random`: the signals that rank responses
-METRICS = {k: SIGNALS[k] for k in ("local", "global", "rsr")}
+# `--select-by` choices besides `random`: every per-row signal ranks responses
+METRICS = SIGNALS
 
 
 def duplicates(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose (prompt_id, teacher, response) repeat an earlier row, earlier by input order
+    """Rows whose (prompt_id, prompt text, teacher, response) repeat an earlier row, earlier by
+    input order
     (file, then row: `file_index` numbers files in URI order, `row_number` is the row's
     place in its file; without them, by row_id): row_id, duplicate_of."""
     if "row_number" in df:
@@ -23,9 +24,11 @@ def duplicates(df: pd.DataFrame) -> pd.DataFrame:
         order = np.argsort(df["row_id"].to_numpy(), kind="stable")
     # two int64 columns in input order, not the frame: the reduce holds a million rows
     ids = df["row_id"].to_numpy()[order]
-    _, first, inverse = np.unique(
-        df["content_hash"].to_numpy()[order], return_index=True, return_inverse=True
-    )
+    content = df["content_hash"].to_numpy()[order]
+    if "prompt_key" in df:  # one prompt_id over two prompt texts: not the same response
+        texts = pd.factorize(df["prompt_key"])[0][order]
+        content = np.rec.fromarrays([content, texts], names="hash,text")
+    _, first, inverse = np.unique(content, return_index=True, return_inverse=True)
     original = ids[first][inverse]  # each row's earliest row with the same content
     dup = ids != original
     return pd.DataFrame({"row_id": ids[dup], "duplicate_of": original[dup]})

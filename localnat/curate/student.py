@@ -6,26 +6,42 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 from ..logs import LOG
 from .config import CurateConfig
 from .identity import StudentIdentity, identify
 from .inputs import InputError
 
+# Model families a teacher's label may name (docs/method.md §7): a student prefers its own
+# family's text, so a teacher of it is flagged; the family is found in the student's name,
+# else in its config's model_type.
+FAMILIES = ("qwen", "llama", "gemma", "phi", "mistral", "deepseek", "smollm", "olmo", "falcon")
+
+
+def family(name: str, model_type: str | None) -> str | None:
+    """The first of FAMILIES the student's name holds, else its model_type's."""
+    for text in (name.lower(), (model_type or "").lower()):
+        for known in FAMILIES:
+            if known in text:
+                return known
+    return None
+
 
 def check_student(cfg: CurateConfig):
     """Load the student's config and tokenizer here, before any Ray work: a missing or broken
-    student is one clear line, not an actor traceback a minute later. Returns the tokenizer."""
+    student is one clear line, not an actor traceback a minute later. Returns the tokenizer
+    and the config."""
     from transformers import AutoConfig
 
     from ..scoring.student import load_tokenizer, resolve_student
 
     student = resolve_student(cfg.score.student)
     try:
-        AutoConfig.from_pretrained(
+        config = AutoConfig.from_pretrained(
             student, revision=cfg.score.revision, trust_remote_code=cfg.score.trust_remote_code
         )
-        return load_tokenizer(cfg.score)
+        return load_tokenizer(cfg.score), config
     except Exception as err:  # noqa: BLE001 - any failure to load is the same message
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot load the student {student!r}: {first}") from None
@@ -34,11 +50,14 @@ def check_student(cfg: CurateConfig):
 def identify_student(cfg: CurateConfig) -> StudentIdentity:
     """The student checked (`check_student`) and identified: every file's digest and how it
     renders a prompt (identity.py); what the cache namespace and a resume rest on."""
-    from ..scoring.student import prompt_probe, resolve_student
+    from ..scoring.student import DEFAULT_STUDENT, prompt_probe, resolve_student
 
-    probe = prompt_probe(check_student(cfg), cfg.score.system_prompt)
+    tokenizer, config = check_student(cfg)
+    probe = prompt_probe(tokenizer, cfg.score.system_prompt)
     t = time.time()
     student = identify(resolve_student(cfg.score.student), cfg.score.revision, probe)
+    name = f"{cfg.score.student or DEFAULT_STUDENT} {getattr(config, '_name_or_path', '')}"
+    student = replace(student, family=family(name, getattr(config, "model_type", None)))
     LOG.info(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
     return student
 

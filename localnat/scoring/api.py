@@ -18,7 +18,19 @@ from .prepare import Prepared, Preparer
 from .sampling import StepSample, estimate, row_seed, sample_steps
 from .schema import result_schema
 from .student import context_length, load_model, load_tokenizer
-from .windows import Plan, census, global_step_means, plan_windows, restrict, step_means
+from .windows import (
+    Plan,
+    census,
+    global_nofirst,
+    global_step_means,
+    plan_windows,
+    restrict,
+    step_means,
+)
+
+
+def _finite(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
 
 
 def rank_surprisal_ratio(ranks: np.ndarray, logprobs: np.ndarray) -> float:
@@ -191,12 +203,22 @@ class Scorer:
         else:  # exact: every step scored, no sampling error
             ests = [(float(m.mean()), 0.0) for m in means]
         local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
+        # without each step's first token (§5.3); exact rows only: a sampled row has no
+        # estimator for it, and a one-token step has no token left
+        nofirst = None
+        if not samples:
+            firstless = step_means(plan, lps, 0, drop_first=True)
+            nofirst = float(np.nanmean(firstless)) if np.isfinite(firstless).any() else None
         return {
             "status": "ok",
             "error": None,
             "global_nat": float(glob.logprobs.mean()),
             "rsr": rank_surprisal_ratio(glob.ranks, glob.logprobs),
             "global_entropy": float(glob.entropy.mean()),
+            "local_nofirst": nofirst,
+            "global_nofirst": _finite(global_nofirst(plan, lps[0], item.bounds)),
+            "rank_sum": float(glob.ranks.sum()),
+            "surprisal_sum": float(-glob.logprobs.sum()),
             "local_nat": ests[0][0],
             "local_nat_se": ests[0][1],
             "steps_scored": int(np.isfinite(means[0]).sum()),

@@ -51,6 +51,34 @@ def reference_scores(
     return gn, ln, per_step
 
 
+def reference_nofirst(
+    model, tok, prompt, response, window, *, segmenter="sentence", steps=None, max_tokens=10_000
+):
+    """(LN, GN) with each step's first token left out (§5.3, ASLEC-DROP): a step scores the
+    mean of its tokens after its first, in its window (plain, untruncated windows: the
+    tests' responses are short); a one-token step is left out of LN; GN is the mean over
+    the global pass's tokens but each step's first. None where no token is left."""
+    prompt_ids = encode_prompt(tok, prompt)
+    enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
+    resp = enc["input_ids"]
+    bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
+    P = len(prompt_ids)
+    n_keep = min(len(resp), max_tokens - P)
+    glob = token_logprobs(model, prompt_ids + resp[:n_keep])[P - 1 :]
+    firsts = set(bounds[:-1])
+    rest = [glob[t].item() for t in range(n_keep) if t not in firsts]
+    kind, value = window
+    scores = []
+    for i in range(1, len(bounds)):
+        k_i = value if kind == "k" else max(1, math.ceil(value * (i - 1)))
+        a, b, c = bounds[max(1, i - k_i) - 1], bounds[i - 1], bounds[i]
+        if c - b > 1:
+            lp = token_logprobs(model, prompt_ids + resp[a:c])[P - 1 :]
+            scores.append(lp[b - a + 1 :].mean().item())
+    ln = sum(scores) / len(scores) if scores else None
+    return ln, (sum(rest) / len(rest) if rest else None)
+
+
 def reference_global_steps(model, tok, prompt, response, *, segmenter="sentence", steps=None):
     """Per step, the mean log-prob of its tokens in one pass over prompt + whole response."""
     prompt_ids = encode_prompt(tok, prompt)
@@ -61,9 +89,10 @@ def reference_global_steps(model, tok, prompt, response, *, segmenter="sentence"
 
 
 def reference_signals(model, tok, prompt, response, *, max_tokens=10_000, rank_clip=100):
-    """(RSR, mean next-token entropy) over the global pass's response tokens, from full logits:
-    rank = 1 + number of vocabulary entries with a strictly higher logit, clipped at
-    `rank_clip`; RSR = sum of ranks / sum of surprisals (arXiv 2601.14249)."""
+    """(RSR, mean next-token entropy, sum of ranks, sum of surprisals) over the global pass's
+    response tokens, from full logits: rank = 1 + number of vocabulary entries with a
+    strictly higher logit, clipped at `rank_clip`; RSR = sum of ranks / sum of surprisals
+    (arXiv 2601.14249)."""
     prompt_ids = encode_prompt(tok, prompt)
     resp = tok(response, add_special_tokens=False)["input_ids"]
     P = len(prompt_ids)
@@ -76,4 +105,5 @@ def reference_signals(model, tok, prompt, response, *, max_tokens=10_000, rank_c
     logp = torch.log_softmax(logits, dim=-1)
     surprisal = -logp.gather(1, targets[:, None])[:, 0].double()
     entropy = -(logp.exp() * logp).sum(-1).double()
-    return (ranks.sum() / surprisal.sum()).item(), entropy.mean().item()
+    rank_sum, surprisal_sum = ranks.sum().item(), surprisal.sum().item()
+    return rank_sum / surprisal_sum, entropy.mean().item(), rank_sum, surprisal_sum

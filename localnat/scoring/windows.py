@@ -183,10 +183,15 @@ def _fit(a: int, b: int, c: int, room: int) -> tuple[list[Piece], bool]:
 
 
 def step_means(
-    plan: Plan, logprobs: dict[int, np.ndarray], setting: int, keep: np.ndarray | None = None
+    plan: Plan,
+    logprobs: dict[int, np.ndarray],
+    setting: int,
+    keep: np.ndarray | None = None,
+    drop_first: bool = False,
 ) -> np.ndarray:
     """Per-step mean log-prob for one setting, from the segments' scored log-probs; NaN for a
-    step not in `keep` (not scored under step sampling).
+    step not in `keep` (not scored under step sampling). `drop_first`: the mean without the
+    step's first token (docs/method.md §5.3; NaN for a one-token step).
 
     `logprobs[a]` holds the log-probs of tokens segments[a][0] .. segments[a][1] - 1.
     """
@@ -198,8 +203,19 @@ def step_means(
         for a, b, c in step_pieces:
             lo = plan.segments[a][0]
             parts.append(logprobs[a][b - lo : c - lo])
-        out[i] = np.concatenate(parts).mean()
+        values = np.concatenate(parts)[1 if drop_first else 0 :]
+        if len(values):
+            out[i] = values.mean()
     return out
+
+
+def global_nofirst(plan: Plan, global_logprobs: np.ndarray, bounds: np.ndarray) -> float:
+    """GN without each step's first token (docs/method.md §5.3), over the global pass's
+    tokens; NaN when no token is left."""
+    keep = np.ones(plan.n_keep, bool)
+    firsts = bounds[:-1][bounds[:-1] < plan.n_keep]
+    keep[firsts] = False
+    return float(global_logprobs[keep].mean()) if keep.any() else float("nan")
 
 
 def global_step_means(plan: Plan, global_logprobs: np.ndarray, bounds: np.ndarray) -> list:

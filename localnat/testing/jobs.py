@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -108,6 +109,7 @@ def score_table(rows) -> pd.DataFrame:
     for signal in ("rsr", "global_entropy"):
         if signal not in df:
             df[signal] = 1.0
+    df["local_nofirst"], df["global_nofirst"], df["n_response_tokens"] = np.nan, np.nan, 100
     df["content_hash"] = df["row_id"]
     return df
 

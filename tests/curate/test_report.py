@@ -2,6 +2,7 @@
 
 from itertools import combinations
 
+from localnat.curate.columns import SIGNALS
 from localnat.curate.leaderboard import leaderboard
 from localnat.curate.report import markdown, png
 from localnat.testing.jobs import SIGNAL_ROWS
@@ -22,17 +23,13 @@ def board(teachers):
         "n_matched_prompts": 2,
         "kendall_tau_b": 1.0,
         "rank_correlation": [
-            {"a": a, "b": b, "kendall_tau_b": 1.0}
-            for a, b in combinations(["local", "global", "rsr", "entropy"], 2)
+            {"a": a, "b": b, "kendall_tau_b": 1.0} for a, b in combinations(SIGNALS, 2)
         ],
         "bootstrap": {"n": 10, "seed": 0},
         "warning": None,
         "per_teacher": {
             t: {
-                "local": stats(i + 1, -1.0 - i),
-                "global": stats(i + 1, -0.5 - i),
-                "rsr": stats(i + 1, 2.0 + i),
-                "entropy": stats(i + 1, 1.0 + i),
+                **{key: stats(i + 1, -1.0 - i + k) for k, key in enumerate(SIGNALS)},
                 "n_responses": 2,
                 "accuracy": 0.5,
             }

@@ -65,8 +65,9 @@ def sampled(rows):
     df = pd.DataFrame(rows, columns=["row_id", "prompt_id", "local_nat", "local_nat_se"])
     df["teacher"] = "T" + df["row_id"].astype(str)
     df["is_correct"] = True
-    for column in ("global_nat", "rsr", "global_entropy"):
+    for column in ("global_nat", "rsr", "global_entropy", "local_nofirst", "global_nofirst"):
         df[column] = 0.0
+    df["n_response_tokens"] = 100
     return df
 
 

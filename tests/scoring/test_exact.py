@@ -7,6 +7,7 @@ import torch
 from localnat import Window
 from localnat.scoring.reference import (
     reference_global_steps,
+    reference_nofirst,
     reference_scores,
     reference_signals,
     token_logprobs,
@@ -30,11 +31,21 @@ def check_against_reference(table, model, tok, prompts, responses, windows=WINDO
         np.testing.assert_allclose(row["step_logprobs"], per_step[windows[0]], atol=TOL)
         assert abs(row["local_nat"] - ln[windows[0]]) < TOL
         assert row["local_nat_se"] == 0 and row["steps_scored"] == row["n_steps"]  # exact
-        rsr, entropy = reference_signals(
+        rsr, entropy, rank_sum, surprisal_sum = reference_signals(
             model, tok, p, y, max_tokens=ref_kw.get("max_tokens", 10_000)
         )
         assert abs(row["rsr"] - rsr) < TOL
         assert abs(row["global_entropy"] - entropy) < TOL
+        assert row["rank_sum"] == pytest.approx(rank_sum, rel=1e-6)
+        assert row["surprisal_sum"] == pytest.approx(surprisal_sum, rel=1e-5)
+        if not row["window_truncated"]:  # each step's first token left out (§5.3)
+            ln_nofirst, gn_nofirst = reference_nofirst(model, tok, p, y, windows[0], **ref_kw)
+            for got, expect in (
+                (row["local_nofirst"], ln_nofirst),
+                (row["global_nofirst"], gn_nofirst),
+            ):
+                assert (got is None) == (expect is None)
+                assert got is None or abs(got - expect) < TOL
 
 
 @pytest.mark.parametrize(
@@ -206,3 +217,18 @@ def test_signals_on_known_logits():
     torch.testing.assert_close(logp, expected)
     assert abs(entropy[3].item() - np.log(vocab)) < 1e-5
     assert entropy[0].item() < entropy[2].item() < entropy[3].item()
+
+
+def test_nofirst_leaves_one_token_steps_out(model, tok):
+    """§5.3: a step of one token has no token after its first: it is left out of LN without
+    first tokens; with every step one token long, there is nothing left (null)."""
+    y = "The total cost is 8 dollars."
+    starts = [
+        s
+        for s, _ in tok(y, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    ]
+    table = scorer(model, tok, segmenter="column:steps").score([PROMPTS[0]], [y], [starts])
+    row = table.to_pylist()[0]
+    assert row["n_steps"] == len(starts) > 1
+    assert row["local_nofirst"] is None and row["global_nofirst"] is None
+    assert row["local_nat"] is not None  # the usual signals are all there

@@ -1,0 +1,168 @@
+"""Which signal to trust on this data (docs/method.md §7.1): with a correctness column, how
+well each per-row signal tells a prompt's correct answers from its incorrect ones, against
+random choice and against length. Pure functions over the reduce's compact columns.
+
+    informative prompt   at least one correct and one incorrect candidate
+    auc                  mean over informative prompts of P(a correct candidate outscores an
+                         incorrect one), ties 1/2; each signal oriented so higher is better
+    top1_accuracy        share of informative prompts whose best candidate is correct
+    length_spearman      Spearman between the oriented signal and n_response_tokens
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .columns import SIGNALS
+from .leaderboard import kendall_tau_b
+
+
+def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000) -> dict | None:
+    """teachers.json's `validation`, or None when no candidate has a known correctness."""
+    known = df[df["is_correct"].notna()]
+    if known.empty:
+        return None
+    correct = known["is_correct"].astype(bool)
+    per_prompt = correct.groupby(known["prompt_id"]).agg(["any", "all"])
+    informative = per_prompt.index[per_prompt["any"] & ~per_prompt["all"]]
+    rows = known[known["prompt_id"].isin(informative)]
+    out = {
+        "informative_prompts": int(len(informative)),
+        "candidates": int(len(rows)),
+        "random_top1_accuracy": _num(
+            rows["is_correct"].astype(float).groupby(rows["prompt_id"]).mean().mean()
+        ),
+        "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
+        "signals": {},
+    }
+    for key, signal in SIGNALS.items():
+        sign = 1.0 if signal.higher_is_better else -1.0
+        out["signals"][key] = _signal(
+            rows,
+            known,
+            sign * rows[signal.column].astype(float),
+            sign * known[signal.column].astype(float),
+            seed,
+            n_boot,
+        )
+        out["signals"][key]["teacher_tau_vs_accuracy"] = _tau(board, key, sign)
+    return out
+
+
+def _signal(rows, known, oriented: pd.Series, oriented_all: pd.Series, seed, n_boot) -> dict:
+    aucs, tops = [], []
+    for _, group in rows.assign(_v=oriented).groupby("prompt_id", sort=True):
+        auc, top = _prompt(group)
+        aucs.append(auc)
+        tops.append(top)
+    aucs, tops = np.array(aucs, float), np.array(tops, float)
+    ok = ~np.isnan(aucs)
+    lengths = known["n_response_tokens"].astype(float)
+    both = oriented_all.notna() & lengths.notna()
+    return {
+        "auc": _num(aucs[ok].mean()) if ok.any() else None,
+        "auc_ci95": _bootstrap(aucs[ok], seed, n_boot),
+        "top1_accuracy": _num(np.nanmean(tops)) if np.isfinite(tops).any() else None,
+        "length_spearman": _spearman(oriented_all[both], lengths[both]),
+        "prompts": int(ok.sum()),
+    }
+
+
+def _prompt(group: pd.DataFrame) -> tuple[float, float]:
+    """(AUC, whether the best candidate is correct) of one prompt; a candidate without a
+    score never wins, as in `select`; NaN where the signal scored no pair."""
+    scored = group[group["_v"].notna()]
+    good = scored.loc[scored["is_correct"].astype(bool), "_v"].to_numpy()
+    bad = scored.loc[~scored["is_correct"].astype(bool), "_v"].to_numpy()
+    auc = np.nan
+    if len(good) and len(bad):
+        diff = good[:, None] - bad[None, :]
+        auc = float(((diff > 0) + 0.5 * (diff == 0)).mean())
+    if scored.empty:
+        return auc, np.nan
+    best = scored.sort_values(["_v", "row_id"], ascending=[False, True]).iloc[0]
+    return auc, float(bool(best["is_correct"]))
+
+
+def _bootstrap(values: np.ndarray, seed: int, n_boot: int) -> list:
+    """Percentile CI of the mean over prompts: the leaderboard's seeded resampling."""
+    if not len(values):
+        return [None, None]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    return [_num(np.percentile(means, 2.5)), _num(np.percentile(means, 97.5))]
+
+
+def _spearman(x: pd.Series, y: pd.Series) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return None
+    return _num(spearmanr(x, y).statistic)
+
+
+def _tau(board: dict, key: str, sign: float) -> float | None:
+    """Kendall tau-b between the signal's teacher ranking and the teachers' accuracy (both
+    oriented: +1 = the signal ranks the more accurate teachers first)."""
+    teachers = board.get("ranked") or []
+    accuracy = [board["per_teacher"][t].get("accuracy") for t in teachers]
+    means = [board["per_teacher"][t][key]["mean"] for t in teachers]
+    pairs = [(sign * m, a) for m, a in zip(means, accuracy) if m is not None and a is not None]
+    if len(pairs) < 2:
+        return None
+    return _num(kendall_tau_b([m for m, _ in pairs], [a for _, a in pairs]))
+
+
+def verdict(validation: dict | None, select_by: str) -> list[str]:
+    """The validation in sentences a user acts on: the signal that separates correct from
+    incorrect answers best, whether it beats length and random, and a warning when the
+    signal selection uses does no better than random."""
+    if not validation or not validation["informative_prompts"]:
+        return []
+    signals = {k: v for k, v in validation["signals"].items() if v["auc"] is not None}
+    if not signals:
+        return []
+    n, random = validation["informative_prompts"], validation["random_top1_accuracy"]
+    best = max(signals, key=lambda k: signals[k]["auc"])
+    s = signals[best]
+    lo, hi = s["auc_ci95"]
+    length = signals.get("length", {}).get("auc")
+    lines = [
+        f"On {n} informative prompts (a correct and an incorrect answer each), {best} "
+        f"separates correct from incorrect answers best: AUC {s['auc']:.2f} (95% CI "
+        f"{_f(lo)}-{_f(hi)}), top-1 accuracy {_f(s['top1_accuracy'])} against "
+        f"{_f(random)} for a random pick."
+    ]
+    if best != "length" and length is not None:
+        beats = lo is not None and lo > length
+        lines.append(
+            f"It {'beats' if beats else 'does not clearly beat'} length (AUC {length:.2f})"
+            f"{'' if beats else ': its CI reaches length'}; it "
+            + (
+                "beats random (0.5)."
+                if lo is not None and lo > 0.5
+                else "is not clearly better than random (0.5)."
+            )
+        )
+    chosen = signals.get(select_by)
+    if chosen is not None:
+        c_lo = chosen["auc_ci95"][0]
+        worse = chosen["top1_accuracy"] is not None and random is not None
+        if (c_lo is None or c_lo <= 0.5) and (not worse or chosen["top1_accuracy"] <= random):
+            lines.append(
+                f"Warning: --select-by {select_by} does no better than random on this data "
+                f"(AUC {chosen['auc']:.2f}, CI {_f(c_lo)}-{_f(chosen['auc_ci95'][1])}; top-1 "
+                f"{_f(chosen['top1_accuracy'])} vs {_f(random)} random): the natural answer "
+                "is not the correct one here; consider --select-by "
+                f"{best if best != select_by else 'random'}."
+            )
+    return lines
+
+
+def _f(x, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _num(x):
+    return None if x is None or not np.isfinite(x) else float(x)
