@@ -15,7 +15,7 @@ from .batching import Segment, make_batches
 from .config import ScoreConfig
 from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
-from .sampling import StepSample, estimate, row_seed, sample_steps
+from .sampling import StepSample, domain_estimate, estimate, row_seed, sample_steps
 from .schema import result_schema
 from .student import context_length, load_model, load_tokenizer
 from .windows import (
@@ -203,11 +203,11 @@ class Scorer:
         else:  # exact: every step scored, no sampling error
             ests = [(float(m.mean()), 0.0) for m in means]
         local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
-        # without each step's first token (§5.3); exact rows only: a sampled row has no
-        # estimator for it, and a one-token step has no token left
-        nofirst = None
-        if not samples:
-            firstless = step_means(plan, lps, 0, drop_first=True)
+        # without each step's first token (§5.3): over the steps of two tokens or more
+        firstless = step_means(plan, lps, 0, keep[0], drop_first=True)
+        if samples:
+            nofirst = domain_estimate(firstless, samples[0], np.diff(item.bounds) >= 2)
+        else:
             nofirst = float(np.nanmean(firstless)) if np.isfinite(firstless).any() else None
         return {
             "status": "ok",

@@ -72,6 +72,29 @@ def estimate(step_scores: np.ndarray, sample: StepSample) -> tuple[float, float]
     return total / p, math.sqrt(var) / p
 
 
+def domain_estimate(values: np.ndarray, sample: StepSample, eligible: np.ndarray) -> float | None:
+    """The mean of `values` over the `eligible` steps (LN without first tokens: steps of two
+    tokens or more, §5.3) from a sample: census steps as they are; in each stratum its
+    eligible steps, a count known for every step, times the mean over its sampled eligible
+    ones (a simple random sample of them, given one); a stratum none of whose sampled steps
+    is eligible takes the other strata's mean. None when no eligible step was scored."""
+    census = sample.census & eligible
+    total, count = float(values[census].sum()), int(census.sum())
+    drawn_all = values[sample.scored & ~sample.census & eligible]
+    fallback = float(drawn_all.mean()) if len(drawn_all) else None
+    for stratum in sample.strata:
+        size = int(eligible[stratum].sum())
+        if not size:
+            continue
+        drawn = values[stratum[sample.scored[stratum] & eligible[stratum]]]
+        mean = float(drawn.mean()) if len(drawn) else fallback
+        if mean is None:
+            continue
+        total += size * mean
+        count += size
+    return total / count if count else None
+
+
 def exact_ln(sampled_sum, rest_sum, n_steps):
     """LN made exact from a sampled row (§5.2): the sum of its sampled steps' scores plus
     the sum of the rest's (racing's exact pass), over all its steps. Arrays work too."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from localnat import ScoreConfig, Scorer
-from localnat.scoring.sampling import MIN_STEPS, estimate, row_seed, sample_steps
+from localnat.scoring.sampling import MIN_STEPS, domain_estimate, estimate, row_seed, sample_steps
 
 # A long response: 40 sentence steps of varied text, so the tiny model scores them unevenly.
 WORDS = "we add the two numbers then check the sum and the product twice".split()
@@ -89,6 +89,30 @@ def test_estimator_is_unbiased_over_seeds(exact_steps):
     assert np.mean(runs[:, 1] ** 2) == pytest.approx(spread**2, rel=0.15)
     # and the interval covers the truth about as often as it should
     assert np.mean(np.abs(runs[:, 0] - truth) <= 2 * runs[:, 1]) > 0.85
+
+
+def test_the_first_token_free_ln_is_estimated_over_its_steps_without_bias(exact_steps):
+    """§5.3 under sampling: the mean over steps of two tokens or more, from the sampled ones
+    among them (a step's token count is known for every step)."""
+    rng = np.random.default_rng(7)
+    values = exact_steps + rng.normal(0, 0.3, len(exact_steps))
+    eligible = rng.random(len(exact_steps)) < 0.7
+    census = census_of(len(exact_steps), 2)
+    runs = np.array(
+        [
+            domain_estimate(
+                np.where(eligible, values, np.nan), sample_steps(census, 0.2, s), eligible
+            )
+            for s in range(3000)
+        ]
+    )
+    truth, spread = values[eligible].mean(), runs.std()
+    assert spread > 0 and abs(runs.mean() - truth) < 4 * spread / math.sqrt(len(runs))
+    every = sample_steps(census, 1.0, 0)  # a full sample: the exact mean
+    assert domain_estimate(np.where(eligible, values, np.nan), every, eligible) == pytest.approx(
+        truth
+    )
+    assert domain_estimate(values, every, np.zeros(len(values), bool)) is None
 
 
 def test_scorer_reads_sampled_steps_exactly(model, tok):
