@@ -43,6 +43,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sample-steps", type=float)
     ap.add_argument("--one-sample", action="store_true")
     ap.add_argument("--select-by", default="local")
+    ap.add_argument("--dtype", default="auto", help="bfloat16 halves a CPU's time")
     ap.add_argument("--out", help="keep the run here (default: a temporary directory)")
     args = ap.parse_args(argv)
 
@@ -56,6 +57,7 @@ def main(argv=None) -> None:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), work / "in" / "rows.parquet")
     flags = ["--input", str(work / "in"), "--output", str(work / "out"), "--run-id", "v"]
     flags += ["--correct-column", "is_correct", "--select-by", args.select_by, "--overwrite"]
+    flags += ["--dtype", args.dtype]
     if args.sample_steps:
         flags += ["--sample-steps", str(args.sample_steps)]
     start = time.time()
@@ -65,7 +67,8 @@ def main(argv=None) -> None:
     print(
         f"{Path(args.data).name}: {df.prompt_id.nunique()} prompts, {df.teacher.nunique()} "
         f"teachers, {len(df)} rows ({manifest['counts']['scored']} scored), "
-        f"{time.time() - start:,.0f} s; sample-steps {args.sample_steps or 'off (exact)'}"
+        f"{time.time() - start:,.0f} s; sample-steps {args.sample_steps or 'off (exact)'}, "
+        f"dtype {args.dtype}"
     )
     print(
         f"informative prompts {v['informative_prompts']} ({v['candidates']} candidates), "
