@@ -34,26 +34,40 @@ def load_rows(path: str, n: int, max_chars: int) -> list[dict]:
     return [{**r, "response": r["response"][:max_chars]} for r in rows]
 
 
-# what racing reads of a sampled row, besides ids; select() wants every signal column
-SELECT_INPUT = ("local_nat", "local_nat_se", "global_nat", "rsr", "global_entropy")
+def frame(rows: list[dict], scored: list[dict]) -> pd.DataFrame:
+    """The rows and their scores as the job's reduce sees them (row_id = the row's index;
+    every candidate competes, as in an exact selection)."""
+    from localnat.curate.columns import REDUCE_COLUMNS
+
+    df = pd.DataFrame(
+        {
+            "row_id": range(len(rows)),
+            "prompt_id": [r["prompt_id"] for r in rows],
+            "teacher": [r["teacher"] for r in rows],
+            "is_correct": True,
+            "content_hash": range(len(rows)),
+        }
+    )
+    for column in REDUCE_COLUMNS:
+        if column not in df and column in scored[0]:
+            df[column] = [r[column] for r in scored]
+    return df
 
 
-def teacher_means(rows: list[dict], ln: np.ndarray) -> dict[str, float]:
-    """Per teacher, the mean over prompts of its mean LN on that prompt."""
-    per: dict[str, dict[str, list[float]]] = {}
-    for row, value in zip(rows, ln):
-        per.setdefault(row["teacher"], {}).setdefault(row["prompt_id"], []).append(value)
-    return {t: float(np.mean([np.mean(v) for v in p.values()])) for t, p in per.items()}
+def teacher_means(rows: list[dict], scored: list[dict]) -> dict[str, float]:
+    """Per teacher its LN score: the leaderboard's (docs/method.md §7)."""
+    from localnat.curate.leaderboard import leaderboard
+
+    board = leaderboard(frame(rows, scored), n_boot=1, min_share=0.0)
+    return {t: board["per_teacher"][t]["local"]["mean"] for t in board["teachers"]}
 
 
-def best_per_prompt(rows: list[dict], ln: np.ndarray) -> dict[str, int]:
-    """Per prompt, the index of the row with the highest LN (ties: the first)."""
-    best: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        j = best.get(row["prompt_id"])
-        if j is None or ln[i] > ln[j]:
-            best[row["prompt_id"]] = i
-    return best
+def best_per_prompt(rows: list[dict], scored: list[dict]) -> dict[str, int]:
+    """Per prompt the row `select` keeps by LN (ties: the smallest row_id, the first)."""
+    from localnat.curate.selection import select
+
+    chosen = select(frame(rows, scored), "local")
+    return dict(zip(chosen["prompt_id"], chosen["row_id"]))
 
 
 def compare(rows, exact: list[dict], sampled: list[dict]) -> dict:
@@ -63,10 +77,10 @@ def compare(rows, exact: list[dict], sampled: list[dict]) -> dict:
     ln_exact = np.array([r["local_nat"] for r in exact])
     ln = np.array([r["local_nat"] for r in sampled])
     se = np.array([r["local_nat_se"] for r in sampled])
-    exact_means, means = teacher_means(rows, ln_exact), teacher_means(rows, ln)
+    exact_means, means = teacher_means(rows, exact), teacher_means(rows, sampled)
     teachers = sorted(exact_means)
     drawn = se > 0  # rows with steps left out; the others are exact
-    exact_best, best = best_per_prompt(rows, ln_exact), best_per_prompt(rows, ln)
+    exact_best, best = best_per_prompt(rows, exact), best_per_prompt(rows, sampled)
     return {
         "tau_b": kendall_tau_b([exact_means[t] for t in teachers], [means[t] for t in teachers]),
         "sampled_rows": int(drawn.sum()),
@@ -81,16 +95,7 @@ def race_rows(rows, sampled: list[dict], z: float) -> pd.DataFrame:
     """The racing survivors of a sampled run (row_id = the row's index)."""
     from localnat.curate.selection import race
 
-    df = pd.DataFrame(
-        {
-            "row_id": range(len(rows)),
-            "prompt_id": [r["prompt_id"] for r in rows],
-            "teacher": [r["teacher"] for r in rows],
-            "is_correct": True,  # every candidate competes, as in the exact selection
-            **{c: [r[c] for r in sampled] for c in SELECT_INPUT},
-        }
-    )
-    return race(df, z)
+    return race(frame(rows, sampled), z)
 
 
 def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> dict:
@@ -98,12 +103,16 @@ def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> d
     pass's `rest`, as the job does) against the exact selection; that LN must be the exact
     run's."""
     from localnat.curate.selection import settle
+    from localnat.scoring.sampling import exact_ln
 
     todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
     again = np.array(
         [
-            (np.nansum(np.array(sampled[i]["step_logprobs"], float)) + r["rest_sum"])
-            / sampled[i]["n_steps"]
+            exact_ln(
+                np.nansum(np.array(sampled[i]["step_logprobs"], float)),
+                r["rest_sum"],
+                sampled[i]["n_steps"],
+            )
             for i, r in zip(todo, rest)
         ]
     )
@@ -111,7 +120,7 @@ def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> d
     if drift > 1e-4:
         raise SystemExit(f"rescoring is not exact: {drift:.2e} from the exact run")
     chosen = settle(survivors, pd.DataFrame({"row_id": todo, "local_nat": again}))
-    exact_best = best_per_prompt(rows, np.array([r["local_nat"] for r in exact]))
+    exact_best = best_per_prompt(rows, exact)
     picks = dict(zip(chosen["prompt_id"], chosen["row_id"]))
     return {
         "same_selection": float(np.mean([exact_best[p] == picks[p] for p in exact_best])),
