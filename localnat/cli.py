@@ -75,28 +75,36 @@ def _shutdown_ray() -> None:
         pass
 
 
+def _parser(prog: str, description: str, where: str) -> argparse.ArgumentParser:
+    """A command's parser, its usage errors one line (as `localnat curate`'s)."""
+    from .options import OneLineParser
+
+    p = OneLineParser(prog=f"localnat {prog}", description=description)
+    p.add_argument(where.lower(), metavar=where)
+    return p
+
+
 def show(argv: list[str]) -> int:
     from .curate.runs import show_run
 
-    p = argparse.ArgumentParser(prog="localnat show", description=USAGE.splitlines()[4])
-    p.add_argument("run", metavar="RUN_DIR_OR_URI")
-    print(show_run(p.parse_args(argv).run))
+    p = _parser("show", USAGE.splitlines()[4], "RUN_DIR_OR_URI")
+    print(show_run(p.parse_args(argv).run_dir_or_uri))
     return 0
 
 
 def plot(argv: list[str]) -> int:
     from .curate.runs import plot_prompt
 
-    p = argparse.ArgumentParser(
-        prog="localnat plot",
-        description="Per-step log-probs along each teacher's response to one prompt: "
-        "local (the step's window) and global (the whole-response pass), selected marked.",
+    p = _parser(
+        "plot",
+        "Per-step log-probs along each teacher's response to one prompt: local (the step's "
+        "window) and global (the whole-response pass); selected bold, incorrect dashed.",
+        "RUN_DIR_OR_URI",
     )
-    p.add_argument("run", metavar="RUN_DIR_OR_URI")
     p.add_argument("--prompt-id", required=True)
     p.add_argument("--out", help="PNG path (default: RUN/plots/<prompt-id>.png, or ./ for URIs)")
     args = p.parse_args(argv)
-    print(plot_prompt(args.run, args.prompt_id, args.out))
+    print(plot_prompt(args.run_dir_or_uri, args.prompt_id, args.out))
     return 0
 
 
@@ -104,17 +112,18 @@ def cache(argv: list[str]) -> int:
     from .curate.cache import PART_BOUND
     from .curate.compact import compact_all
 
-    p = argparse.ArgumentParser(
-        prog="localnat cache",
-        description="Fold the parts of every namespace under a score cache (or of one "
-        "namespace) into a new generation, and delete what no reader needs any more.",
+    p = _parser(
+        "cache compact",
+        "Fold the parts of every namespace under a score cache (or of one namespace) into a "
+        "new generation, and delete what no reader needs any more.",
+        "CACHE_URI",
     )
-    p.add_argument("action", choices=["compact"])
-    p.add_argument("cache", metavar="CACHE_URI")
     p.add_argument("--bound", type=int, default=PART_BOUND, help="parts a namespace may keep")
     p.add_argument("--force", action="store_true", help="fold any parts, however few")
-    args = p.parse_args(argv)
-    done = compact_all(args.cache, args.bound, args.force)
+    if not argv or argv[0] != "compact":
+        p.error("the one action is compact: localnat cache compact CACHE_URI")
+    args = p.parse_args(argv[1:])
+    done = compact_all(args.cache_uri, args.bound, args.force)
     print(json.dumps(done, indent=2))
     return 0 if done else 1
 

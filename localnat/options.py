@@ -54,7 +54,7 @@ def all_options() -> list[Option]:
     return sorted(out, key=lambda o: GROUPS.index(o.meta["group"]))
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """A usage error is one line: the option, what is wrong with it, where options are."""
 
     def error(self, message: str):
@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "localnat curate") -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=prog,
         description="Score multi-teacher reasoning traces with a student's local naturalness, "
         "rank the teachers and keep the best response per prompt.",

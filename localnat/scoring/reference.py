@@ -23,17 +23,26 @@ def token_logprobs(model, ids: list[int]) -> torch.Tensor:
     return logp[:-1].gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].cpu()
 
 
-def reference_scores(
-    model, tok, prompt, response, windows, *, segmenter="sentence", steps=None, max_tokens=10_000
-):
-    """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
+def encoded(model, tok, prompt, response, segmenter, steps, max_tokens):
+    """(prompt ids, response ids, step bounds, the global pass's log-probs) of one pair: §1,
+    §2 and the global pass of §5, cut at `max_tokens` (§6)."""
     prompt_ids = encode_prompt(tok, prompt)
     enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
     resp = enc["input_ids"]
     bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
+    n_keep = min(len(resp), max_tokens - len(prompt_ids))
+    glob = token_logprobs(model, prompt_ids + resp[:n_keep])[len(prompt_ids) - 1 :]
+    return prompt_ids, resp, bounds, glob
+
+
+def reference_scores(
+    model, tok, prompt, response, windows, *, segmenter="sentence", steps=None, max_tokens=10_000
+):
+    """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
+    prompt_ids, resp, bounds, glob = encoded(
+        model, tok, prompt, response, segmenter, steps, max_tokens
+    )
     P = len(prompt_ids)
-    n_keep = min(len(resp), max_tokens - P)
-    glob = token_logprobs(model, prompt_ids + resp[:n_keep])[P - 1 :]
     gn = glob.mean().item()
     ln, per_step = {}, {}
     n_steps = len(bounds) - 1
@@ -58,15 +67,12 @@ def reference_nofirst(
     mean of its tokens after its first, in its window (plain, untruncated windows: the
     tests' responses are short); a one-token step is left out of LN; GN is the mean over
     the global pass's tokens but each step's first. None where no token is left."""
-    prompt_ids = encode_prompt(tok, prompt)
-    enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
-    resp = enc["input_ids"]
-    bounds, _ = assign_tokens(response, enc["offset_mapping"], segment(response, segmenter, steps))
+    prompt_ids, resp, bounds, glob = encoded(
+        model, tok, prompt, response, segmenter, steps, max_tokens
+    )
     P = len(prompt_ids)
-    n_keep = min(len(resp), max_tokens - P)
-    glob = token_logprobs(model, prompt_ids + resp[:n_keep])[P - 1 :]
     firsts = set(bounds[:-1])
-    rest = [glob[t].item() for t in range(n_keep) if t not in firsts]
+    rest = [glob[t].item() for t in range(len(glob)) if t not in firsts]
     kind, value = window
     scores = []
     for i in range(1, len(bounds)):
