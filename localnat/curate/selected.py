@@ -19,11 +19,10 @@ from .storage import delete, filesystem, join, list_files, write_table
 
 def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
     """Read the selected rows back from the inputs with all their columns and the scores,
-    one Ray task per input file, each writing selected/fNNNNNN.parquet; then bring every
-    part to one schema so the directory loads as one dataset. Returns the input columns
-    renamed because they carry one of our names (`row_id` -> `input_row_id`)."""
-    import ray
-
+    one part per input file, selected/fNNNNNN.parquet, by Ray tasks (TASKS of them at most:
+    many small files share one); then bring every part to one schema so the directory loads
+    as one dataset. Returns the input columns renamed because they carry one of our names
+    (`row_id` -> `input_row_id`)."""
     where = chosen.merge(scored[["row_id", "file_index", "row_number"]], on="row_id")
     where = where.rename(columns={"row_number": "_row"})
     wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
@@ -33,24 +32,42 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
         )
     for old in list_files(join(run_dir, "selected")):
         delete(old)
-    task = ray.remote(num_cpus=1)(write_selected_part)
-    parts = {
-        join(run_dir, "selected", f"f{i:06d}.parquet"): task.remote(
-            uri, root, wanted[i], cfg, join(run_dir, "selected", f"f{i:06d}.parquet")
-        )
+    jobs = [
+        (uri, root, wanted[i], join(run_dir, "selected", f"f{i:06d}.parquet"))
         for i, uri, root in files
         if i in wanted
-    }
-    results = dict(zip(parts, ray.get(list(parts.values()))))
+    ]
+    results = dict(zip([j[3] for j in jobs], _in_tasks(_write_parts, jobs, cfg)))
     renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
     as_text = sorted({c for _, _, t in results.values() for c in t})
     schemas = {part: schema for part, (schema, _, _) in results.items()}
     if not schemas:
         return {"renamed": renamed, "as_text": as_text}
     schema, conflicting = common_schema(list(schemas.values()))
-    conform = ray.remote(num_cpus=1)(conform_part)
-    ray.get([conform.remote(part, schema) for part, s in schemas.items() if s != schema])
+    others = [(part, schema) for part, s in schemas.items() if s != schema]
+    _in_tasks(_conform_parts, others, None)
     return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
+
+
+TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per batch
+
+
+def _in_tasks(fn, jobs: list, cfg) -> list:
+    """`fn(batch, cfg)` over `jobs` in at most TASKS Ray tasks; the results in job order."""
+    import ray
+
+    size = max(1, -(-len(jobs) // TASKS))
+    task = ray.remote(num_cpus=1)(fn)
+    refs = [task.remote(jobs[k : k + size], cfg) for k in range(0, len(jobs), size)]
+    return [r for batch in ray.get(refs) for r in batch]
+
+
+def _write_parts(jobs: list, cfg: CurateConfig) -> list:
+    return [write_selected_part(uri, root, chosen, cfg, out) for uri, root, chosen, out in jobs]
+
+
+def _conform_parts(jobs: list, _cfg) -> list:
+    return [conform_part(part, schema) for part, schema in jobs]
 
 
 def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
