@@ -51,12 +51,7 @@ def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000)
 
 
 def _signal(rows, known, oriented: pd.Series, oriented_all: pd.Series, seed, n_boot) -> dict:
-    aucs, tops = [], []
-    for _, group in rows.assign(_v=oriented).groupby("prompt_id", sort=True):
-        auc, top = _prompt(group)
-        aucs.append(auc)
-        tops.append(top)
-    aucs, tops = np.array(aucs, float), np.array(tops, float)
+    aucs, tops = _per_prompt(rows, oriented)
     ok = ~np.isnan(aucs)
     lengths = known["n_response_tokens"].astype(float)
     both = oriented_all.notna() & lengths.notna()
@@ -69,20 +64,36 @@ def _signal(rows, known, oriented: pd.Series, oriented_all: pd.Series, seed, n_b
     }
 
 
-def _prompt(group: pd.DataFrame) -> tuple[float, float]:
-    """(AUC, whether the best candidate is correct) of one prompt; a candidate without a
-    score never wins, as in `select`; NaN where the signal scored no pair."""
-    scored = group[group["_v"].notna()]
-    good = scored.loc[scored["is_correct"].astype(bool), "_v"].to_numpy()
-    bad = scored.loc[~scored["is_correct"].astype(bool), "_v"].to_numpy()
-    auc = np.nan
-    if len(good) and len(bad):
-        diff = good[:, None] - bad[None, :]
-        auc = float(((diff > 0) + 0.5 * (diff == 0)).mean())
-    if scored.empty:
-        return auc, np.nan
-    best = scored.sort_values(["_v", "row_id"], ascending=[False, True]).iloc[0]
-    return auc, float(bool(best["is_correct"]))
+def _per_prompt(rows: pd.DataFrame, v: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt, in prompt_id order: the AUC (NaN where the signal scored no pair) and
+    whether the best candidate is correct (NaN where it scored none). A candidate without a
+    score never wins, as in `select`; the best is the highest value, then the lowest row_id.
+    AUC by ranks (Mann-Whitney): (sum of the correct ones' mid-ranks - g(g+1)/2) / (g b)
+    counts the pairs a correct answer wins and half the ties, without forming the pairs."""
+    prompts = pd.Index(rows["prompt_id"].unique()).sort_values()
+    s = pd.DataFrame(
+        {
+            "p": rows["prompt_id"].to_numpy(),
+            "v": v.to_numpy(),
+            "good": rows["is_correct"].astype(bool).to_numpy(),
+            "row_id": rows["row_id"].to_numpy(),
+        }
+    )
+    s = s[s["v"].notna()]
+    rank = s.groupby("p")["v"].rank(method="average")
+    per = (
+        s.assign(g=s["good"].astype(float), rg=rank.where(s["good"], 0.0))
+        .groupby("p")
+        .agg(g=("g", "sum"), n=("g", "size"), rg=("rg", "sum"))
+    )
+    g, b = per["g"], per["n"] - per["g"]
+    auc = ((per["rg"] - g * (g + 1) / 2) / (g * b)).where((g > 0) & (b > 0))
+    best = s.sort_values(["p", "v", "row_id"], ascending=[True, False, True])
+    top = best.drop_duplicates("p").set_index("p")["good"].astype(float)
+    return (
+        auc.reindex(prompts).to_numpy(float),
+        top.reindex(prompts).to_numpy(float),
+    )
 
 
 def _bootstrap(values: np.ndarray, seed: int, n_boot: int) -> list:

@@ -87,7 +87,11 @@ def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path
         "--config",
         str(tmp_path / "nightly.yaml"),
     ]
-    proc = subprocess.run(cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600)
+    for _ in range(30):  # a head under load answers "No available agent" until its agent is up
+        proc = subprocess.run(cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600)
+        if "No available agent" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     manifest = json.loads(next(out.glob("*/submitted/manifest.json")).read_text())
@@ -106,9 +110,8 @@ def test_killed_scoring_actor_is_restarted_and_nothing_changes(
     job.start()
     parts = tmp_path / "kill" / "scores"
     assert wait_for(lambda: parts.exists() and any(parts.iterdir()))
-    actors = [
-        a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "Score" in (a.class_name or "")
-    ]
+    alive = list_actors(address=ray_local["address"], filters=[("state", "=", "ALIVE")])
+    actors = [a for a in alive if "Score" in (a.class_name or "")]
     assert actors, "no live scoring actor to kill"
     os.kill(actors[0].pid, signal.SIGKILL)
     job.join(timeout=600)
