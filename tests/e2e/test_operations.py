@@ -88,7 +88,9 @@ def test_ray_job_submit_to_a_real_head(ray_local, tiny_student, corpus, tmp_path
         str(tmp_path / "nightly.yaml"),
     ]
     for _ in range(30):  # a head under load answers "No available agent" until its agent is up
-        proc = subprocess.run(cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            cmd, env=ray_local["env"], capture_output=True, text=True, timeout=600
+        )
         if "No available agent" not in proc.stderr + proc.stdout:
             break
         time.sleep(2)
