@@ -74,6 +74,11 @@ def ray_local(s3, gcs, tmp_path_factory):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
+            # its own ports where Ray has fixed defaults: another Ray on the machine holds
+            # 52365, and a head whose job agent cannot listen refuses every job submission
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             f"--temp-dir={temp}",
             "--disable-usage-stats",
         ],
