@@ -17,6 +17,8 @@ import pandas as pd
 from .columns import SIGNALS
 from .leaderboard import kendall_tau_b
 
+MIN_PROMPTS = 10  # informative prompts below which no verdict is drawn
+
 
 def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000) -> dict | None:
     """teachers.json's `validation`, or None when no candidate has a known correctness."""
@@ -135,6 +137,12 @@ def verdict(validation: dict | None, select_by: str) -> list[str]:
     if not signals:
         return []
     n, random = validation["informative_prompts"], validation["random_top1_accuracy"]
+    if n < MIN_PROMPTS:  # a bootstrap over so few prompts has no spread to speak of
+        return [
+            f"Only {n} informative prompt{'s' * (n != 1)} (a correct and an incorrect answer "
+            f"each): too few to tell the signals apart (at least {MIN_PROMPTS}); the figures "
+            "are in teachers.json `validation`."
+        ]
     best = max(signals, key=lambda k: signals[k]["auc"])
     s = signals[best]
     lo, hi = s["auc_ci95"]

@@ -117,6 +117,10 @@ def test_the_verdict_names_the_best_signal_and_warns_when_selection_is_no_better
     assert lines[-1].startswith("Warning: --select-by local does no better than random")
     assert not any("Warning" in line for line in verdict(v, "global"))
     assert verdict(None, "local") == []
+    few = validation(df[df["prompt_id"].isin(["q0", "q1"])], board, seed=0, n_boot=200)
+    assert few["informative_prompts"] == 2 and few["signals"]["global"]["auc"] == 1.0
+    (line,) = verdict(few, "local")  # a CI from 2 prompts says nothing: no verdict, no warning
+    assert line.startswith("Only 2 informative prompts") and "too few" in line
 
 
 def test_prompt_ids_over_two_texts_never_compete():
