@@ -79,7 +79,9 @@ SIGNALS = {
 REDUCE_COLUMNS = list(
     dict.fromkeys(
         [
-            *ID_COLUMNS,
+            # `source` is text per row, the largest column at a million rows: a row is found
+            # by (file_index, row_number) and its source made only where it is shown
+            *(c for c in ID_COLUMNS if c != "source"),
             *(s.column for s in SIGNALS.values()),
             "local_nat_se",  # racing's bounds (0 when exact)
             "n_response_tokens",

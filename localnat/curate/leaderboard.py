@@ -53,12 +53,16 @@ def leaderboard(
     rsr, entropy); Kendall tau-b between each pair of signals' rankings. Teachers left out of
     the ranking are listed apart, with their means over their own prompts and no rank."""
     teachers = sorted(df["teacher"].unique())
-    absent = {s.column: np.nan for s in SIGNALS.values() if s.column not in df}
-    df = df.assign(**absent) if absent else df  # a signal the table lacks: none of its rows
-    per_prompt = {  # a signal no row has (local_nofirst under step sampling): all NaN
-        key: df.pivot_table(
-            index="prompt_id", columns="teacher", values=s.column, aggfunc="mean", dropna=False
-        ).reindex(index=sorted(df["prompt_id"].unique()), columns=teachers)
+    prompts = sorted(df["prompt_id"].unique())
+    present = [c for c in dict.fromkeys(s.column for s in SIGNALS.values()) if c in df]
+    # every signal's [prompt, teacher] means from one grouping (a million rows: the string
+    # keys are factorized once, not once a signal)
+    means = df.groupby(["prompt_id", "teacher"])[present].mean().unstack("teacher")
+    per_prompt = {  # a signal the table lacks, or no row has (local_nofirst under step
+        # sampling): all NaN
+        key: (means[s.column] if s.column in present else pd.DataFrame(columns=teachers))
+        .reindex(index=prompts, columns=teachers)
+        .astype(float)
         for key, s in SIGNALS.items()
     }
     answered = per_prompt["local"].notna()
@@ -89,14 +93,21 @@ def leaderboard(
         acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
         for t in teachers:
             out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
+    tables = {
+        k: per_prompt[k][ranked][matched_mask] if matched else per_prompt[k][ranked]
+        for k in SIGNALS
+    }
+    boots = _resampled(tables, seed, n_boot)
+    if apart:  # their own prompts: reported, not ranked
+        own_tables = {k: per_prompt[k][apart] for k in SIGNALS}
+        own_boots = _resampled(own_tables, seed, n_boot)
     oriented = {}  # per signal, the ranked teachers' means with "better" = larger
     for key, signal in SIGNALS.items():
         sign = 1.0 if signal.higher_is_better else -1.0
-        table = per_prompt[key][ranked]
-        stats = _teacher_stats(table[matched_mask] if matched else table, seed, n_boot, sign)
+        stats = _teacher_stats(tables[key], boots[key], sign)
         oriented[key] = [sign * _nan(stats[t]["mean"]) for t in ranked]
-        if apart:  # their own prompts: reported, not ranked
-            own = _teacher_stats(per_prompt[key][apart], seed, n_boot, sign)
+        if apart:
+            own = _teacher_stats(own_tables[key], own_boots[key], sign)
             stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
@@ -120,9 +131,12 @@ def rsr_dataset(df: pd.DataFrame, out: dict, ranked: list[str], matched) -> None
     first, among the ranked teachers. Not the mean of per-row ratios (`rsr`)."""
     if not {"rank_sum", "surprisal_sum"} <= set(df.columns):
         return  # tables without the sums (hand-made ones): nothing to aggregate
-    rows = df if matched is None else df[df["prompt_id"].isin(matched[matched].index)]
-    sums = rows.groupby("teacher")[["rank_sum", "surprisal_sum"]].sum()
-    own = df.groupby("teacher")[["rank_sum", "surprisal_sum"]].sum()
+    columns = ["rank_sum", "surprisal_sum"]
+    own = df.groupby("teacher")[columns].sum()
+    sums = own
+    if matched is not None:  # the matched prompts' rows: two columns, not the whole table
+        rows = df["prompt_id"].isin(matched[matched].index)
+        sums = df.loc[rows, columns].groupby(df.loc[rows, "teacher"]).sum()
     value = {}
     for t in out["teachers"]:
         where = sums if t in ranked else own
@@ -148,32 +162,32 @@ def _warning(n_matched: int, n_prompts: int, min_share: float) -> str | None:
     return None
 
 
-def _teacher_stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:
+def _resampled(tables: dict, seed: int, n_boot: int) -> dict:
+    """Per signal, `resampled_means` of its [prompts, teachers] table; the tables share
+    their prompts, so every signal's resamples are drawn at once (the same draws as one
+    signal alone: the same seed)."""
+    keys = list(tables)
+    values = np.hstack([tables[k].to_numpy(dtype=float) for k in keys])
+    if not len(values):
+        return {k: None for k in keys}
+    with warnings.catch_warnings():  # a resample without a teacher's answers: nan, fine
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot = resampled_means(values, seed, n_boot)
+    return dict(zip(keys, np.split(boot, len(keys), axis=1)))
+
+
+def _teacher_stats(table: pd.DataFrame, boot, sign: float) -> dict:
     with warnings.catch_warnings():  # all-nan columns (unmatched teachers) give nan, fine
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _stats(table, seed, n_boot, sign)
+        return _stats(table, boot, sign)
 
 
-def _stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:
-    """Per teacher: mean, CI, median, rank and win rates; `sign` -1 makes lower better (rank
-    1 = lowest mean, a win = a lower score)."""
+def _stats(table: pd.DataFrame, boot, sign: float) -> dict:
+    """Per teacher: mean, CI (from `boot`, [n_boot, teachers] resampled means, or None),
+    median, rank and win rates; `sign` -1 makes lower better (rank 1 = lowest mean, a win =
+    a lower score)."""
     values = table.to_numpy(dtype=float)  # [prompts, teachers], nan where unanswered
-    rng = np.random.default_rng(seed)
     n = len(values)
-    boot = None
-    if n:  # resample prompts in chunks of [chunk, n] draws: small for big corpora
-        answered = ~np.isnan(values)
-        sums, counts = np.where(answered, values, 0.0), answered.astype(float)
-        chunk = max(1, 4_000_000 // n)
-        pieces = []
-        for s in range(0, n_boot, chunk):
-            k = min(chunk, n_boot - s)
-            draws = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
-            # times each prompt is drawn in each resample; a resample's mean per teacher is
-            # then two matrix products (nan where the resample holds no answer of it)
-            times = np.bincount(draws.ravel(), minlength=k * n).reshape(k, n).astype(float)
-            pieces.append((times @ sums) / (times @ counts))
-        boot = np.concatenate(pieces)
     mean = np.nanmean(values, axis=0) if n else np.full(values.shape[1], np.nan)
     order = np.argsort(-np.nan_to_num(sign * mean, nan=-np.inf), kind="stable")
     rank = np.empty(len(mean), dtype=int)
@@ -199,6 +213,26 @@ def _stats(table: pd.DataFrame, seed: int, n_boot: int, sign: float) -> dict:
             "win_rate": wins,
         }
     return out
+
+
+def resampled_means(values: np.ndarray, seed: int, n_boot: int) -> np.ndarray:
+    """values [rows, columns], nan where missing -> [n_boot, columns]: each column's mean
+    over `n_boot` seeded resamples of the rows (nan where a resample holds none of its
+    values). Drawn in chunks of about 1M draws: memory stays small for a big corpus."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    present = ~np.isnan(values)
+    sums, counts = np.where(present, values, 0.0), present.astype(float)
+    chunk = max(1, 1_000_000 // n)
+    pieces = []
+    for s in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - s)
+        draws = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        # times each row is drawn in each resample; a resample's means are then two matrix
+        # products
+        times = np.bincount(draws.ravel(), minlength=k * n).reshape(k, n).astype(float)
+        pieces.append((times @ sums) / (times @ counts))
+    return np.concatenate(pieces)
 
 
 def _nan(x):

@@ -17,6 +17,7 @@ from ..redact import redact
 from ..scoring.student import DEFAULT_STUDENT
 from .columns import SIGNALS
 from .commit import counts
+from .records import row_source
 from .reduce import Reduced
 from .report import markdown, png, summary_table
 from .run import Executed, Run
@@ -66,7 +67,8 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
     rows = counts(scored.chunks, len(run.plan.files))
     if cfg.cache:
         rows["cache_misses"] = rows["scored"] - rows["cache_hits"]
-    top = reduced.df.nlargest(5, "n_response_tokens")[["source", "teacher", "n_response_tokens"]]
+    uris = {i: uri for i, uri, _ in run.plan.files}
+    top = reduced.df.nlargest(5, "n_response_tokens")
     return {
         "status": "complete",
         "run_id": run.id,
@@ -89,7 +91,11 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
         "report_errors": errors,
         # the longest responses: each costs about (k+1) x its tokens (README "Sizing")
         "most_expensive_rows": [
-            {"source": r.source, "teacher": r.teacher, "response_tokens": int(r.n_response_tokens)}
+            {
+                "source": row_source(uris[r.file_index], r.row_number),
+                "teacher": r.teacher,
+                "response_tokens": int(r.n_response_tokens),
+            }
             for r in top.itertuples()
         ],
         "renamed_input_columns": outcome.written["renamed"],

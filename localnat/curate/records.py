@@ -41,6 +41,11 @@ def stable_id(*parts) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+def row_source(uri: str, row_number: int) -> str:
+    """A row's `source`, for people: the file (credentials redacted) and the row's place."""
+    return f"{redact(uri)}#{row_number}"
+
+
 def prompt_hash(prompt: str) -> str:
     return "p-" + hashlib.blake2b(prompt.encode(), digest_size=8).hexdigest()
 
@@ -65,7 +70,7 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
             "row_id": stable_id(uri, index),
             "file_index": file_index,
             "row_number": index,
-            "source": f"{redact(uri)}#{index}",
+            "source": row_source(uri, index),
         }
         if isinstance(rec, str):  # the line itself was unreadable
             out.append({**row, "reject_reason": rec})

@@ -36,13 +36,17 @@ def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = N
     scores = read_parquet_files([p for p in committed if "/scores/" in p], REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
-    df = scores.to_pandas()
+    # column by column, each Arrow column freed once converted: the table is not held twice
+    df = scores.to_pandas(split_blocks=True, self_destruct=True)
+    del scores
     conflicts = split_conflicts(df)
+    # the prompt texts' hashes only tell prompts apart from here on: codes, not strings
+    df["prompt_key"] = pd.factorize(df["prompt_key"])[0].astype("int32")
     dups = duplicates(df)
     if len(dups):
         table = pa.Table.from_pandas(dups, preserve_index=False)
         write_table(table, join(run_dir, "duplicates.parquet"))
-    df = df[~df["row_id"].isin(dups["row_id"])]
+        df = df[~df["row_id"].isin(dups["row_id"])]
     board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share, family=family)
     if cfg.correct_column:
         board["validation"] = validation(df, board, cfg.seed)

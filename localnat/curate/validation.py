@@ -15,14 +15,16 @@ import numpy as np
 import pandas as pd
 
 from .columns import SIGNALS
-from .leaderboard import kendall_tau_b
+from .leaderboard import kendall_tau_b, resampled_means
 
 MIN_PROMPTS = 10  # informative prompts below which no verdict is drawn
 
 
 def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000) -> dict | None:
     """teachers.json's `validation`, or None when no candidate has a known correctness."""
-    known = df[df["is_correct"].notna()]
+    needed = ["row_id", "prompt_id", "is_correct", "n_response_tokens"]
+    needed += [s.column for s in SIGNALS.values()]
+    known = df.loc[df["is_correct"].notna(), list(dict.fromkeys(needed))]  # not every column
     if known.empty:
         return None
     correct = known["is_correct"].astype(bool)
@@ -102,8 +104,7 @@ def _bootstrap(values: np.ndarray, seed: int, n_boot: int) -> list:
     """Percentile CI of the mean over prompts: the leaderboard's seeded resampling."""
     if not len(values):
         return [None, None]
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+    means = resampled_means(values[:, None], seed, n_boot)[:, 0]
     return [_num(np.percentile(means, 2.5)), _num(np.percentile(means, 97.5))]
 
 

@@ -42,6 +42,17 @@ def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student, tmp_path):
         assert c["selected"] == c["prompts"] == df.prompt_id.nunique()
         for name in ("teachers.json", "teachers.md", "manifest.json"):
             assert read_text(f"{run_dir}/{name}")
+        # the longest responses, named by the sources scores/ holds for them
+        longest = scores.sort_values("n_response_tokens", ascending=False).head(5)
+        expensive = manifest["most_expensive_rows"]
+        assert [r["response_tokens"] for r in expensive] == longest["n_response_tokens"].tolist()
+        by_source = scores.set_index("source")
+        for r in expensive:
+            row = by_source.loc[r["source"]]
+            assert (row["teacher"], row["n_response_tokens"]) == (
+                r["teacher"],
+                r["response_tokens"],
+            )
         assert client.head_object(Bucket="out", Key=run_dir.split("out/", 1)[1] + "/teachers.png")
 
     # identical whatever the number of actors and blocks
