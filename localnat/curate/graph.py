@@ -35,7 +35,8 @@ from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 GROUP_FILES = 512  # small files read by one Prepare call at most
-GROUP_BYTES = 64 << 10  # a file this large is read by a call of its own
+SMALL_FILE = 64 << 10  # a file this large is read by a call of its own
+GROUP_BYTES = 2 << 20  # small files read by one Prepare call: their bytes at most
 
 
 def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=None):
@@ -81,13 +82,13 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=N
 
 
 def _groups(items: list[dict], sizes: dict) -> list[list[dict]]:
-    """Consecutive small files together, until a group holds GROUP_BYTES (a larger file, or
-    one of unknown size, alone): per-call overhead is paid per group, and each file is still
-    committed on its own."""
+    """Consecutive small files (under SMALL_FILE) together, until a group holds GROUP_BYTES
+    or GROUP_FILES (a larger file, or one of unknown size, alone): per-call overhead is
+    paid per group, and each file is still committed on its own."""
     groups, current, held = [], [], 0
     for item in items:
         size = sizes.get(item["file_index"])
-        small = size is not None and size < GROUP_BYTES
+        small = size is not None and size < SMALL_FILE
         if current and (not small or held + size > GROUP_BYTES or len(current) >= GROUP_FILES):
             groups.append(current)
             current, held = [], 0

@@ -55,3 +55,32 @@ def test_a_chunk_over_several_calls_commits_one_part_of_each_kind(tmp_path):
     assert scores.column_names == list(pass_.columns)
     # a chunk in one call keeps its one part as it is
     assert merge_parts(str(tmp_path / "race"), (0, 0), merged) == merged
+
+
+def test_a_call_of_many_small_chunks_writes_each_its_own_rows(tmp_path):
+    """A call of many one-file pieces, interleaved, one Arrow chunk each (as a call of small
+    files arrives): every (file, chunk) gets exactly its rows, in call order, and its counts."""
+    pass_ = race_pass(str(tmp_path), {f: list(range(9)) for f in range(4)}, {"z": 1})
+    pieces, expect = [], {}
+    for k in range(24):
+        f, c = k % 4, (k // 4) % 2  # files 0-3, chunks 0-1, in turn
+        piece = call(range(k, k + 1), {5, 11} & {k}, "x")
+        piece = piece.set_column(2, "file_index", pa.array([f], pa.int32()))
+        piece = piece.set_column(15, "chunk", pa.array([c], pa.int32()))
+        pieces.append(piece)
+        expect.setdefault((f, c), []).append(10 + k)
+    table = pa.concat_tables(pieces, promote_options="permissive")
+    assert table.column("row_id").num_chunks == 24
+    counts = Sink(pass_).write(table, "actor").to_pylist()
+    assert [(c["file_index"], c["chunk"]) for c in counts] == sorted(expect)
+    for c in counts:
+        rows = []
+        for part in c["parts"]:
+            rows += pq.read_table(tmp_path / "race" / part).column("row_id").to_pylist()
+        rejected = [r for r in expect[(c["file_index"], c["chunk"])] if r in (15, 21)]
+        assert sorted(rows) == expect[(c["file_index"], c["chunk"])]
+        assert (c["scored"], c["rejected"]) == (len(rows) - len(rejected), len(rejected))
+        scored = [p for p in c["parts"] if p.startswith("scores/")]
+        order = pq.read_table(tmp_path / "race" / scored[0]).column("row_id").to_pylist()
+        assert order == sorted(order)  # call order kept within a chunk
+        assert c["call_rows"] == 24 and c["call_id"] == "x"
