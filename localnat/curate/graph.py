@@ -29,14 +29,11 @@ from .cache import HIT_CALL_TOKENS
 from .chunks import read_files
 from .config import CurateConfig
 from .cost import row_costs
+from .inputs import file_groups
 from .lookup import Lookup
 from .passes import Pass
 from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
-
-GROUP_FILES = 512  # small files read by one Prepare call at most
-SMALL_FILE = 64 << 10  # a file this large is read by a call of its own
-GROUP_BYTES = 2 << 20  # small files read by one Prepare call: their bytes at most
 
 
 def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=None):
@@ -51,7 +48,8 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=N
         items.append(
             {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, []), "rows": picked}
         )
-    groups = _groups(items, sizes or {})
+    sizes = sizes or {}
+    groups = [items[g] for g in file_groups([sizes.get(i) for i, _, _ in files])]
     ds = ray.data.from_items(
         [{"files": json.dumps(g)} for g in groups],
         override_num_blocks=max(1, len(groups)),  # one block per group of files
@@ -79,24 +77,6 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=N
         num_gpus=cfg.gpus_per_actor or None,
         num_cpus=cfg.cpus_per_actor,
     )
-
-
-def _groups(items: list[dict], sizes: dict) -> list[list[dict]]:
-    """Consecutive small files (under SMALL_FILE) together, until a group holds GROUP_BYTES
-    or GROUP_FILES (a larger file, or one of unknown size, alone): per-call overhead is
-    paid per group, and each file is still committed on its own."""
-    groups, current, held = [], [], 0
-    for item in items:
-        size = sizes.get(item["file_index"])
-        small = size is not None and size < SMALL_FILE
-        if current and (not small or held + size > GROUP_BYTES or len(current) >= GROUP_FILES):
-            groups.append(current)
-            current, held = [], 0
-        current.append(item)
-        held += size if small else GROUP_BYTES
-    if current:
-        groups.append(current)
-    return groups
 
 
 class Prepare:

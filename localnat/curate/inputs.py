@@ -37,6 +37,28 @@ class Plan:
         return None if None in counts else max(sum(counts) - done, 0)
 
 
+SMALL_FILE = 64 << 10  # a file this large is read (and its selected rows written) alone
+GROUP_BYTES = 2 << 20  # small files read together: their bytes at most
+GROUP_FILES = 512  # and their number
+
+
+def file_groups(sizes: list[int | None]) -> list[slice]:
+    """Consecutive files, by their bytes (None: unknown), in groups: small ones (under
+    SMALL_FILE) together until a group holds GROUP_BYTES or GROUP_FILES, a larger file or
+    one of unknown size alone. A per-call (or per-part) cost is then paid per group, while
+    each file is still committed on its own."""
+    groups, start, held = [], 0, 0
+    for i, size in enumerate(sizes):
+        small = size is not None and size < SMALL_FILE
+        if i > start and (not small or held + size > GROUP_BYTES or i - start >= GROUP_FILES):
+            groups.append(slice(start, i))
+            start, held = i, 0
+        held += size if small else GROUP_BYTES
+    if start < len(sizes):
+        groups.append(slice(start, len(sizes)))
+    return groups
+
+
 def plan(cfg: CurateConfig, output: str) -> Plan:
     """The run's input files (outputs written inside an input directory are never read back
     as inputs), checked for the configured columns before any model work."""

@@ -93,7 +93,7 @@ def run_job(cfg: CurateConfig) -> dict:
         )
 
         t = time.time()
-        written = write_selected(inputs.files, chosen, reduced.df, cfg, run.dir)
+        written = write_selected(inputs, chosen, reduced.df, cfg, run.dir)
         timings["select"] = time.time() - t
         LOG.info(f"selected/ written in {timings['select']:.1f} s")
 

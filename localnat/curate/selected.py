@@ -12,17 +12,18 @@ import pyarrow.parquet as pq
 from .columns import SELECTED_COLUMNS
 from .config import CurateConfig
 from .formats import READ_CHUNK_ROWS, read_rows
-from .inputs import hive_columns
+from .inputs import Plan, file_groups, hive_columns
 from .records import missing
 from .storage import delete, filesystem, join, list_files, write_table
 
 
-def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
+def write_selected(inputs: Plan, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
     """Read the selected rows back from the inputs with all their columns and the scores,
-    one part per input file, selected/fNNNNNN.parquet, by Ray tasks (TASKS of them at most:
-    many small files share one); then bring every part to one schema so the directory loads
-    as one dataset. Returns the input columns renamed because they carry one of our names
-    (`row_id` -> `input_row_id`)."""
+    one part per group of input files (`file_groups`: a file of its own unless it is small;
+    10,000 small files are not 10,000 parts), selected/fNNNNNN.parquet named by the group's
+    first file, by Ray tasks (TASKS of them at most); then bring every part to one schema
+    so the directory loads as one dataset. Returns the input columns renamed because they
+    carry one of our names (`row_id` -> `input_row_id`)."""
     where = chosen.merge(scored[["row_id", "file_index", "row_number"]], on="row_id")
     where = where.rename(columns={"row_number": "_row"})
     wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
@@ -32,12 +33,10 @@ def write_selected(files, chosen, scored, cfg: CurateConfig, run_dir: str) -> di
         )
     for old in list_files(join(run_dir, "selected")):
         delete(old)
-    jobs = [
-        (uri, root, wanted[i], join(run_dir, "selected", f"f{i:06d}.parquet"))
-        for i, uri, root in files
-        if i in wanted
-    ]
-    results = dict(zip([j[3] for j in jobs], _in_tasks(_write_parts, jobs, cfg)))
+    files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
+    out = join(run_dir, "selected")
+    groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
+    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, cfg)}
     renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
     as_text = sorted({c for _, _, t in results.values() for c in t})
     schemas = {part: schema for part, (schema, _, _) in results.items()}
@@ -62,8 +61,20 @@ def _in_tasks(fn, jobs: list, cfg) -> list:
     return [r for batch in ray.get(refs) for r in batch]
 
 
-def _write_parts(jobs: list, cfg: CurateConfig) -> list:
-    return [write_selected_part(uri, root, chosen, cfg, out) for uri, root, chosen, out in jobs]
+def _write_parts(groups: list, cfg: CurateConfig) -> list:
+    """A part per group of files: [(part, schema, renamed, as_text)]."""
+    out = []
+    for directory, files in groups:
+        records, renamed = [], {}
+        for _, uri, root, chosen in files:
+            mine, names = selected_records(uri, root, chosen, cfg)
+            records += mine
+            renamed |= names
+        table, as_text = _table(records)
+        part = join(directory, f"f{files[0][0]:06d}.parquet")
+        write_table(table, part)
+        out.append((part, table.schema, renamed, as_text))
+    return out
 
 
 def _conform_parts(jobs: list, _cfg) -> list:
@@ -89,11 +100,10 @@ def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
     return pa.schema(fields), as_text
 
 
-def write_selected_part(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig, out: str):
-    """Write the input rows at the row numbers `chosen` lists (`_row`), all their columns
-    plus the selection's scores, to `out`; return the part's schema and the input columns
-    renamed because they carry one of our names (ours are the contract; theirs are kept as
-    `input_<name>`)."""
+def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
+    """The input rows at the row numbers `chosen` lists (`_row`), all their columns plus the
+    selection's scores, as records; and the input columns renamed because they carry one of
+    our names (ours are the contract; theirs are kept as `input_<name>`)."""
     rows = {r.pop("_row"): r for r in chosen.to_pylist()}
     hive = hive_columns(uri, root)
     records, renamed = [], {}
@@ -110,9 +120,7 @@ def write_selected_part(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig
                         rec[new] = rec.pop(name)
                         renamed[name] = new
                 records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
-    table, as_text = _table(records)
-    write_table(table, out)
-    return table.schema, renamed, as_text
+    return records, renamed
 
 
 def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:

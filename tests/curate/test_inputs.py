@@ -124,3 +124,24 @@ def test_the_progress_line_marks_an_estimated_total():
     progress.add(10, 0, 100)
     line = progress.line()
     assert "rows 10/~1,000" in line and "ETA ~" in line
+
+
+def test_small_files_are_grouped_in_order_and_large_ones_stand_alone():
+    from localnat.curate.inputs import GROUP_BYTES, GROUP_FILES, SMALL_FILE, file_groups
+
+    small = SMALL_FILE // 4
+    sizes = [small] * 3 + [SMALL_FILE] + [None] + [small] * (GROUP_FILES + 5)
+    groups = file_groups(sizes)
+    assert [(g.start, g.stop) for g in groups[:3]] == [(0, 3), (3, 4), (4, 5)]
+    covered = [i for g in groups for i in range(g.start, g.stop)]
+    assert covered == list(range(len(sizes)))  # every file once, in order
+    for g in groups:
+        held = sizes[g]
+        assert len(held) == 1 or (
+            all(s is not None and s < SMALL_FILE for s in held)
+            and sum(held) <= GROUP_BYTES
+            and len(held) <= GROUP_FILES
+        )
+    by_bytes = file_groups([SMALL_FILE - 1] * 100)  # bytes close a group before its count
+    assert max(g.stop - g.start for g in by_bytes) == GROUP_BYTES // (SMALL_FILE - 1)
+    assert file_groups([]) == []
