@@ -5,19 +5,25 @@ and resume.
                                 with; only a directory holding it is ever deleted (--overwrite)
     _lease/<owner>.json         the run that holds the directory now (lease.py)
     _done/f000012-c000003.json  rows of chunk 3 of input file 12 are all written, in the parts
-                                it lists ("last": true on a file's final chunk)
+                                it lists ("last": true on a file's final chunk; "shared":
+                                part -> how many markers list it, for a part several
+                                chunks share)
 
 A chunk is `commit_rows` consecutive rows of one input file, in file order, so a large file
 commits as it goes and a resumed run skips the chunks already done. Parts (scores/,
 rejects/) are written first under unique names; a chunk is committed by its marker, written
 after all its parts. Only parts a marker lists are outputs: a resumed run deletes the parts
-no marker lists, so a run killed anywhere ends with exactly one copy of every row. Cleanup
-runs only under the lease, so it never deletes a part another live run may list.
+no marker lists, so a run killed anywhere ends with exactly one copy of every row. The
+chunks whole in one call share its parts: their markers are written one after another, and
+until all of them are, none counts (a resume deletes those written and redoes the chunks),
+so a part never holds rows of a chunk that is not committed. Cleanup runs only under the
+lease, so it never deletes a part another live run may list.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 
@@ -140,8 +146,21 @@ def committed_chunks(run_dir: str, clean: bool = True) -> dict[tuple[int, int], 
             if clean:
                 delete(uri)
             continue
-        done[key] = body
-    return done
+        done[key] = (uri, body)
+    listed = Counter(p for _, body in done.values() for p in body["parts"])
+    for key, (uri, body) in list(done.items()):
+        if any(listed[p] != n for p, n in body.get("shared", {}).items()):
+            # a group cut short between its markers: none of it is committed
+            if clean:
+                delete(uri)
+            del done[key]
+    return {key: body for key, (_, body) in done.items()}
+
+
+def committed_parts(chunks: dict[tuple[int, int], dict], sub: str) -> list[str]:
+    """The parts of `sub` ("scores" or "rejects") the markers list, each once (a part
+    shared by several chunks is listed by each), relative to the pass's directory."""
+    return sorted({p for body in chunks.values() for p in body["parts"] if p.startswith(sub)})
 
 
 def completed_files(chunks: dict[tuple[int, int], dict]) -> set[int]:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from ..logs import LOG
 from ..scoring.sampling import exact_ln
 from .columns import UNSAMPLED_COLUMNS
+from .commit import committed_parts
 from .config import CurateConfig
 from .passes import race_pass
 from .run import Run
@@ -84,8 +85,8 @@ def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFram
     pass_ = race_pass(run.dir, rows, ident)
     LOG.info(f"racing: {len(todo)} rows need their unsampled steps scored")
     done = run.execute(pass_)
-    parts = [join(pass_.directory, p) for d in done.chunks.values() for p in d["parts"]]
-    rest = read_parquet_files([p for p in parts if "/scores/" in p], UNSAMPLED_COLUMNS)
+    parts = [join(pass_.directory, p) for p in committed_parts(done.chunks, "scores/")]
+    rest = read_parquet_files(parts, UNSAMPLED_COLUMNS)
     if rest is None:
         return pd.DataFrame({"row_id": [], "local_nat": []}), done.tokens
     rest = rest.to_pandas().merge(
@@ -126,12 +127,7 @@ def _sampled_sums(run_dir: str, chunks, row_ids: np.ndarray, files: set) -> pd.D
             }
         )
 
-    parts = [
-        join(run_dir, p)
-        for (f, _), d in chunks.items()
-        if f in files
-        for p in d["parts"]
-        if p.startswith("scores/")
-    ]
+    mine = {key: d for key, d in chunks.items() if key[0] in files}
+    parts = [join(run_dir, p) for p in committed_parts(mine, "scores/")]
     table = read_parquet_files(parts, ["row_id", "n_steps", "step_logprobs"], each=sums)
     return table.to_pandas()

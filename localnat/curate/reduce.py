@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from ..logs import LOG
 from .columns import REDUCE_COLUMNS
+from .commit import committed_parts
 from .config import CurateConfig
 from .inputs import InputError
 from .leaderboard import leaderboard
@@ -32,8 +33,8 @@ class Reduced:
 def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = None) -> Reduced:
     """From the scores pass's committed chunks (`chunks`, commit.py); `family`: the
     student's model family, for the same-family flag."""
-    committed = [join(run_dir, p) for d in chunks.values() for p in d["parts"]]
-    scores = read_parquet_files([p for p in committed if "/scores/" in p], REDUCE_COLUMNS)
+    parts = [join(run_dir, p) for p in committed_parts(chunks, "scores/")]
+    scores = read_parquet_files(parts, REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")
     # column by column, each Arrow column freed once converted: the table is not held twice

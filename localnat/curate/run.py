@@ -186,6 +186,8 @@ class _Commits:
         )
         for name in acc:
             acc[name] += row[name]
+        if row["shared"] != "{}":  # a whole chunk: one row, its parts shared with others
+            acc["shared"] = json.loads(row["shared"])
         self.tokens += row["response_tokens"]
         self.progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
         if row["chunk_rows"] is not None:

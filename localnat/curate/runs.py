@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from .. import __version__
 from ..logs import LOG
 from ..redact import redact
-from .commit import committed_chunks, completed_files
+from .commit import committed_chunks, committed_parts, completed_files
 from .report import label, summary_table
 from .storage import filesystem, join, list_files, read_json, read_text
 
@@ -80,11 +80,11 @@ def show_run(run_dir: str) -> str:
         ) from None
 
 
-def committed_parts(run_dir: str, sub: str) -> list[str]:
+def listed_parts(run_dir: str, sub: str) -> list[str]:
     """The Parquet parts of `sub` (scores/ or rejects/) that a marker lists: a part no
     marker lists is not an output (commit.py)."""
     _, chunks = run_state(run_dir)
-    return [join(run_dir, p) for d in chunks.values() for p in d["parts"] if p.startswith(sub)]
+    return [join(run_dir, p) for p in committed_parts(chunks, sub)]
 
 
 def prompt_rows(parts: list[str], prompt_id: str, columns: list[str]) -> pa.Table | None:
@@ -124,7 +124,7 @@ def plot_prompt(run_dir: str, prompt_id: str, out: str | None = None) -> str:
     manifest, chunks = run_state(run_dir)
     if manifest is None:
         LOG.warning(_incomplete(run_dir, chunks) + "; plotting its committed rows")
-    rows = prompt_rows(committed_parts(run_dir, "scores/"), prompt_id, cols)
+    rows = prompt_rows(listed_parts(run_dir, "scores/"), prompt_id, cols)
     if rows is None:
         raise LookupError(f"no scored response to prompt_id {prompt_id!r} in {redact(run_dir)}")
     selected = [u for u in list_files(join(run_dir, "selected")) if u.endswith(".parquet")]

@@ -1,10 +1,12 @@
-"""The one writer of a pass's parts: scores/ and rejects/ (one part per commit chunk per
-call, named by file and chunk), and the score cache's appends. Both stages write through it
-(the Prepare stage its cache hits, the Score stage what it scored), so part names, columns
-and sizes are decided here; the driver commits them (commit.py)."""
+"""The one writer of a pass's parts: scores/ and rejects/ (per call, one part for the chunks
+whole in it and one per chunk that spans calls, named by file and chunk), and the score
+cache's appends. Both stages write through it (the Prepare stage its cache hits, the Score
+stage what it scored), so part names, columns and sizes are decided here; the driver
+commits them (commit.py)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -33,10 +35,14 @@ class Sink:
 
 
 def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Table:
+    """Per (file, chunk) of the call its counts and the parts holding its rows. The chunks
+    whole in this call share one scores/ and one rejects/ part (a call of 512 one-row files
+    writes two parts, not 1,024); a chunk whose rows span calls gets its own, merged when it
+    commits. A shared part is an output only once every chunk listing it is committed
+    (`shared` in each marker: part -> chunks listing it; commit.py)."""
     if not table.num_rows:
         return pa.table({})
-    # one pass over the rows: sorted by (file, chunk), stably, each chunk is then a slice (a
-    # call of 512 one-row files is 512 chunks; a filter per chunk was quadratic)
+    # sorted by (file, chunk), stably: each chunk is a slice (no filter per chunk)
     table = table.combine_chunks()
     files = table.column("file_index").to_numpy()
     chunks = table.column("chunk").to_numpy()
@@ -44,38 +50,60 @@ def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Tabl
     table = table.take(order)
     files, chunks = files[order], chunks[order]
     starts = np.flatnonzero(np.r_[True, (files[1:] != files[:-1]) | (chunks[1:] != chunks[:-1])])
-    ends = np.r_[starts[1:], len(files)]
-    call_id = table.column("call_id")[0].as_py()
-    call_tokens = table.column("est_tokens")[0].as_py()
-    return pa.Table.from_pylist(
-        [
-            _write_chunk(table.slice(a, b - a), directory, columns, call_id, table.num_rows)
-            | {"call_tokens": call_tokens}
-            for a, b in zip(starts, ends)
-        ]
-    )
+    slices = [table.slice(a, b - a) for a, b in zip(starts, np.r_[starts[1:], len(files)])]
+    counts = [_counts(rows) for rows in slices]
+    whole = [i for i, c in enumerate(counts) if c["chunk_rows"] == c["scored"] + c["rejected"]]
+    shared = {"scored": None, "rejected": None}
+    if whole:
+        shared = _write_rows(pa.concat_tables([slices[i] for i in whole]), directory, columns)
+    holders = {
+        part: sum(1 for i in whole if counts[i][kind]) for kind, part in shared.items() if part
+    }
+    for i, c in enumerate(counts):
+        if i in whole:
+            c["parts"] = [part for kind, part in shared.items() if part and c[kind]]
+            c["shared"] = json.dumps({p: holders[p] for p in c["parts"] if holders[p] > 1})
+        else:
+            c["parts"] = [p for p in _write_rows(slices[i], directory, columns).values() if p]
+            c["shared"] = "{}"
+        c |= {
+            "call_id": table.column("call_id")[0].as_py(),
+            "call_rows": table.num_rows,
+            "call_tokens": table.column("est_tokens")[0].as_py(),
+        }
+    return pa.Table.from_pylist(counts)
 
 
-def _write_chunk(rows: pa.Table, directory: str, columns: list[str], call_id, call_rows) -> dict:
-    """One chunk's rows of a call: its scores/ and rejects/ parts and its counts."""
+def _write_rows(rows: pa.Table, directory: str, columns: list[str]) -> dict:
+    """Rows of one or more chunks -> {"scored": scores/ part, "rejected": rejects/ part}
+    (None where there is none), named by the first row's file and chunk."""
+    out = {"scored": None, "rejected": None}
+    if not rows.num_rows:
+        return out
     index, chunk = rows.column("file_index")[0].as_py(), rows.column("chunk")[0].as_py()
     part = f"f{index:06d}-c{chunk:06d}-{uuid.uuid4().hex[:12]}.parquet"
     rejected = pc.is_valid(rows.column("reject_reason"))
     scored = rows.filter(pc.invert(rejected))
     bad = rows.filter(rejected)
-    parts = []
     if scored.num_rows:
         write_table(scored.select(columns), join(directory, "scores", part))
-        parts.append(f"scores/{part}")
+        out["scored"] = f"scores/{part}"
     if bad.num_rows:
         write_table(bad.select(REJECT_COLUMNS), join(directory, "rejects", part))
-        parts.append(f"rejects/{part}")
+        out["rejected"] = f"rejects/{part}"
+    return out
+
+
+def _counts(rows: pa.Table) -> dict:
+    """One chunk's rows of a call: its counts."""
+    rejected = pc.is_valid(rows.column("reject_reason"))
+    scored = rows.filter(pc.invert(rejected))
     ends = rows.filter(pc.is_valid(rows.column("chunk_rows")))
     return {
-        "file_index": index,
-        "chunk": chunk,
+        "file_index": rows.column("file_index")[0].as_py(),
+        "chunk": rows.column("chunk")[0].as_py(),
         "scored": scored.num_rows,
-        "rejected": bad.num_rows,
+        "rejected": rows.num_rows - scored.num_rows,
         "chunk_rows": ends.column("chunk_rows")[0].as_py() if ends.num_rows else None,
         "last": ends.column("last_chunk")[0].as_py() if ends.num_rows else None,
         "reused": pc.sum(scored.column("reused")).as_py() or 0,
@@ -85,9 +113,6 @@ def _write_chunk(rows: pa.Table, directory: str, columns: list[str], call_id, ca
         ).as_py()
         or 0,
         "oom_splits": pc.sum(rows.column("oom_splits")).as_py() or 0,
-        "parts": parts,
-        "call_id": call_id,
-        "call_rows": call_rows,
     }
 
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat.cli import main
-from localnat.curate.runs import committed_parts
+from localnat.curate.runs import listed_parts
 from localnat.testing import scorer
 
 
@@ -76,7 +76,7 @@ def incomplete_run(tmp_path, model, tok):
 
 
 def test_plot_on_an_incomplete_run_says_so_and_reads_committed_parts_only(incomplete_run, capsys):
-    parts = committed_parts(str(incomplete_run), "scores/")
+    parts = listed_parts(str(incomplete_run), "scores/")
     assert [p.rsplit("/", 1)[-1] for p in parts] == ["f000000-c000000-a.parquet"]
     png = incomplete_run / "p.png"
     assert main(["plot", str(incomplete_run), "--prompt-id", "p", "--out", str(png)]) == 0

@@ -1,9 +1,18 @@
-"""The sink writes a call's rows as one part per chunk; a chunk spread over several calls is
-merged into one scores/ and one rejects/ part when it commits."""
+"""The sink writes a call's rows: the chunks whole in the call share one part of each kind,
+a chunk spread over several calls is merged into one scores/ and one rejects/ part when it
+commits."""
+
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from localnat.curate.commit import (
+    commit_chunk,
+    committed_chunks,
+    committed_parts,
+    remove_uncommitted,
+)
 from localnat.curate.passes import race_pass
 from localnat.curate.sink import Sink, merge_parts
 
@@ -84,3 +93,46 @@ def test_a_call_of_many_small_chunks_writes_each_its_own_rows(tmp_path):
         order = pq.read_table(tmp_path / "race" / scored[0]).column("row_id").to_pylist()
         assert order == sorted(order)  # call order kept within a chunk
         assert c["call_rows"] == 24 and c["call_id"] == "x"
+
+
+def test_whole_chunks_of_a_call_share_a_part_that_counts_only_once_all_are_committed(tmp_path):
+    """24 one-row files in one call: one scores/ and one rejects/ part for all; every marker
+    says how many markers list each part. A group cut short (a marker missing, as after a
+    kill between markers) is not committed at all: its markers go, then its parts, and the
+    chunks are redone; never a row twice, never a row without its marker."""
+    pass_ = race_pass(str(tmp_path), {f: [0] for f in range(24)}, {"z": 1})
+    pieces = []
+    for k in range(24):
+        piece = call(range(8, 9), {8} if k in (5, 11) else set(), "x")  # each its chunk's end
+        piece = piece.set_column(2, "file_index", pa.array([k], pa.int32()))
+        piece = piece.set_column(0, "row_id", pa.array([10 + k], pa.int64()))
+        piece = piece.set_column(16, "chunk_rows", pa.array([1], pa.int64()))
+        pieces.append(piece)
+    table = pa.concat_tables(pieces, promote_options="permissive")
+    counts = Sink(pass_).write(table, "actor").to_pylist()
+    directory = tmp_path / "race"
+    scores, rejects = (sorted((directory / d).iterdir()) for d in ("scores", "rejects"))
+    assert len(scores) == len(rejects) == 1
+    assert pq.read_table(scores[0]).num_rows == 22 and pq.read_table(rejects[0]).num_rows == 2
+    for c in counts:
+        assert len(c["parts"]) == 1 and c["scored"] + c["rejected"] == c["chunk_rows"] == 1
+        assert json.loads(c["shared"]) == {c["parts"][0]: 2 if c["rejected"] else 22}
+
+    def commit_all():
+        for c in counts:
+            shared = json.loads(c["shared"])
+            record = {k: c[k] for k in ("scored", "rejected", "parts", "last")}
+            commit_chunk(
+                str(directory), c["file_index"], c["chunk"], "u", record | {"shared": shared}
+            )
+
+    commit_all()
+    chunks = committed_chunks(str(directory))
+    assert len(chunks) == 24 and committed_parts(chunks, "scores/") == [f"scores/{scores[0].name}"]
+    (directory / "_done" / "f000003-c000000.json").unlink()  # one of the 22 is missing
+    chunks = committed_chunks(str(directory), clean=False)  # a reader: the 22 do not count
+    assert sorted(f for f, _ in chunks) == [5, 11]
+    chunks = committed_chunks(str(directory))  # under the lease: their markers go
+    remove_uncommitted(str(directory), chunks)
+    assert not scores[0].exists()
+    assert len(list((directory / "_done").iterdir())) == 2 and rejects[0].exists()

@@ -143,7 +143,7 @@ def test_work_per_call_is_bounded_by_tokens_and_actors_share_it(long_tail):
     # a chunk's parts are merged when it commits: one scores/ part a chunk, no stray part
     run_dir = manifest["run_dir"]
     markers = [json.loads(read_text(u)) for u in list_files(f"{run_dir}/_done")]
-    listed = [p for m in markers for p in m["parts"] if p.startswith("scores/")]
+    listed = {p for m in markers for p in m["parts"] if p.startswith("scores/")}
     assert all(sum(p.startswith("scores/") for p in m["parts"]) <= 1 for m in markers)
     on_disk = [u.split(f"{run_dir}/", 1)[1] for u in list_files(f"{run_dir}/scores")]
     assert sorted(on_disk) == sorted(listed)
