@@ -120,7 +120,7 @@ def night(work: Path, run_id: str, student: str, args, cache: bool) -> dict:
 
 HEADER = (
     "| night | rows | wall s | rows/s | plan s | score s | reduce s | selected/ s | compact s "
-    "| driver peak RSS MB | scored | reused | rejected | cache objects | score parts / chunk |"
+    "| driver peak RSS MB | scored | reused | rejected | cache objects | scores/ parts / chunks |"
 )
 
 
@@ -136,7 +136,7 @@ def line(name: str, rows: int, m: dict, work: Path) -> str:
         f"{t.get('select', 0):.1f} | {t.get('compact', 0):.1f} | "
         f"{m['driver_peak_rss_mb']:,.0f} | "
         f"{c.get('cache_misses', c['scored']):,} | {c.get('cache_hits', 0):,} | "
-        f"{c['rejected']:,} | {objects:,} | {parts / max(chunks, 1):.2f} |"
+        f"{c['rejected']:,} | {objects:,} | {parts:,} / {chunks:,} |"
     )
 
 
