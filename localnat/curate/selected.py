@@ -1,6 +1,7 @@
 """Writing `selected/`: the chosen input rows read back from the inputs, with all their
-original columns plus the selection's scores, one Ray task per input file; then every part
-brought to one schema so the directory loads as one dataset."""
+original columns plus the selection's scores, a part per input file or group of small
+files, by Ray tasks; then every part brought to one schema so the directory loads as one
+dataset."""
 
 from __future__ import annotations
 
