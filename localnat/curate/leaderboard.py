@@ -52,17 +52,15 @@ def leaderboard(
     prompts, median, rank, pairwise win rates, for every signal (local and global naturalness,
     rsr, entropy); Kendall tau-b between each pair of signals' rankings. Teachers left out of
     the ranking are listed apart, with their means over their own prompts and no rank."""
-    teachers = sorted(df["teacher"].unique())
-    prompts = sorted(df["prompt_id"].unique())
-    present = [c for c in dict.fromkeys(s.column for s in SIGNALS.values()) if c in df]
-    # every signal's [prompt, teacher] means from one grouping (a million rows: the string
-    # keys are factorized once, not once a signal)
-    means = df.groupby(["prompt_id", "teacher"])[present].mean().unstack("teacher")
+    # every signal's [prompt, teacher] means by counting into cells of integer codes (a
+    # million rows: the string keys are factorized once; no grouped copies of the rows)
+    p_code, prompts = pd.factorize(df["prompt_id"], sort=True)
+    t_code, teachers = pd.factorize(df["teacher"], sort=True)
+    teachers = list(teachers)
+    cell, shape = p_code * len(teachers) + t_code, (len(prompts), len(teachers))
     per_prompt = {  # a signal the table lacks, or no row has (local_nofirst under step
         # sampling): all NaN
-        key: (means[s.column] if s.column in present else pd.DataFrame(columns=teachers))
-        .reindex(index=prompts, columns=teachers)
-        .astype(float)
+        key: pd.DataFrame(_cell_means(df, s.column, cell, shape), index=prompts, columns=teachers)
         for key, s in SIGNALS.items()
     }
     answered = per_prompt["local"].notna()
@@ -93,21 +91,22 @@ def leaderboard(
         acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
         for t in teachers:
             out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
-    tables = {
-        k: per_prompt[k][ranked][matched_mask] if matched else per_prompt[k][ranked]
-        for k in SIGNALS
-    }
-    boots = _resampled(tables, seed, n_boot)
+
+    def table(key, who):  # one signal's [prompts, teachers], made when it is needed
+        if who is apart or not matched:
+            return per_prompt[key][who]
+        return per_prompt[key][who][matched_mask]
+
+    boots = _resampled([table(k, ranked) for k in SIGNALS], SIGNALS, seed, n_boot)
     if apart:  # their own prompts: reported, not ranked
-        own_tables = {k: per_prompt[k][apart] for k in SIGNALS}
-        own_boots = _resampled(own_tables, seed, n_boot)
+        own_boots = _resampled([table(k, apart) for k in SIGNALS], SIGNALS, seed, n_boot)
     oriented = {}  # per signal, the ranked teachers' means with "better" = larger
     for key, signal in SIGNALS.items():
         sign = 1.0 if signal.higher_is_better else -1.0
-        stats = _teacher_stats(tables[key], boots[key], sign)
+        stats = _teacher_stats(table(key, ranked), boots[key], sign)
         oriented[key] = [sign * _nan(stats[t]["mean"]) for t in ranked]
         if apart:
-            own = _teacher_stats(own_tables[key], own_boots[key], sign)
+            own = _teacher_stats(table(key, apart), own_boots[key], sign)
             stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
@@ -162,17 +161,32 @@ def _warning(n_matched: int, n_prompts: int, min_share: float) -> str | None:
     return None
 
 
-def _resampled(tables: dict, seed: int, n_boot: int) -> dict:
-    """Per signal, `resampled_means` of its [prompts, teachers] table; the tables share
-    their prompts, so every signal's resamples are drawn at once (the same draws as one
-    signal alone: the same seed)."""
-    keys = list(tables)
-    values = np.hstack([tables[k].to_numpy(dtype=float) for k in keys])
+def _cell_means(df: pd.DataFrame, column: str, cell: np.ndarray, shape) -> np.ndarray:
+    """The mean of `column` in each [prompt, teacher] cell (`cell`: each row's flat cell),
+    NaN where the cell holds no value (or the table no such column)."""
+    if column not in df:
+        return np.full(shape, np.nan)
+    values = df[column].to_numpy(dtype=float)
+    ok = ~np.isnan(values)
+    size = shape[0] * shape[1]
+    sums = np.bincount(cell[ok], weights=values[ok], minlength=size)
+    counts = np.bincount(cell[ok], minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts).reshape(shape)
+
+
+def _resampled(tables: list, keys, seed: int, n_boot: int) -> dict:
+    """Per signal (`keys`), `resampled_means` of its [prompts, teachers] table; the tables
+    share their prompts, so every signal's resamples are drawn at once (the same draws as
+    one signal alone: the same seed)."""
+    keys = list(keys)
+    values = np.hstack([t.to_numpy(dtype=float) for t in tables])
+    del tables[:]  # the copies live in `values` alone
     if not len(values):
         return {k: None for k in keys}
     with warnings.catch_warnings():  # a resample without a teacher's answers: nan, fine
         warnings.simplefilter("ignore", RuntimeWarning)
-        boot = resampled_means(values, seed, n_boot)
+        boot = resampled_means(values, seed, n_boot, overwrite=True)
     return dict(zip(keys, np.split(boot, len(keys), axis=1)))
 
 
@@ -215,14 +229,15 @@ def _stats(table: pd.DataFrame, boot, sign: float) -> dict:
     return out
 
 
-def resampled_means(values: np.ndarray, seed: int, n_boot: int) -> np.ndarray:
+def resampled_means(values: np.ndarray, seed: int, n_boot: int, overwrite=False) -> np.ndarray:
     """values [rows, columns], nan where missing -> [n_boot, columns]: each column's mean
     over `n_boot` seeded resamples of the rows (nan where a resample holds none of its
-    values). Drawn in chunks of about 1M draws: memory stays small for a big corpus."""
+    values). Drawn in chunks of about 1M draws: memory stays small for a big corpus.
+    `overwrite`: `values` may be used as scratch (its NaNs become 0)."""
     rng = np.random.default_rng(seed)
     n = len(values)
-    present = ~np.isnan(values)
-    sums, counts = np.where(present, values, 0.0), present.astype(float)
+    counts = (~np.isnan(values)).astype(float)
+    sums = np.nan_to_num(values, copy=not overwrite)
     chunk = max(1, 1_000_000 // n)
     pieces = []
     for s in range(0, n_boot, chunk):

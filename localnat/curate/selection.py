@@ -48,18 +48,24 @@ def select(df: pd.DataFrame, by: str = "local", seed: int = 0, correct_only: boo
     Returns prompt_id, teacher and SELECTED_COLUMNS (row_id, every signal, n_candidates,
     selected_by, settled_by: null here).
     """
-    cand = candidates(df, correct_only).copy()
+    cand = candidates(df, correct_only)
+    row_id = cand["row_id"].to_numpy()
     if by == "random":
-        cand["_key"] = [-(stable_id(seed, r) / 2**63) for r in cand["row_id"]]
+        key = np.array([-(stable_id(seed, r) / 2**63) for r in row_id], dtype=float)
     else:
         signal = METRICS[by]
-        cand["_key"] = cand[signal.column] * (1 if signal.higher_is_better else -1)
-    cand = cand.sort_values(["prompt_id", "_key", "row_id"], ascending=[True, False, True])
-    n = cand.groupby("prompt_id").size().rename("n_candidates")
-    best = cand.drop_duplicates("prompt_id").join(n, on="prompt_id")
+        key = cand[signal.column].to_numpy(dtype=float) * (1 if signal.higher_is_better else -1)
+    # per prompt (in prompt_id order) the highest key first, no key last, then the
+    # smallest row_id: an order of three arrays, never a sorted copy of the rows
+    prompt, _ = pd.factorize(cand["prompt_id"], sort=True)
+    order = np.lexsort((row_id, -key, prompt))
+    first = order[np.r_[True, prompt[order][1:] != prompt[order][:-1]]] if len(order) else order
+    columns = ["prompt_id", "teacher", *dict.fromkeys(c for c in SELECTED_COLUMNS if c in cand)]
+    best = cand.iloc[first][columns].reset_index(drop=True)
+    best["n_candidates"] = np.bincount(prompt)[prompt[first]]
     best["selected_by"] = by
     best["settled_by"] = None  # set by `settle` when the choice raced
-    return best[["prompt_id", "teacher", *SELECTED_COLUMNS]].reset_index(drop=True)
+    return best[["prompt_id", "teacher", *SELECTED_COLUMNS]]
 
 
 def race(df: pd.DataFrame, z: float = 3.0, correct_only: bool = False) -> pd.DataFrame:
