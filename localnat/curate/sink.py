@@ -52,10 +52,12 @@ def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Tabl
     starts = np.flatnonzero(np.r_[True, (files[1:] != files[:-1]) | (chunks[1:] != chunks[:-1])])
     slices = [table.slice(a, b - a) for a, b in zip(starts, np.r_[starts[1:], len(files)])]
     counts = [_counts(rows) for rows in slices]
-    whole = [i for i, c in enumerate(counts) if c["chunk_rows"] == c["scored"] + c["rejected"]]
+    whole = {i for i, c in enumerate(counts) if c["chunk_rows"] == c["scored"] + c["rejected"]}
     shared = {"scored": None, "rejected": None}
     if whole:
-        shared = _write_rows(pa.concat_tables([slices[i] for i in whole]), directory, columns)
+        shared = _write_rows(
+            pa.concat_tables([slices[i] for i in sorted(whole)]), directory, columns
+        )
     holders = {
         part: sum(1 for i in whole if counts[i][kind]) for kind, part in shared.items() if part
     }
