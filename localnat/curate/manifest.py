@@ -92,7 +92,7 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
         # the longest responses: each costs about (k+1) x its tokens (README "Sizing")
         "most_expensive_rows": [
             {
-                "source": row_source(uris[r.file_index], r.row_number),
+                "source": row_source(redact(uris[r.file_index]), r.row_number),
                 "teacher": r.teacher,
                 "response_tokens": int(r.n_response_tokens),
             }

@@ -41,9 +41,10 @@ def stable_id(*parts) -> int:
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def row_source(uri: str, row_number: int) -> str:
-    """A row's `source`, for people: the file (credentials redacted) and the row's place."""
-    return f"{redact(uri)}#{row_number}"
+def row_source(shown_uri: str, row_number: int) -> str:
+    """A row's `source`, for people: its file as `redact` shows it (redacted once per file:
+    the secrets' environment is read per call) and the row's place."""
+    return f"{shown_uri}#{row_number}"
 
 
 def prompt_hash(prompt: str) -> str:
@@ -65,12 +66,13 @@ def file_reject(uri: str, file_index: int, reason: str) -> pa.Table:
 def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConfig) -> pa.Table:
     """(row index, record | error) pairs from `io.read_rows` -> a WORK_SCHEMA table."""
     out = []
+    shown = redact(uri)
     for index, rec in rows:
         row = {
             "row_id": stable_id(uri, index),
             "file_index": file_index,
             "row_number": index,
-            "source": row_source(uri, index),
+            "source": row_source(shown, index),
         }
         if isinstance(rec, str):  # the line itself was unreadable
             out.append({**row, "reject_reason": rec})
