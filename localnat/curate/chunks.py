@@ -38,10 +38,9 @@ def read_files(files: list[dict], cfg: CurateConfig) -> Iterator[pa.Table]:
             ),
         )
         try:
-            for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
+            for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS, only):
                 for row in rows:
-                    if only is None or row[0] in only:
-                        yield from chunker.add(row)
+                    yield from chunker.add(row)
         except BAD_FILE as err:  # a corrupt file is a reject row; an I/O error is raised
             if isinstance(err, OSError):
                 raise

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -147,39 +148,32 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield buf
 
 
-def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) -> Iterator[list]:
-    """Yield lists of (row index, record dict | error string) from one file, chunk by chunk.
+def read_rows(
+    uri: str, fmt: str, columns: list[str] | None, chunk_rows: int, only=None
+) -> Iterator[list]:
+    """Yield lists of (row index, record dict | error string) from one file, chunk by chunk;
+    with `only` (row indices), just those rows: the others are read past, never converted
+    to Python (nor parsed, in JSONL).
 
     A JSONL line that is not valid UTF-8 or JSON yields an error string for that row; the
     other rows go on. An unreadable file raises (the caller rejects the file).
     """
     fs, path = filesystem(uri)
     kind = file_format(uri, fmt)
-    if kind == "arrow":
+    picked = None if only is None else np.array(sorted(only), dtype=np.int64)
+    if kind in ("arrow", "parquet"):
         index = 0
-        with arrow_batches(uri, columns) as (_, batches):
-            for batch in batches:
-                for start in range(0, batch.num_rows, chunk_rows):
-                    rows = batch.slice(start, chunk_rows).to_pylist()
-                    yield list(enumerate(rows, start=index))
-                    index += len(rows)
-        return
-    if kind == "parquet":
-        with fs.open_input_file(path) as f:
-            pfile = pq.ParquetFile(f)
-            names = pfile.schema_arrow.names
-            wanted = [c for c in columns if c in names] if columns is not None else None
-            index = 0
-            for batch in pfile.iter_batches(batch_size=chunk_rows, columns=wanted):
-                rows = batch.to_pylist()
-                yield list(enumerate(rows, start=index))
-                index += len(rows)
+        for batch in _batches(uri, fs, path, kind, columns, chunk_rows):
+            rows = _rows(batch, index, picked)
+            index += batch.num_rows
+            if rows:
+                yield rows
         return
     with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
         out, index = [], 0
         try:
             for line in _lines(_chunks(f, path)):
-                if line.strip():
+                if line.strip() and (only is None or index in only):
                     out.append((index, _parse_line(line)))
                     if len(out) >= chunk_rows:
                         yield out
@@ -191,6 +185,31 @@ def read_rows(uri: str, fmt: str, columns: list[str] | None, chunk_rows: int) ->
             raise
         if out:
             yield out
+
+
+def _batches(uri, fs, path, kind: str, columns, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+    """A columnar file's record batches of at most `chunk_rows` rows, the `columns` of it."""
+    if kind == "arrow":
+        with arrow_batches(uri, columns) as (_, batches):
+            for batch in batches:
+                for start in range(0, batch.num_rows, chunk_rows):
+                    yield batch.slice(start, chunk_rows)
+        return
+    with fs.open_input_file(path) as f:
+        pfile = pq.ParquetFile(f)
+        names = pfile.schema_arrow.names
+        wanted = [c for c in columns if c in names] if columns is not None else None
+        yield from pfile.iter_batches(batch_size=chunk_rows, columns=wanted)
+
+
+def _rows(batch: pa.RecordBatch, index: int, picked: np.ndarray | None) -> list:
+    """(row index, record) of a batch whose first row is row `index`; only the `picked`
+    indices (sorted) when given."""
+    if picked is None:
+        return list(enumerate(batch.to_pylist(), start=index))
+    lo, hi = np.searchsorted(picked, [index, index + batch.num_rows])
+    at = picked[lo:hi]
+    return list(zip(at.tolist(), batch.take(at - index).to_pylist())) if len(at) else []
 
 
 def _parse_line(line: bytes) -> dict | str:

@@ -108,19 +108,18 @@ def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
     rows = {r.pop("_row"): r for r in chosen.to_pylist()}
     hive = hive_columns(uri, root)
     records, renamed = [], {}
-    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS):
+    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS, only=rows):
         for index, rec in chunk:
-            if index in rows:
-                s = rows[index]
-                rec = {**hive, **rec}
-                if missing(rec.get(cfg.prompt_id_column)):
-                    rec[cfg.prompt_id_column] = s["prompt_id"]
-                for name in SELECTED_COLUMNS:
-                    if name in rec:
-                        new = _free_name(f"input_{name}", rec)
-                        rec[new] = rec.pop(name)
-                        renamed[name] = new
-                records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+            s = rows[index]
+            rec = {**hive, **rec}
+            if missing(rec.get(cfg.prompt_id_column)):
+                rec[cfg.prompt_id_column] = s["prompt_id"]
+            for name in SELECTED_COLUMNS:
+                if name in rec:
+                    new = _free_name(f"input_{name}", rec)
+                    rec[new] = rec.pop(name)
+                    renamed[name] = new
+            records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
     return records, renamed
 
 

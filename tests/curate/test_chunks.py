@@ -68,7 +68,7 @@ def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path,
     import localnat.curate.chunks as chunks
 
     def rows_then(err):
-        def read_rows(uri, fmt, cols, n):
+        def read_rows(uri, fmt, cols, n, only=None):
             yield [(0, {"prompt": "p?", "response": "r.", "teacher": "t"})]
             raise err
 
@@ -89,3 +89,29 @@ def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path,
     rows = chunks_of(read_files(item.to_pylist(), CurateConfig()))
     assert rows[0]["reject_reason"] is None
     assert rows[1]["reject_reason"].startswith("unreadable file: rows from 1 on not read")
+
+
+def test_only_reads_just_the_rows_asked_for_in_every_format(tmp_path):
+    """`read_rows(only=...)` equals reading every row and keeping those indices: row numbers
+    count blank and broken JSONL lines, Arrow files are sliced into chunks as Parquet is."""
+    import pyarrow.feather as feather
+
+    from localnat.curate.formats import read_rows
+
+    rows = pa.Table.from_pandas(sample(200), preserve_index=False).to_pylist()
+    table = pa.Table.from_pylist([{**r, "n": i} for i in range(30) for r in rows])  # 600 rows
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=100)
+    feather.write_feather(table, tmp_path / "a.arrow", chunksize=170)
+    lines = [json.dumps(r) for r in table.slice(0, 40).to_pylist()]
+    lines[3], lines[7], lines[11] = "", "{not json", '"a string"'
+    (tmp_path / "a.jsonl").write_text("\n".join(lines) + "\n")
+    picks = [set(), {0}, {5, 599}, set(range(0, 600, 7)), {1, 3, 7, 11, 39}, set(range(600))]
+    for name in ("a.parquet", "a.arrow", "a.jsonl"):
+        uri = str(tmp_path / name)
+        every = [r for chunk in read_rows(uri, "auto", None, 64) for r in chunk]
+        numbers = [i for i in range(40) if i != 3] if name == "a.jsonl" else list(range(600))
+        assert [i for i, _ in every] == numbers  # a blank line is no row, but counts
+        for only in picks:
+            chunks = list(read_rows(uri, "auto", None, 64, only=only))
+            assert all(0 < len(c) <= 64 for c in chunks)
+            assert [r for c in chunks for r in c] == [r for r in every if r[0] in only]
