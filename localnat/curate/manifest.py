@@ -132,6 +132,16 @@ def _calls(calls: dict, budget: int) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    """This process's own peak resident memory, in MiB. On Linux from VmHWM: `ru_maxrss`
+    survives exec, so a driver started by a large process (a notebook, a benchmark
+    holding its corpus) would report its parent's peak. Elsewhere `ru_maxrss` (macOS:
+    bytes)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
