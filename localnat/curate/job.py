@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +47,12 @@ DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the fir
 def run_job(cfg: CurateConfig) -> dict:
     """Run (or resume, or report a complete) curation job; returns its manifest with the
     terminal summary under "report" (a dry run: what it would do)."""
+    with _arrow_pool():
+        return _run_job(cfg)
+
+
+def _run_job(cfg: CurateConfig) -> dict:
     setup_logs(cfg.verbose)
-    _arrow_pool()
     started = time.time()
     if not cfg.inputs:
         # The first run: the bundled demo slice, graded, with the offline student.
@@ -109,17 +114,22 @@ def run_job(cfg: CurateConfig) -> dict:
         return finish(run, outcome)
 
 
-def _arrow_pool() -> None:
-    """The driver's Arrow memory from jemalloc: it hands freed pages back between the
-    reduce's stages, where mimalloc (pyarrow's default) keeps them (a 1M-row reduce peaks
-    ~60 MB lower, docs/benchmarks.md). A pool the user chose by ARROW_DEFAULT_MEMORY_POOL
-    stays; a build without jemalloc keeps its default."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        return
+@contextmanager
+def _arrow_pool():
+    """The job's Arrow memory from jemalloc: it hands freed pages back between the reduce's
+    stages, where mimalloc (pyarrow's default) keeps them (a 1M-row reduce peaks ~60 MB
+    lower, docs/benchmarks.md); the caller's pool again after. A pool the user chose by
+    ARROW_DEFAULT_MEMORY_POOL stays; a build without jemalloc keeps its default."""
+    before = pa.default_memory_pool()
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:
+            pass
     try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:
-        pass
+        yield
+    finally:
+        pa.set_memory_pool(before)
 
 
 def _compact(ns: str) -> dict:
