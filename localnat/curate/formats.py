@@ -158,17 +158,17 @@ def read_rows(
     A JSONL line that is not valid UTF-8 or JSON yields an error string for that row; the
     other rows go on. An unreadable file raises (the caller rejects the file).
     """
-    fs, path = filesystem(uri)
     kind = file_format(uri, fmt)
-    picked = None if only is None else np.array(sorted(only), dtype=np.int64)
     if kind in ("arrow", "parquet"):
+        picked = None if only is None else np.array(sorted(only), dtype=np.int64)
         index = 0
-        for batch in _batches(uri, fs, path, kind, columns, chunk_rows):
+        for batch in _batches(uri, kind, columns, chunk_rows):
             rows = _rows(batch, index, picked)
             index += batch.num_rows
             if rows:
                 yield rows
         return
+    fs, path = filesystem(uri)
     with fs.open_input_stream(path, compression=None) as f:  # no guessing by extension
         out, index = [], 0
         try:
@@ -187,7 +187,7 @@ def read_rows(
             yield out
 
 
-def _batches(uri, fs, path, kind: str, columns, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+def _batches(uri: str, kind: str, columns, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     """A columnar file's record batches of at most `chunk_rows` rows, the `columns` of it."""
     if kind == "arrow":
         with arrow_batches(uri, columns) as (_, batches):
@@ -195,6 +195,7 @@ def _batches(uri, fs, path, kind: str, columns, chunk_rows: int) -> Iterator[pa.
                 for start in range(0, batch.num_rows, chunk_rows):
                     yield batch.slice(start, chunk_rows)
         return
+    fs, path = filesystem(uri)
     with fs.open_input_file(path) as f:
         pfile = pq.ParquetFile(f)
         names = pfile.schema_arrow.names

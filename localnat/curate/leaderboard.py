@@ -92,21 +92,21 @@ def leaderboard(
         for t in teachers:
             out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
 
-    def table(key, who):  # one signal's [prompts, teachers], made when it is needed
-        if who is apart or not matched:
+    def table(key, who, own_prompts=False):  # one signal's [prompts, teachers], when needed
+        if own_prompts or not matched:
             return per_prompt[key][who]
         return per_prompt[key][who][matched_mask]
 
     boots = _resampled([table(k, ranked) for k in SIGNALS], SIGNALS, seed, n_boot)
     if apart:  # their own prompts: reported, not ranked
-        own_boots = _resampled([table(k, apart) for k in SIGNALS], SIGNALS, seed, n_boot)
+        own_boots = _resampled([table(k, apart, True) for k in SIGNALS], SIGNALS, seed, n_boot)
     oriented = {}  # per signal, the ranked teachers' means with "better" = larger
     for key, signal in SIGNALS.items():
         sign = 1.0 if signal.higher_is_better else -1.0
         stats = _teacher_stats(table(key, ranked), boots[key], sign)
         oriented[key] = [sign * _nan(stats[t]["mean"]) for t in ranked]
         if apart:
-            own = _teacher_stats(table(key, apart), own_boots[key], sign)
+            own = _teacher_stats(table(key, apart, True), own_boots[key], sign)
             stats.update({t: {**own[t], "rank": None, "win_rate": {}} for t in apart})
         for t in teachers:
             out["per_teacher"][t][key] = stats[t]
@@ -178,10 +178,10 @@ def _cell_means(df: pd.DataFrame, column: str, cell: np.ndarray, shape) -> np.nd
 def _resampled(tables: list, keys, seed: int, n_boot: int) -> dict:
     """Per signal (`keys`), `resampled_means` of its [prompts, teachers] table; the tables
     share their prompts, so every signal's resamples are drawn at once (the same draws as
-    one signal alone: the same seed)."""
+    one signal alone: the same seed). Empties `tables`: their copies live in one array."""
     keys = list(keys)
     values = np.hstack([t.to_numpy(dtype=float) for t in tables])
-    del tables[:]  # the copies live in `values` alone
+    del tables[:]
     if not len(values):
         return {k: None for k in keys}
     with warnings.catch_warnings():  # a resample without a teacher's answers: nan, fine
