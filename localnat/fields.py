@@ -8,6 +8,7 @@ option.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import field, fields
@@ -106,6 +107,8 @@ def _check(name: str, value, hint):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise OptionError(f"{name}: expected a number, got {_show(value)}")
+        if not math.isfinite(value):  # no option means anything by inf or nan
+            raise OptionError(f"{name}: expected a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

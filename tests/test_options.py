@@ -296,3 +296,36 @@ def test_options_declare_what_they_change():
         kind = o.meta["affects"]
         assert (namespace(replace(cfg, cache="c"), student) != ns) == (kind == SCORES), o.key
         assert (run_identity([], cfg, student) != resume) == (kind in (SCORES, ROWS)), o.key
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--seed", "-1"],
+        ["--race-z", "inf"],
+        ["--gpu-wait", "nan"],
+        ["--no-progress-timeout", "nan"],
+        ["--min-matched-share", "nan"],
+        ["--attn-implementation", "flash_attention_2"],  # no GPU asked: CUDA-only kernel
+        ["--attn-implementation", "flash_attention_2", "--gpus-per-actor", "1"],  # no package
+    ],
+)
+def test_values_knowable_before_ray_are_one_line_errors(capsys, flags):
+    with pytest.raises(SystemExit) as err:
+        parse_config(flags)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert err.value.code == 2 and len(lines) == 1
+    assert flags[0].lstrip("-") in lines[0]
+
+
+def test_actors_beyond_the_cluster_stop_before_ray_starts(tmp_path, monkeypatch):
+    """Actors asking for more CPUs than Ray has would wait forever (SIGTERM did not stop
+    it): refused before any work, naming the option."""
+    from localnat.curate import job
+
+    monkeypatch.setattr(job, "plan", lambda *a: pytest.fail("planned despite the error"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for flags in (["--cpus-per-actor", "1e9"], ["--actors", "999", "--cpus-per-actor", "0.5"]):
+        cfg = parse_config([*flags, "--output", str(tmp_path)])
+        with pytest.raises(OptionError, match=r"cpus-per-actor: .* more than the \d+ CPUs"):
+            job.run_job(cfg)

@@ -17,6 +17,17 @@ from .records import file_reject, normalize
 # the file is rejected. Anything else (a storage error) fails the task, which Ray retries
 # and a rerun resumes: a transient error must never commit a file cut short.
 BAD_FILE = (ValueError, EOFError, zlib.error, pa.ArrowException)
+# Arrow raises a plain OSError for a file cut short (an IPC stream's last message): by
+# these words it is the content's, read again it fails again.
+CUT_SHORT = ("Expected to be able to read", "Expected to read", "Unexpected end of stream")
+
+
+def content_error(err: BaseException) -> bool:
+    """Whether a read failed on the file's content (its rows from there on are a reject),
+    not on the storage (the task fails and is retried)."""
+    if isinstance(err, OSError):
+        return any(words in str(err) for words in CUT_SHORT)
+    return isinstance(err, BAD_FILE)
 
 
 def read_files(files: list[dict], cfg: CurateConfig) -> Iterator[pa.Table]:
@@ -41,8 +52,8 @@ def read_files(files: list[dict], cfg: CurateConfig) -> Iterator[pa.Table]:
             for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS, only):
                 for row in rows:
                     yield from chunker.add(row)
-        except BAD_FILE as err:  # a corrupt file is a reject row; an I/O error is raised
-            if isinstance(err, OSError):
+        except (*BAD_FILE, OSError) as err:  # a corrupt file is a reject row; I/O is raised
+            if not content_error(err):
                 raise
             where = f"rows from {chunker.seen} on not read: " if chunker.seen else ""
             yield from chunker.add((None, f"{where}{type(err).__name__}: {err}"))

@@ -168,6 +168,8 @@ class CurateConfig:
             raise OptionError(f"score: expected a ScoreConfig, got {type(self.score).__name__}")
         if self.actors < 1 or self.commit_rows < 1:
             raise OptionError("actors and commit-rows: must be >= 1")
+        if self.seed < 0:
+            raise OptionError(f"seed: must be >= 0, got {self.seed}")
         if not self.race_z >= 0:  # NaN too
             raise OptionError(f"race-z: must be >= 0, got {self.race_z}")
         if not 0 <= self.min_matched_share <= 1:

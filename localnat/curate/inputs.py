@@ -11,9 +11,11 @@ from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
+from ..logs import LOG
 from ..redact import redact
 from .config import CurateConfig
 from .formats import INPUT_SUFFIXES, file_format, input_columns
+from .records import as_bool, missing
 from .storage import filesystem
 
 
@@ -69,14 +71,17 @@ def plan(cfg: CurateConfig, output: str) -> Plan:
 
 
 def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
-    """Fail before any model work when a file lacks a configured column. Returns each file's
-    rows as read in the same pass (None for an unreadable file), whether all are exact, and
-    each file's bytes."""
+    """Fail before any model work when a file lacks a configured column, or its correctness
+    column's first values are not true/false, yes/no or 1/0. Returns each file's rows as read
+    in the same pass (None for an unreadable file), whether all are exact, and each file's
+    bytes. Warns when files give the prompt id different types (compared by value)."""
     needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
     needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
+    sample = tuple(c for c in (cfg.correct_column, cfg.prompt_id_column) if c)
     rows: dict[int, int | None] = {}
     sizes: dict[int, int | None] = {}
     exact = [True]
+    id_types: dict[str, list[str]] = {}
 
     def problem(item) -> str | None:
         index, uri, root = item
@@ -84,28 +89,77 @@ def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
         try:
             fs, path = filesystem(uri)
             sizes[index] = fs.get_file_info(path).size
-            columns, rows[index], sure = input_columns(uri, cfg.input_format)
+            info = input_columns(uri, cfg.input_format, sample)
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
-        exact[0] &= sure
-        if columns is None:  # no row: one reject row, as an unreadable file
+        rows[index] = info.rows
+        exact[0] &= info.exact
+        if info.names is None:  # no row: one reject row, as an unreadable file
             rows[index] = 1
             return None
-        present = set(columns) | set(hive_columns(uri, root))
+        present = set(info.names) | set(hive_columns(uri, root))
         # JSONL writers may leave out null optional fields: those rows are rejected one by one.
         typed = file_format(uri, cfg.input_format) in ("parquet", "arrow")  # a schema
         required = needed if typed else needed[:3]
         missing = [c for c in required if c not in present]
-        return f"{redact(uri)}: missing {missing}; present: {sorted(present)}" if missing else None
+        if missing:
+            return f"{redact(uri)}: missing {missing}; present: {sorted(present)}"
+        kinds = _id_kinds(info.types.get(cfg.prompt_id_column))
+        if kinds:
+            id_types.setdefault("/".join(sorted(kinds)), []).append(uri)
+        return _not_boolean(info.sample.get(cfg.correct_column), cfg.correct_column, uri)
 
     with ThreadPoolExecutor(16) as pool:  # footers of many object-store files, in parallel
         problems = [p for p in pool.map(problem, files) if p]
     if problems:
         raise InputError(
-            "input files lack configured columns (see --prompt-column etc.):\n  "
+            "input files cannot be read as configured (see --prompt-column etc.):\n  "
             + "\n  ".join(problems)
         )
+    if len(id_types) > 1 or any("/" in kinds for kinds in id_types):
+        found = ", ".join(
+            f"{kinds} in {len(uris)} files (e.g. {redact(min(uris))})"
+            for kinds, uris in sorted(id_types.items())
+        )
+        LOG.warning(
+            f"{cfg.prompt_id_column!r} has different types across files: {found}; ids are "
+            "compared by value (1, 1.0 and '1' are one prompt)"
+        )
     return rows, exact[0], sizes
+
+
+def _id_kinds(types) -> set[str]:
+    """A file's prompt id types (Arrow's, or the Python types of JSON values) as kinds."""
+    out = set()
+    for t in [types] if isinstance(types, str) else types or []:
+        if t.startswith(("int", "uint")):
+            out.add("integer")
+        elif t in ("float", "double", "halffloat") or t.startswith("decimal"):
+            out.add("float")
+        elif t in ("str", "string", "large_string"):
+            out.add("text")
+        elif t not in ("null", "NoneType"):
+            out.add(t)
+    return out
+
+
+def _not_boolean(values, column: str | None, uri: str) -> str | None:
+    """Why a correctness column is not one (None: it is): most of its first non-null values
+    are not true/false, yes/no or 1/0 (a stray value is its row's reject, not the run's)."""
+    bad = []
+    known = [v for v in values or [] if not missing(v)]
+    for value in known:
+        try:
+            as_bool(value)
+        except ValueError:
+            bad.append(value)
+    if not bad or 2 * len(bad) <= len(known):
+        return None
+    return (
+        f"{redact(uri)}: --correct-column {column!r} is not a correctness column: "
+        f"{len(bad)} of its first {len(known)} values are not true/false, yes/no or 1/0 "
+        f"(e.g. {bad[0]!r})"
+    )
 
 
 def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, str]]:

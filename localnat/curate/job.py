@@ -32,6 +32,7 @@ from .dryrun import dry_run
 from .inputs import plan
 from .manifest import Outcome, finish
 from .passes import scores_pass
+from .progress import check_cpus
 from .racing import raced_selection, racing
 from .reduce import reduce
 from .run import Run
@@ -65,6 +66,8 @@ def _run_job(cfg: CurateConfig) -> dict:
         LOG.info(f"run {previous['run_id']} is complete at {run_dir} (use --overwrite to redo it)")
         return {**previous, "report": show_run(run_dir)}
 
+    if not cfg.dry_run:
+        check_cpus(cfg)  # before any work: actors Ray can never place would wait forever
     inputs = plan(cfg, output)
     if cfg.dry_run:
         return dry_run(inputs, cfg, run_dir)

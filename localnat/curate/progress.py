@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
 
+from ..fields import OptionError
 from ..logs import QUIET_ENV
 
 
@@ -42,6 +44,41 @@ def uninterrupted():
             raise Terminated()
 
 
+def local_cluster(cfg) -> bool:
+    """Whether the job starts its own Ray (no --ray-address, no RAY_ADDRESS)."""
+    return cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+
+
+def local_cpus() -> int:
+    """Logical CPUs of the Ray the job starts: room to spare on small machines, where Ray
+    hangs when actors hold every CPU."""
+    return max(4, os.cpu_count() or 1)
+
+
+# What runs beside the scoring actors and needs a CPU share: one reading actor at least
+READING_CPUS = 0.5
+
+
+def check_cpus(cfg) -> None:
+    """Scoring actors that ask for more CPUs than the Ray they run on has would wait
+    forever: a one-line error before Ray starts (the Ray this job starts, or the one this
+    process already joined; a remote cluster may still grow, and is not checked)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        have, where = ray.cluster_resources().get("CPU", 0), "the Ray cluster joined"
+    elif local_cluster(cfg):
+        have, where = local_cpus(), "the local Ray this job starts"
+    else:
+        return
+    need = cfg.actors * cfg.cpus_per_actor + READING_CPUS
+    if need > have:
+        raise OptionError(
+            f"cpus-per-actor: {cfg.actors} actors x {cfg.cpus_per_actor:g} CPUs "
+            f"(+{READING_CPUS:g} for reading) is more than the {have:g} CPUs of {where}; "
+            "lower --cpus-per-actor or --actors, or join a larger cluster (--ray-address)"
+        )
+
+
 def start_ray(cfg) -> None:
     """Join the configured cluster, or start a local one, quietly unless cfg.verbose."""
     import ray
@@ -61,9 +98,7 @@ def start_ray(cfg) -> None:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
-    local = cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
-    # Ray hangs on small machines when actors hold every CPU: give it logical room.
-    extra = {"num_cpus": max(4, os.cpu_count() or 1)} if local else {}
+    extra = {"num_cpus": local_cpus()} if local_cluster(cfg) else {}
     env = dict(QUIET_ENV) if quiet else {}
     ray.init(
         address=cfg.ray_address,

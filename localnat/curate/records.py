@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from decimal import Decimal
 
 import pyarrow as pa
 
@@ -32,7 +33,7 @@ WORK_SCHEMA = pa.schema(
         ("reject_reason", pa.string()),
     ]
 )
-_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
 
 def stable_id(*parts) -> int:
@@ -120,7 +121,7 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
         else:
             steps_json = json.dumps(_plain(rec[step_col]), default=str)
     row = {
-        "prompt_id": None if pid is None else _show_text(str(pid)),
+        "prompt_id": None if pid is None else _show_text(id_text(pid)),
         "teacher": None if teacher is None else _show_text(str(teacher)),
         "is_correct": correct,
         "prompt": texts.get("prompt"),
@@ -134,9 +135,23 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     return row
 
 
+def id_text(value) -> str:
+    """A prompt id as text, by value: 1, 1.0, "1" and numpy's 1 are one id (a column of
+    ints with a null is written as floats by pandas); a float that is not whole is its own
+    text ("1.5"); any other value its str."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # a numpy scalar
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return str(int(value))
+    return str(value)
+
+
 def as_bool(value) -> bool | None:
-    """A correctness value: true/false, 1/0 (numbers or strings, any case), or null/NaN for
-    unknown. Anything else raises ValueError: the row is rejected, never guessed."""
+    """A correctness value: true/false, yes/no, 1/0 (numbers or strings, any case), or
+    null/NaN for unknown. Anything else raises ValueError: the row is rejected, never
+    guessed."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float) and value != value:  # NaN: unknown
@@ -145,7 +160,7 @@ def as_bool(value) -> bool | None:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _BOOLS:
         return _BOOLS[value.strip().lower()]
-    raise ValueError(f"is {value!r}: use true/false or 1/0")
+    raise ValueError(f"is {value!r}: use true/false, yes/no or 1/0")
 
 
 def missing(value) -> bool:

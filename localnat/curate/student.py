@@ -4,7 +4,6 @@ and the cluster has the GPUs its actors ask for."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 
@@ -12,6 +11,7 @@ from ..logs import LOG
 from .config import CurateConfig
 from .identity import StudentIdentity, identify
 from .inputs import InputError
+from .progress import local_cluster
 
 # Model families a teacher's label may name (docs/method.md §7): a student prefers its own
 # family's text, so a teacher of it is flagged; the family is found in the student's name,
@@ -70,9 +70,7 @@ def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
 
     if not cfg.gpus_per_actor:
         return
-    deadline = time.time() + (
-        cfg.gpu_wait if cfg.ray_address or os.environ.get("RAY_ADDRESS") else 0
-    )
+    deadline = time.time() + (0 if local_cluster(cfg) else cfg.gpu_wait)
     while True:
         have = ray.cluster_resources().get("GPU", 0)
         if have >= cfg.gpus_per_actor:

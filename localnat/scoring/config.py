@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 
@@ -10,8 +11,14 @@ from ..fields import ROWS, SCORES, OptionError, check_fields, option
 from .windows import Window
 
 SEGMENTERS = ("sentence", "line", "paragraph")
-# Attention kernels by their transformers names (`attn_implementation`).
+# Attention kernels by their transformers names (`attn_implementation`), and the module a
+# kernel needs besides torch: checked when the config is built, not in an actor a minute later.
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+KERNEL_MODULES = {
+    "flash_attention_2": ("flash_attn", "flash-attn"),
+    "flash_attention_3": ("flash_attn_interface", "flash-attn 3 (hopper/ of flash-attention)"),
+}
+CUDA_ONLY = ("flash_attention_2", "flash_attention_3")
 DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -135,7 +142,26 @@ class ScoreConfig:
             raise OptionError("head-chunk: must be >= 1")
         if self.max_chars < 1:
             raise OptionError("max-chars: must be >= 1")
+        _check_kernel(self.attn_implementation, self.device)
 
     @property
     def step_column(self) -> str | None:
         return self.segmenter[7:] if self.segmenter.startswith("column:") else None
+
+
+def _check_kernel(kernel: str, device: str) -> None:
+    """A kernel that cannot run here fails now, in one line: its package missing, or a
+    CUDA-only kernel on the CPU."""
+    if kernel in CUDA_ONLY and device == "cpu":
+        raise OptionError(
+            f"attn-implementation: {kernel} runs on CUDA only, and the device is cpu; "
+            "use sdpa, or give the actors GPUs (--gpus-per-actor)"
+        )
+    if kernel in KERNEL_MODULES:
+        module, package = KERNEL_MODULES[kernel]
+        if importlib.util.find_spec(module) is None:
+            raise OptionError(
+                f"attn-implementation: {kernel} needs the {package} package, which this "
+                f"Python lacks (no module {module!r}); install it where the job runs, or "
+                "use sdpa"
+            )

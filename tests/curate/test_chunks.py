@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import warnings
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,3 +116,48 @@ def test_only_reads_just_the_rows_asked_for_in_every_format(tmp_path):
             chunks = list(read_rows(uri, "auto", None, 64, only=only))
             assert all(0 < len(c) <= 64 for c in chunks)
             assert [r for c in chunks for r in c] == [r for r in every if r[0] in only]
+
+
+def test_files_are_read_by_their_bytes_not_their_names(tmp_path):
+    """gzip named .jsonl, one JSON array named .json, Feather v1: read as what they are; an
+    Arrow stream cut short keeps its rows before the cut and rejects the rest, as a
+    truncated gzip does (a storage error would be retried forever)."""
+    import pyarrow.feather as feather
+
+    from localnat.curate.formats import read_rows
+
+    records = [{"prompt": f"Q{i}?", "response": f"A {i}.", "teacher": "t"} for i in range(300)]
+    text = "\n".join(json.dumps(r) for r in records)
+    (tmp_path / "zipped.jsonl").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "array.json").write_text(" \n" + json.dumps(records, indent=1))
+    table = pa.Table.from_pylist(records)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        feather.write_feather(table, tmp_path / "v1.feather", version=1)
+    for name in ("zipped.jsonl", "array.json", "v1.feather"):
+        got = [r for c in read_rows(str(tmp_path / name), "auto", None, 64) for r in c]
+        assert got == list(enumerate(records)), name
+        assert [r for r, _ in rows_of(tmp_path / name, only={7, 299})] == [7, 299], name
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=100):
+            writer.write_batch(batch)
+    whole = sink.getvalue().to_pybytes()
+    (tmp_path / "cut.arrow").write_bytes(whole[: len(whole) * 2 // 3])
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(text.encode())[:1500])
+    for name in ("cut.arrow", "cut.jsonl.gz"):
+        uri = str(tmp_path / name)
+        rows = chunks_of(read_files([{"file_index": 0, "uri": uri, "root": uri}], CurateConfig()))
+        ok = [r for r in rows if r["reject_reason"] is None]
+        assert 0 < len(ok) < 300 and len(rows) == len(ok) + 1, name
+        reason = rows[-1]["reject_reason"]
+        assert reason.startswith(f"unreadable file: rows from {len(ok)} on"), name
+        # selected/ re-reads rows it scored: those before the cut read without an error
+        assert [r for r, _ in rows_of(tmp_path / name, only={0, len(ok) - 1})] == [0, len(ok) - 1]
+
+
+def rows_of(path, only):
+    from localnat.curate.formats import read_rows
+
+    return [r for c in read_rows(str(path), "auto", None, 64, only=only) for r in c]

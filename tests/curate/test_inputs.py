@@ -78,8 +78,9 @@ def test_arrow_ipc_files_and_streams_are_read_as_parquet_is(tmp_path):
     assert len(expected) == 12 and all(r["reject_reason"] is None for r in expected)
     for name in ("rows.feather", "rows.arrow"):
         assert rows_read(str(tmp_path / name)) == expected, name
-        names, n, exact = input_columns(str(tmp_path / name))
-        assert {"prompt", "response", "teacher"} <= set(names) and (n, exact) == (12, True)
+        info = input_columns(str(tmp_path / name))
+        assert {"prompt", "response", "teacher"} <= set(info.names)
+        assert (info.rows, info.exact) == (12, True)
 
 
 def test_a_datasets_directory_is_read_by_its_arrow_data_not_its_json(tmp_path):
@@ -111,10 +112,11 @@ def test_jsonl_rows_are_counted_or_estimated_for_the_eta(tmp_path):
     ]
     (tmp_path / "big.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "small.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:7]) + "\n")
-    names, n, exact = input_columns(str(tmp_path / "big.jsonl"))
-    assert set(names) == {"prompt", "response", "teacher"} and not exact
-    assert abs(n - 60_000) < 0.05 * 60_000  # from the lines per byte read so far
-    assert input_columns(str(tmp_path / "small.jsonl"))[1:] == (7, True)
+    info = input_columns(str(tmp_path / "big.jsonl"))
+    assert set(info.names) == {"prompt", "response", "teacher"} and not info.exact
+    assert abs(info.rows - 60_000) < 0.05 * 60_000  # from the lines per byte read so far
+    small = input_columns(str(tmp_path / "small.jsonl"))
+    assert (small.rows, small.exact) == (7, True)
 
 
 def test_the_progress_line_marks_an_estimated_total():

@@ -30,7 +30,7 @@ def test_odd_names_types_and_values_never_stop_a_run(ray_local, s3, tiny_student
     rows = df[["prompt_id", "prompt", "teacher", "response", "is_correct"]].to_dict("records")
     a = [dict(r, source_dataset=1) for r in rows[:6]]
     a[1]["prompt_id"] = "bad\udc80id"  # a lone surrogate: that row is rejected, not the file
-    a[2]["is_correct"] = "yes"  # not true/false/1/0: rejected with the value named
+    a[2]["is_correct"] = "maybe"  # not true/false/yes/no/1/0: rejected with the value named
     a[3]["teacher"] = "odd $\\foo{$ | teacher"  # mathtext and a pipe in reports
     put("corpus/odd name #1.jsonl", b"\xef\xbb\xbf" + jsonl(a))  # '#' and a BOM
     b = [dict(r, source_dataset="gsm8k", prompt_id=i) for i, r in enumerate(rows[6:10])]
@@ -56,7 +56,7 @@ def test_odd_names_types_and_values_never_stop_a_run(ray_local, s3, tiny_student
     reasons = " | ".join(rejects["reject_reason"])
     assert len(rejects) == 4, reasons
     assert "prompt_id is not valid UTF-8" in reasons
-    assert "'is_correct' is 'yes': use true/false or 1/0" in reasons
+    assert "'is_correct' is 'maybe': use true/false, yes/no or 1/0" in reasons
     assert reasons.count("file has no rows") == 2
     assert any(
         "odd name #1.jsonl#" in s
