@@ -25,10 +25,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..logs import setup as setup_logs
+from ..scoring.student import load_tokenizer
 from .cache import HIT_CALL_TOKENS
 from .chunks import read_files
 from .config import CurateConfig
 from .cost import row_costs
+from .identity import StudentIdentity, checked_load
 from .inputs import file_groups
 from .lookup import Lookup
 from .passes import Pass
@@ -36,10 +38,11 @@ from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 
-def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=None):
-    """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each);
-    `skip`: file index -> chunks already committed; `cache`: the score cache's shared view
-    (`lookup.shared_view`); `sizes`: file index -> bytes, to read small files in groups."""
+def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=None, sizes=None):
+    """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each) by
+    `student` (its StudentIdentity: what the actors load and check); `skip`: file index ->
+    chunks already committed; `cache`: the score cache's shared view (`lookup.shared_view`);
+    `sizes`: file index -> bytes, to read small files in groups."""
     import ray.data
 
     items = []
@@ -58,7 +61,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=N
         Prepare,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "cache": cache},
+        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "student": student, "cache": cache},
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
@@ -70,7 +73,12 @@ def build(pass_: Pass, files, cfg: CurateConfig, skip: dict, cache=None, sizes=N
         Score,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "cache": cache and cache[0].namespace},
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "pass_": pass_,
+            "student": student,
+            "cache": cache and cache[0].namespace,
+        },
         # One call in flight per actor: a long call never holds short ones in its queue.
         compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
@@ -87,9 +95,9 @@ class Prepare:
     through the sink, and only their counts flow on: a night of hits moves no rows between
     actors."""
 
-    def __init__(self, cfg: CurateConfig, pass_: Pass, cache=None):
+    def __init__(self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache=None):
         setup_logs(cfg.verbose)
-        self.cfg, self.pass_ = cfg, pass_
+        self.cfg, self.pass_, self.student = cfg, pass_, student
         self.sink = Sink(pass_)
         self._tokenize: Tokenize | None = None
         if cache is not None:
@@ -128,7 +136,10 @@ class Prepare:
 
     def tokenize(self, piece: pa.Table) -> pa.Table:
         if self._tokenize is None:  # transformers and the tokenizer take seconds to load
-            self._tokenize = Tokenize(self.cfg)
+            score = self.student.pinned(self.cfg.score)
+            self._tokenize = Tokenize(
+                self.cfg, checked_load(self.student, lambda: load_tokenizer(score))
+            )
         return self._tokenize(piece)
 
     def _write_hits(self, hits: list[pa.Table]) -> pa.Table:
@@ -147,9 +158,11 @@ class Score:
     one call with the pass's method and writes it through the sink, returning the per-chunk
     counts."""
 
-    def __init__(self, cfg: CurateConfig, pass_: Pass, cache: str | None = None):
+    def __init__(
+        self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache: str | None = None
+    ):
         setup_logs(cfg.verbose)
-        self.cfg, self.pass_, self.scorer = cfg, pass_, None
+        self.cfg, self.pass_, self.student, self.scorer = cfg, pass_, student, None
         self.sink = Sink(pass_, cache)
         self._loading = ThreadPoolExecutor(1).submit(self._load)
 
@@ -162,7 +175,8 @@ class Score:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
         from ..scoring.api import Scorer  # torch: only in the actors that score
 
-        self._use(Scorer(cfg.score), self.pass_, self.sink.cache)
+        score = self.student.pinned(cfg.score)
+        self._use(checked_load(self.student, lambda: Scorer(score)), self.pass_, self.sink.cache)
 
     def _use(self, scorer, pass_: Pass, cache: str | None = None) -> None:
         self.scorer, self.pass_ = scorer, pass_

@@ -8,10 +8,16 @@ rest on it, so a fine-tune, an edited chat template or another tokenizer is anot
     digest       blake2b-128 over the files' (path, size, digest) and, for a hub id, the
                  resolved commit
 
+A local student is its real directory (symlinks resolved: `latest/` repointed after the
+identity was taken changes nothing), walked through directory symlinks, plus any file its
+weight index names. The actors load that real directory (or the hub commit the driver
+resolved) and check its files against these digests before and after loading (`verify`):
+what was identified is what runs, or the run stops naming the file.
+
 Hashing is memoized per machine in a small sidecar per directory (`hashes/` in the localnat
 cache dir), keyed by each file's real path, size, mtime_ns, ctime_ns and inode: a 64 GB
-student is hashed once per machine, not every night, and only by the driver (the actors load
-the same path, or the commit the driver resolved).
+student is hashed once per machine, not every night; an actor on the driver's machine checks
+it by a stat per file, one on another machine hashes it there once.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..logs import LOG
 from ..scoring.student import cache_dir
 
 BLOCK = 64 << 20  # bytes hashed by one task
@@ -40,6 +47,10 @@ class StudentError(ValueError):
     """The student cannot be identified: no score of it may be cached or resumed."""
 
 
+class StudentChanged(StudentError):
+    """The files loaded are not the files identified: the run stops before a score."""
+
+
 @dataclass(frozen=True)
 class StudentIdentity:
     """What a student is, for the cache and for a resume. `files`: relative path -> digest
@@ -51,12 +62,22 @@ class StudentIdentity:
     commit: str | None = None
     prompt_probe: dict = field(default_factory=dict)
     family: str | None = None  # the model family its name or type says (student.family)
+    root: str | None = None  # a local student's real directory: what the actors load
 
     @property
     def digest(self) -> str:
         h = hashlib.blake2b(digest_size=16)
         h.update(json.dumps([self.commit, sorted(self.files.items())]).encode())
         return h.hexdigest()
+
+    def pinned(self, score):
+        """`score` (a ScoreConfig) loading exactly this student: its real directory, or
+        the hub commit resolved when it was identified."""
+        from dataclasses import replace
+
+        if self.root is not None:
+            return replace(score, student=self.root, revision=None)
+        return replace(score, revision=self.commit or score.revision)
 
     def record(self) -> dict:
         """The identity as the run and the cache write it down."""
@@ -87,11 +108,51 @@ def changes(before: dict, now: dict) -> list[str]:
 
 
 def identify(student: str, revision: str | None, probe: dict) -> StudentIdentity:
-    """The identity of a local directory or a hub id (see the module doc)."""
+    """The identity of a local directory (by its real path) or a hub id (see the module
+    doc)."""
     if Path(student).is_dir():
-        return StudentIdentity(student, hash_dir(Path(student)), None, probe)
+        root = os.path.realpath(student)
+        return StudentIdentity(student, hash_dir(Path(root)), None, probe, root=root)
+    if looks_local(student):
+        raise StudentError(
+            f"the student directory {student!r} does not exist (a local path: not looked up on "
+            "the hub); check the path, or give a hub id as org/name"
+        )
     commit, files = _hub(student, revision)
     return StudentIdentity(student, files, commit, probe)
+
+
+def checked_load(student: StudentIdentity, load):
+    """`load()` (a model or tokenizer of `student.pinned`), the student's files checked
+    against their digests before and after it: the bytes loaded are the bytes identified."""
+    verify(student)
+    loaded = load()
+    verify(student)
+    return loaded
+
+
+def looks_local(student: str) -> bool:
+    """A path, not a hub id (`org/name`): it starts like a path, or has more parts."""
+    return student.startswith(("/", ".", "~")) or student.count("/") > 1 or "\\" in student
+
+
+def verify(student: StudentIdentity) -> None:
+    """Raise StudentChanged, naming the files, unless a local student's files are still the
+    ones identified (a stat per file where they were hashed before, else hashed here once).
+    A hub student is its pinned commit: nothing to check."""
+    if student.root is None:
+        return
+    try:
+        now = hash_dir(Path(student.root))
+    except (OSError, StudentError) as err:
+        raise StudentChanged(f"the student {student.name!r} cannot be read now: {err}") from None
+    if now != student.files:
+        changed = ", ".join(changes({"files": student.files}, {"files": now}))
+        raise StudentChanged(
+            f"the student {student.name!r} changed since it was identified ({changed} in "
+            f"{student.root}): no score of it is kept; rerun once it holds still (a model "
+            "updated in place must not be scored under its old identity)"
+        )
 
 
 def _hub(repo: str, revision: str | None) -> tuple[str, dict[str, str]]:
@@ -130,15 +191,44 @@ def _out(relative: str) -> bool:
 
 
 def student_files(root: Path) -> list[str]:
-    """Relative paths of the files that make the student (every file but `OUT`), sorted."""
-    out = []
-    for where, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    """Relative paths of the files that make the student (every file but `OUT`), sorted:
+    directory symlinks followed (a `shards/` linked elsewhere is the student's too), and the
+    files a weight index (`*.index.json`) names wherever they lie. A broken symlink, or an
+    index naming a file that is not there, is an error naming it."""
+    out, seen = set(), {os.path.realpath(root)}
+    for where, dirs, names in os.walk(root, followlinks=True):
+        real = [os.path.realpath(os.path.join(where, d)) for d in dirs]
+        dirs[:] = [d for d, r in zip(dirs, real) if not d.startswith(".") and r not in seen]
+        seen.update(real)
         for name in names:
-            rel = os.path.relpath(os.path.join(where, name), root).replace(os.sep, "/")
-            if not _out(rel):
-                out.append(rel)
+            path = os.path.join(where, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            if _out(rel):
+                continue
+            if not os.path.exists(path):
+                raise StudentError(
+                    f"the student's {rel} is a broken symlink (to {os.readlink(path)!r})"
+                )
+            out.add(rel)
+    for index in [n for n in out if n.endswith(".index.json")]:
+        out.update(_indexed(root, index))
     return sorted(out)
+
+
+def _indexed(root: Path, index: str) -> set[str]:
+    """The files a weight index's `weight_map` names (transformers opens each of them),
+    relative to the student."""
+    try:
+        weight_map = json.loads((root / index).read_text()).get("weight_map") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        raise StudentError(f"the student's {index} is not a weight index: {err}") from None
+    named = set()
+    for file in set(weight_map.values()) if isinstance(weight_map, dict) else ():
+        rel = os.path.normpath(os.path.join(os.path.dirname(index), str(file))).replace(os.sep, "/")
+        if not (root / rel).is_file():
+            raise StudentError(f"the student's {index} names {file!r}, which is not a file")
+        named.add(rel)
+    return named
 
 
 def hash_dir(root: Path) -> dict[str, str]:
@@ -207,20 +297,39 @@ def _memo_path(root: Path) -> Path:
 
 
 def _read_memo(path: Path) -> dict:
+    """The memo's entries of the shape this version writes ({"stat": [...], "digest": str});
+    anything else (another version's, a cut file) is as if absent: hashed again."""
     try:
         memo = json.loads(path.read_text())
-        return memo if isinstance(memo, dict) else {}
     except (OSError, ValueError):
         return {}
+    if not isinstance(memo, dict):
+        return {}
+    return {
+        name: entry
+        for name, entry in memo.items()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("stat"), list)
+        and isinstance(entry.get("digest"), str)
+    }
+
+
+_unwritable: set[str] = set()  # memo directories already warned about
 
 
 def _write_memo(path: Path, memo: dict) -> None:
     """Written aside and renamed: two drivers at once each leave a whole, valid memo. A
-    machine where it cannot be written hashes again next time, nothing worse."""
+    machine where it cannot be written hashes again next time, and says so once."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(memo))
         os.replace(tmp, path)
-    except OSError:
-        pass
+    except OSError as err:
+        if str(path.parent) not in _unwritable:
+            _unwritable.add(str(path.parent))
+            LOG.warning(
+                f"cannot keep the student's file digests in {path.parent} ({err.strerror or err}):"
+                " the student is hashed again on every run; set LOCALNAT_CACHE to a writable "
+                "directory"
+            )

@@ -71,9 +71,7 @@ def _run_job(cfg: CurateConfig) -> dict:
     inputs = plan(cfg, output)
     if cfg.dry_run:
         return dry_run(inputs, cfg, run_dir)
-    student = identify_student(cfg)
-    if student.commit:  # a hub id: the actors load the commit identified here
-        cfg = replace(cfg, score=replace(cfg.score, revision=student.commit))
+    student = identify_student(cfg)  # the actors load exactly this (its real dir or commit)
     timings = {"plan": time.time() - started}
 
     with Run(cfg, run_dir, inputs, student) as run:

@@ -76,7 +76,12 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
         "localnat_version": __version__,
         "finished_utc": datetime.now(timezone.utc).isoformat(),
         "config": json.loads(redact(json.dumps(asdict(cfg), default=str))),
-        "student": {"id": name, "revision": cfg.score.revision, **run.student.record()},
+        "student": {
+            "id": name,
+            "revision": cfg.score.revision,
+            "path": run.student.root,  # the real directory the actors loaded (local students)
+            **run.student.record(),
+        },
         "inputs": [redact(uri) for _, uri, _ in run.plan.files],
         "counts": {
             **rows,

@@ -119,10 +119,6 @@ class Run:
         cfg = self.cfg
         start_ray(cfg)
         wait_for_gpus(cfg)
-        if cfg.score.student is None:
-            from ..scoring.student import default_student_dir
-
-            default_student_dir()  # convert once here, not in every actor at the same time
         with ExitStack() as stack:
             cache = None
             if cfg.cache:  # registered as its reader first: a compaction keeps what it reads
@@ -139,15 +135,22 @@ class Run:
         skip: dict[int, list[int]] = {}
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
-        graph = build(pass_, todo, cfg, skip, cache, self.plan.sizes)
+        graph = build(pass_, todo, cfg, self.student, skip=skip, cache=cache, sizes=self.plan.sizes)
         batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or pass_.rows is not None
         commits = _Commits(pass_.directory, todo, skip, progress)
         with native_noise_dropped(cfg.verbose), progress:
-            for batch in batches:
-                for row in batch.to_pylist():
-                    commits.add(row)
+            try:
+                for batch in batches:
+                    for row in batch.to_pylist():
+                        commits.add(row)
+            except Exception as err:
+                cause = getattr(err, "cause", None)  # what an actor raised, under Ray's words
+                if type(cause).__module__.startswith("localnat."):
+                    # ours says what is wrong in its first line; Ray Data appends its own
+                    raise type(cause)(str(cause).split("\n", 1)[0]) from None
+                raise
         return commits.tokens, commits.calls
 
     def _rows_left(self, pass_: Pass, todo, chunks) -> int | None:

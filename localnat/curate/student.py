@@ -8,8 +8,9 @@ import time
 from dataclasses import replace
 
 from ..logs import LOG
+from ..scoring.config import ScoreConfig
 from .config import CurateConfig
-from .identity import StudentIdentity, identify
+from .identity import StudentIdentity, identify, verify
 from .inputs import InputError
 from .progress import local_cluster
 
@@ -28,7 +29,7 @@ def family(name: str, model_type: str | None) -> str | None:
     return None
 
 
-def check_student(cfg: CurateConfig):
+def check_student(score: ScoreConfig):
     """Load the student's config and tokenizer here, before any Ray work: a missing or broken
     student is one clear line, not an actor traceback a minute later. Returns the tokenizer
     and the config."""
@@ -36,28 +37,33 @@ def check_student(cfg: CurateConfig):
 
     from ..scoring.student import load_tokenizer, resolve_student
 
-    student = resolve_student(cfg.score.student)
+    student = resolve_student(score.student)
     try:
         config = AutoConfig.from_pretrained(
-            student, revision=cfg.score.revision, trust_remote_code=cfg.score.trust_remote_code
+            student, revision=score.revision, trust_remote_code=score.trust_remote_code
         )
-        return load_tokenizer(cfg.score), config
+        return load_tokenizer(score), config
     except Exception as err:  # noqa: BLE001 - any failure to load is the same message
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"cannot load the student {student!r}: {first}") from None
 
 
 def identify_student(cfg: CurateConfig) -> StudentIdentity:
-    """The student checked (`check_student`) and identified: every file's digest and how it
-    renders a prompt (identity.py); what the cache namespace and a resume rest on."""
+    """The student identified (identity.py: every file's digest, its real directory or hub
+    commit), then loaded from exactly that (`check_student`) to render the prompt probe, and
+    checked again: the probe and the digests are of the same bytes."""
     from ..scoring.student import DEFAULT_STUDENT, prompt_probe, resolve_student
 
-    tokenizer, config = check_student(cfg)
-    probe = prompt_probe(tokenizer, cfg.score.system_prompt)
     t = time.time()
-    student = identify(resolve_student(cfg.score.student), cfg.score.revision, probe)
+    student = identify(resolve_student(cfg.score.student), cfg.score.revision, {})
+    tokenizer, config = check_student(student.pinned(cfg.score))
     name = f"{cfg.score.student or DEFAULT_STUDENT} {getattr(config, '_name_or_path', '')}"
-    student = replace(student, family=family(name, getattr(config, "model_type", None)))
+    student = replace(
+        student,
+        prompt_probe=prompt_probe(tokenizer, cfg.score.system_prompt),
+        family=family(name, getattr(config, "model_type", None)),
+    )
+    verify(student)
     LOG.info(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
     return student
 

@@ -64,8 +64,9 @@ class Tokenize:
     """Tokenize once with offsets, segment, apply the token-to-step rule (docs/method.md
     §1-§3); reject responses over --max-response-tokens."""
 
-    def __init__(self, cfg: CurateConfig):
-        self.prepare = Preparer(load_tokenizer(cfg.score), cfg.score)
+    def __init__(self, cfg: CurateConfig, tokenizer=None):
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.score)
+        self.prepare = Preparer(tokenizer, cfg.score)
         self.max_tokens = cfg.max_response_tokens
 
     def __call__(self, table: pa.Table) -> pa.Table:

@@ -79,3 +79,93 @@ def test_a_hub_id_is_its_commit_and_its_files(tmp_path, monkeypatch):
     assert identify("org/student", None, {}).digest != student.digest
     with pytest.raises(StudentError, match="cannot identify the student 'org/absent'"):
         identify("org/absent", None, {})
+
+
+def sharded_student(path):
+    """A tiny student saved in shards, the shards in a directory elsewhere linked in as
+    `shards/`, and the index naming them there (as its weight_map may)."""
+    import json
+
+    from localnat.testing import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tiny_model("llama", len(tok)).save_pretrained(path, max_shard_size="20KB")
+    tok.save_pretrained(path)
+    index = path / "model.safetensors.index.json"
+    body = json.loads(index.read_text())
+    elsewhere = path.parent / f"{path.name}-shards"
+    elsewhere.mkdir()
+    for name in set(body["weight_map"].values()):
+        (path / name).rename(elsewhere / name)
+    (path / "shards").symlink_to(elsewhere, target_is_directory=True)
+    body["weight_map"] = {k: f"shards/{v}" for k, v in body["weight_map"].items()}
+    index.write_text(json.dumps(body))
+    return elsewhere
+
+
+def test_weights_behind_a_symlinked_directory_are_the_students(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    d = tmp_path / "s"
+    elsewhere = sharded_student(d)
+    shards = sorted(p.name for p in elsewhere.iterdir())
+    assert len(shards) > 1
+    AutoModelForCausalLM.from_pretrained(d)  # transformers opens them where the index says
+    student = identify(str(d), None, {})
+    assert {f"shards/{n}" for n in shards} <= set(student.files)
+    with open(elsewhere / shards[-1], "r+b") as f:  # a shard changed behind the link
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    assert identify(str(d), None, {}).digest != student.digest
+    with pytest.raises(identity.StudentChanged, match=f"shards/{shards[-1]} changed"):
+        identity.verify(student)
+
+
+def test_a_symlinked_student_is_its_real_directory(tmp_path):
+    from localnat import ScoreConfig
+
+    real = tmp_path / "v1"
+    save_tiny_student(real)
+    (tmp_path / "latest").symlink_to(real, target_is_directory=True)
+    student = identify(str(tmp_path / "latest"), None, {})
+    assert student.root == str(real.resolve())
+    pinned = student.pinned(ScoreConfig(student=str(tmp_path / "latest")))
+    assert pinned.student == str(real.resolve())  # what the actors load
+
+
+def test_a_student_that_cannot_be_identified_says_what_is_wrong(tmp_path, monkeypatch):
+    d = tmp_path / "s"
+    save_tiny_student(d)
+    (d / "extra.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(StudentError, match="extra.json is a broken symlink"):
+        identify(str(d), None, {})
+    for typo in (str(tmp_path / "modles" / "s"), "./models/s", "~/s"):
+        with pytest.raises(StudentError, match="does not exist .a local path"):
+            identify(typo, None, {})
+    index = tmp_path / "i"
+    save_tiny_student(index)
+    (index / "model.safetensors.index.json").write_text('{"weight_map": {"w": "absent.bin"}}')
+    with pytest.raises(StudentError, match="names 'absent.bin', which is not a file"):
+        identify(str(index), None, {})
+
+
+def test_a_memo_of_another_shape_or_place_costs_a_rehash_and_says_so(tmp_path, monkeypatch, caplog):
+    import json
+    import logging
+
+    monkeypatch.setenv("LOCALNAT_CACHE", str(tmp_path / "cache"))
+    d = tmp_path / "s"
+    save_tiny_student(d)
+    first = identity.hash_dir(d)
+    memo = identity._memo_path(d)
+    memo.write_text(json.dumps({name: ["another", "shape"] for name in first}))
+    assert identity.hash_dir(d) == first  # not a crash on every run of the machine
+    memo.write_text("[1, 2]")
+    assert identity.hash_dir(d) == first
+    (tmp_path / "a-file").write_text("")  # under a file, no directory can be made: not even
+    monkeypatch.setenv("LOCALNAT_CACHE", str(tmp_path / "a-file" / "cache"))  # root writes it
+    identity._unwritable.clear()
+    with caplog.at_level(logging.WARNING, logger="localnat"):
+        assert identity.hash_dir(d) == first
+        assert identity.hash_dir(d) == first
+    assert caplog.text.count("hashed again on every run") == 1

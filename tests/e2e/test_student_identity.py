@@ -13,6 +13,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from localnat.curate.commit import RunMismatch
+from localnat.curate.identity import StudentChanged
 from localnat.curate.job import run_job
 from localnat.curate.storage import read_parquet_dir
 from localnat.options import parse_config
@@ -191,3 +192,74 @@ def test_resuming_with_a_changed_student_is_refused_naming_what_changed(world):
                 run_job(cfg)
     finally:
         manifest.write_bytes(saved)
+
+
+class OnIdentity:
+    """A logging handler that does `action` once, when the driver logs the student's
+    identity: the moment between identifying the student and the actors loading it."""
+
+    def __init__(self, action):
+        import logging
+
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit
+        self.action, self.done = action, False
+
+    def _emit(self, record):
+        if not self.done and ": identity " in record.getMessage():
+            self.done = True
+            self.action()
+
+    def __enter__(self):
+        import logging
+
+        logging.getLogger("localnat").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("localnat").removeHandler(self.handler)
+
+
+def test_a_student_repointed_after_identification_is_not_what_runs(world, tmp_path):
+    """`--student latest`, repointed to another model once identified: the actors load
+    what was identified (the real directory), so its scores are the identified student's
+    and a later night reuses them rightly."""
+    latest = tmp_path / "latest"
+    latest.symlink_to(world["students"]["a"], target_is_directory=True)
+
+    def repoint():
+        latest.unlink()
+        latest.symlink_to(world["students"]["norm"], target_is_directory=True)
+
+    cfg = config(latest, world["inputs"], world["out"], run_id="repointed")
+    with OnIdentity(repoint) as hook:
+        night = run_job(cfg)
+    assert hook.done and night["student"]["digest"] == world["fills"]["a"]["student"]["digest"]
+    mine = read_parquet_dir(str(world["out"] / "repointed" / "scores")).to_pandas()
+    theirs = read_parquet_dir(str(world["out"] / "fill-a" / "scores")).to_pandas()
+    both = mine.merge(theirs, on="row_id", suffixes=("", "_a"))
+    assert len(both) == world["rows"]
+    assert (both["local_nat"] - both["local_nat_a"]).abs().max() < 1e-5  # A's scores
+
+
+def test_a_student_changed_in_place_after_identification_stops_the_run(world, tmp_path):
+    """The same directory, its weights rewritten once identified: every actor checks the
+    digests of what it loads, and the run stops naming the file; nothing is cached."""
+    moving = tmp_path / "moving"
+    shutil.copytree(world["students"]["a"], moving)
+    cache = tmp_path / "cache"
+
+    def update_in_place():
+        weights = moving / "model.safetensors"
+        with open(weights, "r+b") as f:
+            f.seek(-64, 2)
+            f.write(bytes(64))
+
+    cfg = config(moving, world["inputs"], world["out"], run_id="moving", cache=cache)
+    with OnIdentity(update_in_place), pytest.raises(StudentChanged) as err:
+        run_job(cfg)
+    assert "model.safetensors changed" in str(err.value) and "\n" not in str(err.value)
+    parts = [p for p in cache.rglob("parts/*.parquet")]
+    assert parts == []  # no score of the changed student under the old identity
