@@ -40,6 +40,31 @@ class RunMismatch(ValueError):
     """A resume whose inputs or settings differ from the run it would continue."""
 
 
+class InputChanged(RunMismatch):
+    """An input file changed while the run read it: rows read before and after the change
+    cannot be told apart, so nothing more of it is committed or selected."""
+
+
+def input_versions(files, identity: dict) -> dict[int, dict]:
+    """File index -> the version the run identified it at (`run_identity`'s inputs)."""
+    return {i: version for (i, _, _), (_, version) in zip(files, identity["inputs"])}
+
+
+def check_unchanged(uris: dict[int, str], versions: dict[int, dict]) -> None:
+    """Raise InputChanged, naming the files, when any of `uris` (index -> uri) is not at the
+    version the run started with (read in parallel: a HEAD per object-store file)."""
+    items = sorted(uris.items())
+    with ThreadPoolExecutor(16) as pool:
+        now = list(pool.map(lambda item: file_version(item[1]), items))
+    moved = [uri for (i, uri), v in zip(items, now) if v != versions[i]]
+    if moved:
+        raise InputChanged(
+            f"input files changed during the run: {', '.join(map(redact, moved[:5]))}"
+            f"{' ...' if len(moved) > 5 else ''}; rows read before and after a change cannot be "
+            "told apart: rerun with a new --run-id (or --overwrite) once they hold still"
+        )
+
+
 def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
     """What a resume must match: every input file's version (size + mtime/ETag), the
     student's identity (every file's digest and the prompt probe), every setting declared to

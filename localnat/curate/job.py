@@ -103,7 +103,7 @@ def _run_job(cfg: CurateConfig) -> dict:
         )
 
         t = time.time()
-        written = write_selected(inputs, chosen, reduced.df, cfg, run.dir)
+        written = write_selected(inputs, chosen, reduced, cfg, run.dir)
         timings["select"] = time.time() - t
         LOG.info(f"selected/ written in {timings['select']:.1f} s")
 

@@ -112,6 +112,15 @@ def start_ray(cfg) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+def unwrapped(err: BaseException) -> BaseException:
+    """localnat's own error raised in a Ray task or actor, as it was raised and in its first
+    line (Ray wraps it, and Ray Data appends its own advice); any other error as it is."""
+    cause = getattr(err, "cause", None)
+    if type(cause).__module__.startswith("localnat."):
+        return type(cause)(str(cause).split("\n", 1)[0])
+    return err
+
+
 class Progress:
     """Counters the driver updates as parts are written; a thread prints them every
     `every` seconds: files done/total, rows scored/reused/rejected, response tokens/s, ETA."""

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..logs import LOG
+from ..redact import redact
 from ..scoring.sampling import exact_ln
 from .columns import UNSAMPLED_COLUMNS
-from .commit import committed_parts
+from .commit import InputChanged, committed_parts
 from .config import CurateConfig
 from .passes import race_pass
 from .run import Run
@@ -90,9 +91,16 @@ def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFram
     if rest is None:
         return pd.DataFrame({"row_id": [], "local_nat": []}), done.tokens
     rest = rest.to_pandas().merge(
-        todo[["row_id", "content_hash"]], on="row_id", suffixes=("", "_1")
+        todo[["row_id", "file_index", "content_hash"]], on="row_id", suffixes=("", "_1")
     )
-    rest = rest[rest["content_hash"] == rest["content_hash_1"]]  # an input edited meanwhile: failed
+    moved = rest["content_hash"] != rest["content_hash_1"]
+    if moved.any():  # its commits check the files' versions; this, each row's content
+        uris = {i: uri for i, uri, _ in run.plan.files}
+        names = sorted({redact(uris[int(i)]) for i in rest.loc[moved, "file_index"]})
+        raise InputChanged(
+            f"input files changed since they were scored: {', '.join(names[:5])}; racing "
+            "would settle on rows never scored: rerun with a new --run-id (or --overwrite)"
+        )
     known = _sampled_sums(run.dir, chunks, rest["row_id"].to_numpy(), set(rows))
     rest = rest.merge(known, on="row_id")
     # every step once: the sampled ones from scores/, the rest from race/ (else a bug)

@@ -85,6 +85,13 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
     return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
 
 
+def content(rec: dict, hive: dict, cfg: CurateConfig) -> tuple[int | None, str | None]:
+    """A raw record's (content_hash, prompt_key), as the scores pass computed them when it
+    read the record (None for a row it would reject)."""
+    row = _fields({**hive, **rec}, cfg)
+    return row.get("content_hash"), row.get("prompt_key")
+
+
 def _fields(rec: dict, cfg: CurateConfig) -> dict:
     cols = cfg.columns
     step_col = cfg.score.step_column

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -21,13 +22,15 @@ from .validation import validation
 
 @dataclass
 class Reduced:
-    """The scored rows without duplicates, the duplicates (row_id, duplicate_of), the
-    leaderboard (with `validation`) and the prompt ids that held two prompt texts."""
+    """The scored rows without duplicates (`prompt_key` as codes into `prompt_keys`, the
+    prompt texts' hashes), the duplicates (row_id, duplicate_of), the leaderboard (with
+    `validation`) and the prompt ids that held two prompt texts."""
 
     df: pd.DataFrame
     duplicates: pd.DataFrame
     board: dict
     prompt_id_conflicts: int = 0
+    prompt_keys: np.ndarray | None = None
 
 
 def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = None) -> Reduced:
@@ -42,7 +45,8 @@ def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = N
     del scores
     conflicts = split_conflicts(df)
     # the prompt texts' hashes only tell prompts apart from here on: codes, not strings
-    df["prompt_key"] = pd.factorize(df["prompt_key"])[0].astype("int32")
+    codes, keys = pd.factorize(df["prompt_key"])
+    df["prompt_key"] = codes.astype("int32")
     dups = duplicates(df)
     if len(dups):
         table = pa.Table.from_pandas(dups, preserve_index=False)
@@ -51,7 +55,7 @@ def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = N
     board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share, family=family)
     if cfg.correct_column:
         board["validation"] = validation(df, board, cfg.seed)
-    return Reduced(df, dups, board, conflicts)
+    return Reduced(df, dups, board, conflicts, np.asarray(keys, dtype=object))
 
 
 def split_conflicts(df: pd.DataFrame) -> int:

@@ -18,9 +18,11 @@ from ..logs import LOG, native_noise_dropped
 from .cache import open_namespace, view
 from .commit import (
     check_same_run,
+    check_unchanged,
     commit_chunk,
     committed_chunks,
     completed_files,
+    input_versions,
     prepare_overwrite,
     remove_uncommitted,
     run_identity,
@@ -32,7 +34,7 @@ from .inputs import Plan
 from .lease import Lease
 from .lookup import shared_view
 from .passes import Pass
-from .progress import Progress, start_ray, uninterrupted
+from .progress import Progress, start_ray, uninterrupted, unwrapped
 from .sink import merge_parts
 from .storage import delete, join, list_files, read_json, write_text
 from .student import wait_for_gpus
@@ -65,7 +67,9 @@ class Run:
         try:
             if self.cfg.overwrite:
                 prepare_overwrite(self.dir)
-            check_same_run(self.dir, run_identity(self.plan.files, self.cfg, self.student))
+            identity = run_identity(self.plan.files, self.cfg, self.student)
+            check_same_run(self.dir, identity)
+            self.versions = input_versions(self.plan.files, identity)
         except BaseException:
             self._lease.__exit__(None, None, None)
             raise
@@ -139,17 +143,14 @@ class Run:
         batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or pass_.rows is not None
-        commits = _Commits(pass_.directory, todo, skip, progress)
+        commits = _Commits(pass_.directory, todo, skip, progress, self.versions)
         with native_noise_dropped(cfg.verbose), progress:
             try:
                 for batch in batches:
-                    for row in batch.to_pylist():
-                        commits.add(row)
+                    commits.add(batch.to_pylist())
             except Exception as err:
-                cause = getattr(err, "cause", None)  # what an actor raised, under Ray's words
-                if type(cause).__module__.startswith("localnat."):
-                    # ours says what is wrong in its first line; Ray Data appends its own
-                    raise type(cause)(str(cause).split("\n", 1)[0]) from None
+                if unwrapped(err) is not err:
+                    raise unwrapped(err) from None  # ours says what is wrong, in a line
                 raise
         return commits.tokens, commits.calls
 
@@ -166,11 +167,13 @@ class _Commits:
     """The driver's side of the commit protocol: per-chunk counts as the sink reports them;
     a chunk whose rows are all in is committed by its marker, its parts merged first when
     its rows came in several calls (at most one scores/ and one rejects/ part a chunk,
-    `merge_parts`; never interrupted halfway). The parts a merge replaced are listed by no
-    marker: the pass's cleanup deletes them."""
+    `merge_parts`; never interrupted halfway), once its file is checked to be at the version
+    the run started with (`versions`: a file rewritten meanwhile stops the run before its
+    chunk counts). The parts a merge replaced are listed by no marker: the pass's cleanup
+    deletes them."""
 
-    def __init__(self, directory: str, todo, skip: dict, progress: Progress):
-        self.directory, self.progress = directory, progress
+    def __init__(self, directory: str, todo, skip: dict, progress: Progress, versions: dict):
+        self.directory, self.progress, self.versions = directory, progress, versions
         self.uris = {i: uri for i, uri, _ in todo}
         self.have = {i: set(skip.get(i, ())) for i, _, _ in todo}  # committed chunks per file
         self.ends: dict[int, int] = {}  # file -> its last chunk, once seen
@@ -179,7 +182,24 @@ class _Commits:
         self.tokens = 0
         self.calls: dict[str, tuple[int, int, str]] = {}
 
-    def add(self, row: dict) -> None:
+    def add(self, rows: list[dict]) -> None:
+        """One call's per-chunk counts; the chunks they complete committed."""
+        complete = [key for key in map(self._count, rows) if key is not None]
+        if not complete:
+            return
+        check_unchanged({f: self.uris[f] for f, _ in complete}, self.versions)
+        for key in complete:
+            # in this thread: merges in a pool of threads held Ray Data's dispatch back
+            # (a short call waited for a long one), measured in tests/e2e/test_corpora.py
+            record = {"last": self.totals[key][1], **self.written.pop(key)}
+            with uninterrupted():
+                record["parts"] = merge_parts(self.directory, key, record["parts"])
+                record["committed_unix"] = time.time()
+                commit_chunk(self.directory, *key, self.uris[key[0]], record)
+            self._done(key, record["last"])
+
+    def _count(self, row: dict) -> tuple[int, int] | None:
+        """Add a chunk's counts; its key when all its rows are in."""
         key = (row["file_index"], row["chunk"])
         self.calls[row["call_id"]] = (row["call_rows"], row["call_tokens"], row["actor"])
         acc = self.written.setdefault(
@@ -196,14 +216,8 @@ class _Commits:
         if row["chunk_rows"] is not None:
             self.totals[key] = (row["chunk_rows"], bool(row["last"]))
         if key in self.totals and acc["scored"] + acc["rejected"] == self.totals[key][0]:
-            # in this thread: merges in a pool of threads held Ray Data's dispatch back
-            # (a short call waited for a long one), measured in tests/e2e/test_corpora.py
-            record = {"last": self.totals[key][1], **self.written.pop(key)}
-            with uninterrupted():
-                record["parts"] = merge_parts(self.directory, key, record["parts"])
-                record["committed_unix"] = time.time()
-                commit_chunk(self.directory, *key, self.uris[key[0]], record)
-            self._done(key, record["last"])
+            return key
+        return None
 
     def _done(self, key: tuple[int, int], last: bool) -> None:
         f, c = key

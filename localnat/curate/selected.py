@@ -10,27 +10,37 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..redact import redact
 from .columns import SELECTED_COLUMNS
+from .commit import InputChanged
 from .config import CurateConfig
 from .formats import READ_CHUNK_ROWS, read_rows
 from .inputs import Plan, file_groups, hive_columns
-from .records import missing
+from .progress import unwrapped
+from .records import content, missing
+from .reduce import Reduced
 from .storage import delete, filesystem, join, list_files, write_table
 
 
-def write_selected(inputs: Plan, chosen, scored, cfg: CurateConfig, run_dir: str) -> dict:
+def write_selected(inputs: Plan, chosen, reduced: Reduced, cfg: CurateConfig, run_dir: str):
     """Read the selected rows back from the inputs with all their columns and the scores,
     one part per group of input files (`file_groups`: a file of its own unless it is small;
     10,000 small files are not 10,000 parts), selected/fNNNNNN.parquet named by the group's
     first file, by Ray tasks (TASKS of them at most); then bring every part to one schema
-    so the directory loads as one dataset. Returns the input columns renamed because they
-    carry one of our names (`row_id` -> `input_row_id`)."""
-    where = chosen.merge(scored[["row_id", "file_index", "row_number"]], on="row_id")
-    where = where.rename(columns={"row_number": "_row"})
+    so the directory loads as one dataset. A row read back must be the row scored (its
+    content hash and prompt text's hash), else the run stops naming the file (InputChanged).
+    Returns the input columns renamed because they carry one of our names (`row_id` ->
+    `input_row_id`) and those written as text."""
+    scored = reduced.df[["row_id", "file_index", "row_number", "content_hash", "prompt_key"]]
+    where = chosen.merge(scored, on="row_id")
+    where["prompt_key"] = reduced.prompt_keys[where["prompt_key"].to_numpy()]
+    where = where.rename(
+        columns={"row_number": "_row", "content_hash": "_content", "prompt_key": "_prompt"}
+    )
     wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
     for file_index, rows in where.groupby("file_index"):
         wanted[int(file_index)] = pa.Table.from_pandas(
-            rows[["_row", *chosen.columns]], preserve_index=False
+            rows[["_row", "_content", "_prompt", *chosen.columns]], preserve_index=False
         )
     for old in list_files(join(run_dir, "selected")):
         delete(old)
@@ -59,7 +69,12 @@ def _in_tasks(fn, jobs: list, cfg) -> list:
     size = max(1, -(-len(jobs) // TASKS))
     task = ray.remote(num_cpus=1)(fn)
     refs = [task.remote(jobs[k : k + size], cfg) for k in range(0, len(jobs), size)]
-    return [r for batch in ray.get(refs) for r in batch]
+    try:
+        return [r for batch in ray.get(refs) for r in batch]
+    except Exception as err:
+        if unwrapped(err) is not err:
+            raise unwrapped(err) from None  # ours says what is wrong, in a line
+        raise
 
 
 def _write_parts(groups: list, cfg: CurateConfig) -> list:
@@ -104,13 +119,19 @@ def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
 def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
     """The input rows at the row numbers `chosen` lists (`_row`), all their columns plus the
     selection's scores, as records; and the input columns renamed because they carry one of
-    our names (ours are the contract; theirs are kept as `input_<name>`)."""
+    our names (ours are the contract; theirs are kept as `input_<name>`). A row whose content
+    is not what was scored (`_content`, `_prompt`), or that is gone, raises InputChanged."""
     rows = {r.pop("_row"): r for r in chosen.to_pylist()}
     hive = hive_columns(uri, root)
     records, renamed = [], {}
     for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS, only=rows):
         for index, rec in chunk:
             s = rows[index]
+            if not isinstance(rec, dict) or content(rec, hive, cfg) != (
+                s.pop("_content"),
+                s.pop("_prompt"),
+            ):
+                raise InputChanged(_changed(uri, f"row {index} is not the row it scored"))
             rec = {**hive, **rec}
             if missing(rec.get(cfg.prompt_id_column)):
                 rec[cfg.prompt_id_column] = s["prompt_id"]
@@ -120,7 +141,16 @@ def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
                     rec[new] = rec.pop(name)
                     renamed[name] = new
             records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+    if len(records) < len(rows):
+        raise InputChanged(_changed(uri, f"{len(rows) - len(records)} rows it scored are gone"))
     return records, renamed
+
+
+def _changed(uri: str, what: str) -> str:
+    return (
+        f"input {redact(uri)} changed since the run read it ({what}): selected/ would hold "
+        "text that was never scored; rerun with a new --run-id (or --overwrite)"
+    )
 
 
 def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:

@@ -148,3 +148,32 @@ def wait_for(predicate, timeout: float = 120.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+class OnLog:
+    """A logging handler on the localnat logger that does `action` once, when a line holding
+    `text` is logged: a test's way to act at a precise point of a run (between identifying
+    the student and loading it, between scoring and selecting)."""
+
+    def __init__(self, text: str, action):
+        import logging
+
+        self.text, self.action, self.done = text, action, False
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit
+
+    def _emit(self, record) -> None:
+        if not self.done and self.text in record.getMessage():
+            self.done = True
+            self.action()
+
+    def __enter__(self):
+        import logging
+
+        logging.getLogger("localnat").addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("localnat").removeHandler(self.handler)

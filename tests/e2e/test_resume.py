@@ -156,3 +156,34 @@ def test_input_columns_named_like_ours_are_kept_not_overwritten(ray_local, tiny_
         "local_nat": "input_local_nat",
         "row_id": "input_row_id",
     }
+
+
+@pytest.mark.parametrize("when", ["reading", "selecting"])
+def test_an_input_rewritten_during_the_run_stops_it_naming_the_file(
+    ray_local, tiny_student, tmp_path, when
+):
+    """Rewritten while it is read: its chunk is not committed (the file's version is checked
+    at each commit); rewritten once scored: selected/ checks every row it reads back against
+    the content scored. Either way the run stops naming the file, never selecting text it
+    did not score."""
+    from localnat.curate.commit import InputChanged
+    from localnat.testing.jobs import OnLog
+
+    df = sample(300).head(12)
+    shards(tmp_path / "in", df, rows_per_file=6)
+    victim = tmp_path / "in" / "s01.parquet"
+
+    def rewrite():
+        other = df.iloc[6:].copy()
+        other["response"] = other["response"].str.upper()  # same rows, other text
+        pq.write_table(pa.Table.from_pandas(other, preserve_index=False), victim)
+
+    cfg = config(tiny_student, [str(tmp_path / "in")], str(tmp_path / "out"), run_id=when)
+    line = ", pass scores: " if when == "reading" else "reduce: "
+    with OnLog(line, rewrite) as hook, pytest.raises(InputChanged, match="s01.parquet") as err:
+        run_job(cfg)
+    assert hook.done and "\n" not in str(err.value)
+    assert not (tmp_path / "out" / when / "manifest.json").exists()
+    if when == "reading":
+        markers = [p.name for p in (tmp_path / "out" / when / "_done").glob("*.json")]
+        assert markers and not any(m.startswith("f000001-") for m in markers)

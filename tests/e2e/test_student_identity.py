@@ -18,7 +18,7 @@ from localnat.curate.job import run_job
 from localnat.curate.storage import read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing import save_tiny_student
-from localnat.testing.jobs import DEMO
+from localnat.testing.jobs import DEMO, OnLog
 
 NEW_TEMPLATE = (
     "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
@@ -194,34 +194,6 @@ def test_resuming_with_a_changed_student_is_refused_naming_what_changed(world):
         manifest.write_bytes(saved)
 
 
-class OnIdentity:
-    """A logging handler that does `action` once, when the driver logs the student's
-    identity: the moment between identifying the student and the actors loading it."""
-
-    def __init__(self, action):
-        import logging
-
-        self.handler = logging.Handler()
-        self.handler.emit = self._emit
-        self.action, self.done = action, False
-
-    def _emit(self, record):
-        if not self.done and ": identity " in record.getMessage():
-            self.done = True
-            self.action()
-
-    def __enter__(self):
-        import logging
-
-        logging.getLogger("localnat").addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        import logging
-
-        logging.getLogger("localnat").removeHandler(self.handler)
-
-
 def test_a_student_repointed_after_identification_is_not_what_runs(world, tmp_path):
     """`--student latest`, repointed to another model once identified: the actors load
     what was identified (the real directory), so its scores are the identified student's
@@ -234,7 +206,7 @@ def test_a_student_repointed_after_identification_is_not_what_runs(world, tmp_pa
         latest.symlink_to(world["students"]["norm"], target_is_directory=True)
 
     cfg = config(latest, world["inputs"], world["out"], run_id="repointed")
-    with OnIdentity(repoint) as hook:
+    with OnLog(": identity ", repoint) as hook:
         night = run_job(cfg)
     assert hook.done and night["student"]["digest"] == world["fills"]["a"]["student"]["digest"]
     mine = read_parquet_dir(str(world["out"] / "repointed" / "scores")).to_pandas()
@@ -258,7 +230,7 @@ def test_a_student_changed_in_place_after_identification_stops_the_run(world, tm
             f.write(bytes(64))
 
     cfg = config(moving, world["inputs"], world["out"], run_id="moving", cache=cache)
-    with OnIdentity(update_in_place), pytest.raises(StudentChanged) as err:
+    with OnLog(": identity ", update_in_place), pytest.raises(StudentChanged) as err:
         run_job(cfg)
     assert "model.safetensors changed" in str(err.value) and "\n" not in str(err.value)
     parts = [p for p in cache.rglob("parts/*.parquet")]
