@@ -19,10 +19,10 @@ def test_a_row_read_back_must_be_the_row_scored(tmp_path):
     import pyarrow.parquet as pq
     import pytest
 
+    from localnat.curate.columns import SELECTED_COLUMNS
     from localnat.curate.commit import InputChanged
     from localnat.curate.config import CurateConfig
     from localnat.curate.records import content
-    from localnat.curate.columns import SELECTED_COLUMNS
     from localnat.curate.selected import selected_records
 
     cfg = CurateConfig()
