@@ -23,11 +23,10 @@ import pyarrow.parquet as pq
 
 def synthetic(ns: Path, keys: int, seed: int = 0) -> None:
     """One part of `keys` random keys (and a score column), then a forced compaction."""
-    from localnat.curate.cache import KEY, keys_array
+    from localnat.curate.cache import KEY, declare, keys_array
 
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True)
-    (ns / "settings.json").write_text("{}")
     raw = rng.bytes(16 * keys)
     table = pa.table(
         {
@@ -36,6 +35,7 @@ def synthetic(ns: Path, keys: int, seed: int = 0) -> None:
             "n_response_tokens": rng.integers(1, 5000, size=keys),
         }
     )
+    declare(str(ns), table.schema)
     pq.write_table(table, ns / "parts" / "20260101T000000-all.parquet", row_group_size=1 << 20)
 
 

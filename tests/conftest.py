@@ -8,6 +8,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from localnat.testing import tiny_model, tiny_tokenizer  # noqa: E402
 
 
+@pytest.fixture
+def said():
+    """The lines the localnat logger says during a test, warnings and up (it does not
+    propagate to pytest's capture once a run has set it up)."""
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("localnat").addHandler(handler)
+    yield lines
+    logging.getLogger("localnat").removeHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def tok():
     return tiny_tokenizer(chat_template=True)

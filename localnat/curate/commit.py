@@ -30,6 +30,7 @@ from dataclasses import fields
 from ..fields import ROWS, SCORES, flag_name
 from ..redact import redact
 from ..scoring.config import ScoreConfig
+from ..scoring.schema import SCORING_VERSION
 from .columns import score_columns
 from .config import CurateConfig
 from .identity import StudentIdentity, changes
@@ -66,12 +67,14 @@ def check_unchanged(uris: dict[int, str], versions: dict[int, dict]) -> None:
 
 
 def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
-    """What a resume must match: every input file's version (size + mtime/ETag), the
-    student's identity (every file's digest and the prompt probe), every setting declared to
-    change a score or a row's fate (`CurateConfig.settings`), and the score columns."""
+    """What a resume must match: the scoring code's version, every input file's version
+    (size + mtime/ETag), the student's identity (every file's digest and the prompt probe),
+    every setting declared to change a score or a row's fate (`CurateConfig.settings`), and
+    the score columns."""
     with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
         versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
     return {
+        "scoring_version": SCORING_VERSION,  # an upgrade that changes a number: a new run
         "inputs": [[redact(uri), v] for (_, uri, _), v in zip(files, versions)],
         "settings": json.loads(redact(json.dumps(cfg.settings(SCORES, ROWS), default=str))),
         "student": student.record(),

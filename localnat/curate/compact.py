@@ -8,14 +8,19 @@
     gen/g000008/index.parquet   every key once, sorted: cache_key, file, row
 
 Under the namespace's lease, a compaction folds the parts a generation did not absorb into a
-new one: the previous generation's data files stay as they are, but for the newest ones,
-which are rewritten with the new rows while they are not twice the new rows (so there are
-O(log rows) data files and a row is rewritten O(log rows) times). Every key once: the
-previous generation's copy wins, then the earliest part (as a reader dedupes). The commit is
-the generation's json, written last. Then, only while no other run is registered as a
-reader (`readers/`, which a run writes before it reads anything), what no commit refers to
-is deleted: absorbed parts, older generations, what a killed compaction left. Killed
-anywhere, the latest commit and the parts it did not absorb are a whole cache.
+new one, by the schema the namespace's settings.json declares. The previous generation's
+data files stay as they are, but for the newest ones, which are rewritten with the new rows
+while they are not twice the new rows (so there are O(log rows) data files and a row is
+rewritten O(log rows) times). Every key once: the previous generation's copy wins, then the
+earliest part (as a reader dedupes). The commit is the generation's json, written last.
+Then, only while no other run is registered as a reader (`readers/`, which a run writes
+before it reads anything), what no commit refers to is deleted: absorbed parts, older
+generations, what a killed compaction left. Killed anywhere, the latest commit and the
+parts it did not absorb are a whole cache.
+
+What cannot be used is set aside in `aside/`, never deleted: a part of other types (or
+unreadable for an hour), a data file that does not hold what its commit says (its rows
+are left out of the next generation). A broken index is rebuilt from the data files.
 """
 
 from __future__ import annotations
@@ -31,12 +36,23 @@ import pyarrow.parquet as pq
 from ..logs import LOG
 from ..redact import redact
 from . import cache
-from .cache import KEY, as_numpy, keys_array, latest_generation, part_problem, view
+from .cache import (
+    KEY,
+    as_numpy,
+    bad_data_files,
+    declared_schema,
+    index_whole,
+    keys_array,
+    latest_generation,
+    load_index,
+    part_problem,
+    view,
+)
 from .lease import Lease, RunBusy, holders
-from .storage import delete, filesystem, join, list_files, write_text
+from .storage import delete, filesystem, join, list_files, move, write_text
 
 ROW_GROUP = 4096  # rows a reader reads to serve a hit of a data file
-DROP_AFTER_S = 3600.0  # an unreadable part this old is not a write in flight: dropped
+DROP_AFTER_S = 3600.0  # an unreadable part this old is not a write in flight: set aside
 
 
 @contextmanager
@@ -61,52 +77,81 @@ def compact(ns: str, bound: int | None = None, force: bool = False) -> dict:
 
 def _compact(ns: str, bound: int, force: bool) -> dict:
     started = time.time()
+    out = {"namespace": redact(ns)}
+    schema = declared_schema(ns)
+    if schema is None:
+        return {
+            **out,
+            "skipped": "its settings.json declares no schema (a namespace of an older "
+            "localnat, or damaged): nothing folded or deleted",
+        }
     current = view(ns)
-    out = {"namespace": redact(ns), "parts_before": len(current.parts)}
-    if len(current.parts) > bound or (force and current.parts):
-        generation = _fold(ns, current.generation, current.parts)
+    usable, aside = _sort_parts(current.parts, schema)
+    bad = bad_data_files(ns, current.generation, schema)
+    out.update(parts_before=len(current.parts), set_aside=[redact(p) for p in aside])
+    for uri in aside:
+        _set_aside(ns, uri)
+    if len(usable) > bound or (force and usable) or bad:
+        generation = _fold(ns, current.generation, usable, schema, bad)
         out.update(generation=generation["generation"], rows=generation["rows"])
+        for number in sorted(bad):  # out of the new generation: kept aside, not collected
+            uri = join(ns, current.generation["files"][number][0])
+            _set_aside(ns, uri)
+            out["set_aside"].append(redact(uri))
+    elif current.generation and not index_whole(ns, current.generation):
+        keys, file, row = load_index(ns, current.generation)  # said, and rebuilt
+        _write(_index_table(keys, file, row), join(ns, current.generation["index"]))
+        out["index_rebuilt"] = True
     out["collected"] = collect(ns)
     out["objects_after"] = len(list_files(ns))
     out["seconds"] = round(time.time() - started, 3)
     return out
 
 
-def _fold(ns: str, previous: dict | None, parts: list[str]) -> dict:
-    """Write and commit the next generation: `previous` and `parts` (usable ones), every key
-    once. Returns its commit record."""
+def _sort_parts(parts: list[str], schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """(the parts that hold the declared schema, those to set aside): a part of other
+    columns or types now, an unreadable one once it is old (younger, it may be a write in
+    flight); the others stay where they are for the next compaction."""
+    usable, aside = [], []
+    for uri, problem in zip(parts, map(lambda p: part_problem(p, schema), parts)):
+        if problem is None:
+            usable.append(uri)
+        elif problem[0] != "is unreadable" or _age(uri) > DROP_AFTER_S:
+            LOG.warning(f"cache part {redact(uri)} {problem[0]} ({problem[1]}): set aside")
+            aside.append(uri)
+    return usable, aside
+
+
+def _set_aside(ns: str, uri: str) -> None:
+    """Out of the cache's way, never deleted: `aside/` keeps it for a person to look at."""
+    move(uri, join(ns, "aside", uri[len(ns) :].strip("/").replace("/", "-")))
+
+
+def _fold(ns: str, previous: dict | None, parts: list[str], schema: pa.Schema, bad) -> dict:
+    """Write and commit the next generation: `previous` (but its `bad` data files) and
+    `parts` (usable ones), every key once. Returns its commit record."""
     number = (previous or {}).get("generation", 0) + 1
     home = f"gen/g{number:06d}"
     files = [tuple(f) for f in (previous or {}).get("files", [])]  # (path, rows)
-    old_keys, old_file, old_row = _index(ns, previous)
-    schema = _schema(ns, files, parts)
-    usable = [p for p in parts if schema is not None and part_problem(p, schema) is None]
-    # an unusable part is dropped once it is old: a young one may be a write in flight
-    parts = usable + [p for p in parts if p not in usable and _age(p) > DROP_AFTER_S]
-    fresh_rows = _fresh_rows(usable, old_keys)
-    # the newest data files are rewritten with the new rows while they are not twice them
-    keep, rows = len(files), sum(len(r) for r in fresh_rows)
+    old_keys, old_file, old_row = load_index(ns, previous, bad)
+    fresh_rows = _fresh_rows(parts, old_keys)
+    # the newest data files are rewritten with the new rows while they are not twice them;
+    # a bad one, and every one after it, is rewritten (without the bad one's rows)
+    keep, rows = min([len(files), *bad]), sum(len(r) for r in fresh_rows)
+    rows += sum(n for i, (_, n) in enumerate(files[keep:], keep) if i not in bad)
     while keep and files[keep - 1][1] <= 2 * rows:
         keep -= 1
         rows += files[keep][1]
+    rewritten = [f for i, f in enumerate(files[keep:], keep) if i not in bad]
     written = f"{home}/data-{keep:05d}.parquet"
-    new_keys = _write_data(ns, written, files[keep:], usable, fresh_rows, schema)
+    new_keys = _write_data(ns, written, rewritten, parts, fresh_rows, schema)
     mine = old_file < keep  # index entries of the data files kept as they are
     keys = np.concatenate([old_keys[mine], new_keys])
     file = np.concatenate([old_file[mine], np.full(len(new_keys), keep, np.int32)])
     row = np.concatenate([old_row[mine], np.arange(len(new_keys), dtype=np.int64)])
     order = np.argsort(keys, kind="stable")
-    index = pa.table(
-        {
-            KEY: keys_array(keys[order]),
-            "file": pa.array(file[order], pa.int16()),
-            "row": pa.array(row[order], pa.int64()),
-        }
-    )
-    _write(index, join(ns, f"{home}/index.parquet"))
+    _write(_index_table(keys[order], file[order], row[order]), join(ns, f"{home}/index.parquet"))
     names = {p.rsplit("/", 1)[-1] for p in parts}
-    for dropped in sorted(set(parts) - set(usable)):
-        LOG.warning(f"cache part {redact(dropped)} cannot be read as this namespace's: dropped")
     record = {
         "generation": number,
         "files": [*files[:keep], (written, len(new_keys))],
@@ -124,33 +169,21 @@ def _fold(ns: str, previous: dict | None, parts: list[str]) -> dict:
     return record
 
 
+def _index_table(keys: np.ndarray, file: np.ndarray, row: np.ndarray) -> pa.Table:
+    """The index file's table: every key once, sorted, and where its row lies."""
+    return pa.table(
+        {
+            KEY: keys_array(keys),
+            "file": pa.array(file, pa.int16()),
+            "row": pa.array(row, pa.int64()),
+        }
+    )
+
+
 def _age(uri: str) -> float:
     fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     return time.time() - info.mtime.timestamp() if info.mtime else float("inf")
-
-
-def _index(ns: str, generation: dict | None):
-    if not generation:
-        return np.empty(0, "S16"), np.empty(0, np.int32), np.empty(0, np.int64)
-    fs, path = filesystem(join(ns, generation["index"]))
-    table = pq.read_table(path, filesystem=fs)
-    return (
-        as_numpy(table.column(KEY)),
-        table.column("file").to_numpy().astype(np.int32),
-        table.column("row").to_numpy().astype(np.int64),
-    )
-
-
-def _schema(ns: str, files: list, parts: list[str]) -> pa.Schema | None:
-    """The namespace's columns: its generation's, else its first readable part's."""
-    for uri in [join(ns, f) for f, _ in files[:1]] + parts:
-        try:
-            fs, path = filesystem(uri)
-            return pq.read_schema(path, filesystem=fs)
-        except Exception:  # noqa: BLE001 - an unreadable part is left to the next
-            continue
-    return None
 
 
 def _fresh_rows(parts: list[str], known: np.ndarray) -> list[np.ndarray]:
@@ -235,11 +268,23 @@ def collect(ns: str) -> int:
     return len(gone)
 
 
+class NoCache(LookupError):
+    """`localnat cache compact` on a location that holds no score cache."""
+
+
 def compact_all(uri: str, bound: int | None = None, force: bool = False) -> list[dict]:
     """Every namespace under a cache root (`v1-*/`), or `uri` itself if it is one."""
     base = uri.rstrip("/")
-    names = sorted({u[len(base) + 1 :].split("/", 1)[0] for u in list_files(base)})
+    try:
+        names = sorted({u[len(base) + 1 :].split("/", 1)[0] for u in list_files(base)})
+    except NotADirectoryError:
+        names = []
     spaces = [join(base, n) for n in names if n.startswith("v1-")]
     if not spaces and "settings.json" in names:
         spaces = [base]
+    if not spaces:
+        raise NoCache(
+            f"no score cache at {redact(uri)}: no namespace (v1-*/ with a settings.json) under "
+            "it; give the --cache URI a run used"
+        )
     return [compact(ns, bound, force) for ns in spaces]

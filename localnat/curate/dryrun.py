@@ -13,7 +13,7 @@ from ..logs import LOG
 from ..redact import redact
 from ..scoring.steps import segment
 from ..scoring.student import DEFAULT_STUDENT
-from .cache import KEY, as_numpy, open_namespace, row_keys, view
+from .cache import KEY, as_numpy, index_whole, open_namespace, row_keys, view
 from .chunks import read_files
 from .commit import committed_chunks, completed_files
 from .config import CurateConfig
@@ -104,8 +104,15 @@ def _cache(plan: Plan, cfg: CurateConfig) -> dict:
 
 
 def _cache_keys(current):
-    """The keys of a cache view, a batch at a time: its index by row group, then its parts."""
-    uris = [join(current.namespace, current.generation["index"])] if current.generation else []
+    """The keys of a cache view, a batch at a time: its index by row group (or, when the
+    index is broken or a data file bad, the usable data files' keys), then its parts."""
+    gen, ns = current.generation, current.namespace
+    uris = []
+    if gen and not current.bad_files and index_whole(ns, gen):
+        uris = [join(ns, gen["index"])]
+    elif gen:
+        files = enumerate(gen["files"])
+        uris = [join(ns, name) for i, (name, _) in files if i not in current.bad_files]
     for uri in uris + current.parts:
         fs, path = filesystem(uri)
         with fs.open_input_file(path) as f:

@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 
 from ..logs import LOG
 from ..redact import redact
-from .cache import KEY, View, as_numpy, row_keys
-from .storage import filesystem, join
+from .cache import KEY, View, as_numpy, load_index, row_keys
+from .storage import filesystem
 
 HELD = 16  # row groups (or parts) an actor keeps read
 
@@ -42,18 +42,12 @@ class Index:
 
 
 def build_index(view: View) -> Index:
-    """The generation's index (sorted, unique), merged with the parts' keys: a key of the
-    generation wins over a part's, an earlier part's over a later one's. A part that cannot
-    be read adds nothing (its rows are misses)."""
+    """The generation's index (sorted, unique; its bad data files' entries left out),
+    merged with the parts' keys: a key of the generation wins over a part's, an earlier
+    part's over a later one's. A part that cannot be read adds nothing (its rows are
+    misses)."""
     gen = view.generation
-    if gen:
-        fs, path = filesystem(join(view.namespace, gen["index"]))
-        table = pq.read_table(path, filesystem=fs)
-        keys = as_numpy(table.column(KEY))
-        source = table.column("file").to_numpy().astype(np.int32)
-        row = table.column("row").to_numpy().astype(np.int64)
-    else:
-        keys, source, row = np.empty(0, "S16"), np.empty(0, np.int32), np.empty(0, np.int64)
+    keys, source, row = load_index(view.namespace, gen, view.bad_files)
     first = len(gen["files"]) if gen else 0
 
     def part_keys(uri: str) -> np.ndarray:

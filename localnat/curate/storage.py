@@ -81,8 +81,13 @@ def write_table(table: pa.Table, uri: str) -> None:
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, a kill: no half file left behind
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
         return
     pq.write_table(table, path, filesystem=fs, compression="zstd")
 
@@ -134,6 +139,14 @@ def list_files(uri: str) -> list[str]:
     return sorted(
         base + i.path[len(path.rstrip("/")) :] for i in infos if i.type == pafs.FileType.File
     )
+
+
+def move(src: str, dst: str) -> None:
+    """Rename `src` to `dst` on one store (an object store copies, then deletes)."""
+    fs, path = filesystem(src)
+    _, to = filesystem(dst)
+    fs.create_dir(to.rsplit("/", 1)[0], recursive=True)
+    fs.move(path, to)
 
 
 def delete(uri: str) -> None:

@@ -9,6 +9,13 @@ import pyarrow as pa
 
 from .windows import Window
 
+# What the numbers mean: bumped by any change to what a score of the same student, settings
+# and text comes out as (segmentation, the token-to-step rule, windows, the math, the
+# columns). It is in the score cache's namespace and a run's identity, so an upgrade that
+# changes a number never reuses a number of the version before; tests/scoring/
+# test_scoring_version.py fails when the reference's outputs move without a bump.
+SCORING_VERSION = 1
+
 
 def result_schema(windows: Sequence[Window]) -> pa.Schema:
     """Columns of a score table, in order."""

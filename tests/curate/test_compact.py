@@ -1,6 +1,7 @@
 """Compaction of a score cache namespace: never a row lost, changed or doubled; a reader
 during it keeps what it reads; killed anywhere, the cache stays whole."""
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,14 @@ from localnat.curate.lookup import Lookup, build_index
 from localnat.curate.storage import list_files
 
 COLUMNS = ["local_nat", "n_response_tokens", "step_logprobs"]
+SCHEMA = pa.schema(
+    [
+        (KEY, pa.binary(16)),
+        ("local_nat", pa.float64()),
+        ("n_response_tokens", pa.int64()),
+        ("step_logprobs", pa.list_(pa.float64())),
+    ]
+)
 
 
 def write_parts(ns: Path, first: int, n_parts: int, rows: int, seed: int) -> dict:
@@ -28,7 +37,7 @@ def write_parts(ns: Path, first: int, n_parts: int, rows: int, seed: int) -> dic
     Returns key -> values of the rows written (the earliest copy of a repeated key)."""
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True, exist_ok=True)
-    (ns / "settings.json").write_text("{}")
+    cache.declare(str(ns), SCHEMA)
     written = {}
     start = len(list((ns / "parts").iterdir()))
     for p in range(n_parts):
@@ -142,3 +151,102 @@ def test_an_empty_namespace_compacts_to_nothing(tmp_path, n):
     write_parts(ns, 0, n, 4, seed=9)
     done = compact(str(ns), bound=0)
     assert ("generation" in done) == bool(n)
+
+
+def test_compaction_folds_by_the_declared_schema_and_sets_aside_what_differs(tmp_path):
+    """A float32 part that sorts oldest once made a compaction fold every other part away
+    and serve its value: the namespace's declared schema decides, the odd part is set aside
+    (kept, never deleted), and every reader leaves it out."""
+    ns = tmp_path / "v1-x"
+    expected = write_parts(ns, 0, 5, 10, seed=10)
+    odd = pq.read_table(ns / "parts" / "20260101T000000-p.parquet")
+    odd = odd.set_column(1, "local_nat", odd.column("local_nat").cast(pa.float32()))
+    pq.write_table(odd, ns / "parts" / "20260101T000000-a-odd.parquet")  # sorts first
+    before = ns / "parts" / "20260101T000000-a-odd.parquet"
+    assert contents(ns, view(str(ns), SCHEMA)) == expected  # readers: not from the odd part
+    done = compact(str(ns), bound=0)
+    assert done["generation"] == 1 and done["set_aside"] == [str(before)]
+    assert not before.exists() and (ns / "aside" / "parts-20260101T000000-a-odd.parquet").exists()
+    assert contents(ns) == expected  # every good row, with its own value
+    data = pq.read_table(ns / "gen" / "g000001" / "data-00000.parquet")
+    assert data.schema.equals(SCHEMA) and data.num_rows == len(expected)
+    assert compact(str(ns), bound=0)["collected"] == 0 or (ns / "aside").exists()
+
+
+def test_a_generation_that_does_not_hold_its_declared_schema_serves_no_wrong_value(tmp_path):
+    """Readers check a generation's data files as they check parts: one of other types is
+    left out (its rows are misses, rescored), and the next compaction sets it aside and
+    folds the rest."""
+    ns = tmp_path / "v1-x"
+    first = write_parts(ns, 0, 40, 10, seed=11)
+    compact(str(ns), bound=0)
+    second = write_parts(ns, 1000, 4, 10, seed=12)
+    compact(str(ns), bound=0)  # generation 2: the first data file kept, the new rows after
+    gen = json.loads((ns / "generations" / "g000002.json").read_text())
+    assert len(gen["files"]) == 2
+    first_file = ns / gen["files"][0][0]
+    table = pq.read_table(first_file)
+    pq.write_table(table.set_column(1, "local_nat", table.column(1).cast(pa.float32())), first_file)
+    seen = contents(ns, view(str(ns), SCHEMA))
+    assert set(seen) == set(second) - set(first) and all(seen[k] == second[k] for k in seen)
+    done = compact(str(ns), bound=0)
+    assert done["generation"] == 3 and str(first_file) in done["set_aside"]
+    assert any((ns / "aside").iterdir())
+    assert contents(ns, view(str(ns), SCHEMA)) == seen
+
+
+def test_a_broken_index_is_rebuilt_from_the_data_files(tmp_path, said):
+    ns = tmp_path / "v1-x"
+    expected = write_parts(ns, 0, 6, 10, seed=13)
+    compact(str(ns), bound=0)
+    index = ns / "gen" / "g000001" / "index.parquet"
+    index.write_bytes(index.read_bytes()[:-40])  # truncated: no footer
+    assert contents(ns) == expected  # a reader rebuilds it, and says so
+    assert any("cannot be read" in line for line in said)
+    done = compact(str(ns), bound=0)  # no parts to fold: the index is rewritten whole
+    assert done["index_rebuilt"] and pq.read_metadata(index).num_rows == len(expected)
+    said.clear()
+    assert contents(ns) == expected and not said
+
+
+def test_cache_compact_says_what_is_wrong_in_one_line(tmp_path):
+    for where in (tmp_path / "missing", tmp_path):
+        out = subprocess.run(
+            [sys.executable, "-m", "localnat.cli", "cache", "compact", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.startswith("localnat: error: no score cache at ")
+        assert len(out.stderr.strip().splitlines()) == 1
+    ns = tmp_path / "v1-old"
+    write_parts(ns, 0, 2, 3, seed=14)
+    (ns / "settings.json").write_text("{}")  # an older localnat's namespace: no schema
+    (done,) = cache_compact_all(str(tmp_path))
+    assert "declares no schema" in done["skipped"] and len(list((ns / "parts").iterdir())) == 2
+
+
+def cache_compact_all(uri):
+    from localnat.curate.compact import compact_all
+
+    return compact_all(uri, bound=0)
+
+
+def test_a_store_that_refuses_an_append_costs_the_cache_not_the_night(tmp_path, monkeypatch, said):
+    import errno
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache, "write_table", full)
+    table = pa.table(
+        {
+            KEY: pa.array([b"k" * 16], pa.binary(16)),
+            "reject_reason": pa.array([None], pa.string()),
+            "reused": [False],
+            "local_nat": [-1.0],
+        }
+    )
+    for _ in range(3):
+        cache.append(str(tmp_path / "v1-x"), table, ["local_nat"])  # no exception
+    assert len(said) == 1 and "refused new scores" in said[0] and "goes on" in said[0]
