@@ -329,3 +329,17 @@ def test_actors_beyond_the_cluster_stop_before_ray_starts(tmp_path, monkeypatch)
         cfg = parse_config([*flags, "--output", str(tmp_path)])
         with pytest.raises(OptionError, match=r"cpus-per-actor: .* more than the \d+ CPUs"):
             job.run_job(cfg)
+
+
+def test_a_new_scoring_version_is_a_new_namespace_and_a_new_run(monkeypatch):
+    """An upgrade that changes what a number means never reuses a number of the version
+    before: not from the cache, not by resuming a run."""
+    from localnat.curate import cache, commit
+
+    cfg = CurateConfig(cache="c")
+    student = StudentIdentity("s", {"w": "a"})
+    before = cache.namespace(cfg, student), run_identity([], cfg, student)
+    monkeypatch.setattr(cache, "SCORING_VERSION", cache.SCORING_VERSION + 1)
+    monkeypatch.setattr(commit, "SCORING_VERSION", commit.SCORING_VERSION + 1)
+    assert cache.namespace(cfg, student) != before[0]
+    assert run_identity([], cfg, student) != before[1]
