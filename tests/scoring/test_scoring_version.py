@@ -53,7 +53,7 @@ def student(vocab_size: int) -> LlamaForCausalLM:
     model = LlamaForCausalLM(config).eval()
     rng = np.random.default_rng(2510_03988)
     with torch.no_grad():
-        for name, param in sorted(model.state_dict().items()):
+        for _, param in sorted(model.state_dict().items()):
             shape = tuple(param.shape)
             if len(shape) == 1:  # norms
                 values = 1.0 + 0.1 * rng.standard_normal(shape)
