@@ -66,6 +66,11 @@ def curate(argv: list[str]) -> int:
 
 
 def _shutdown_ray() -> None:
+    """Leave Ray on an interrupted run; a pass still waiting on it then fails in its own
+    thread as Ray goes, which Ray Data would report as its own error: not said."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     try:
         import ray
 

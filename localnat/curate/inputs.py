@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -205,15 +206,23 @@ def list_inputs(uris: list[str], exclude: str | None = None) -> list[tuple[str, 
         else:
             raise FileNotFoundError(f"input not found: {redact(uri)}")
     if exclude:
-        fs_out, out_path = filesystem(exclude)
-        out_path = out_path.rstrip("/") + "/"
-        inside = lambda u: (  # noqa: E731
-            type(filesystem(u)[0]) is type(fs_out) and filesystem(u)[1].startswith(out_path)
-        )
-        found = {u: r for u, r in found.items() if not inside(u)}
+        found = {u: r for u, r in found.items() if not _inside(u, exclude)}
         if not found:
             raise FileNotFoundError("no input file outside the output directory")
     return sorted(found.items())
+
+
+def _inside(uri: str, directory: str) -> bool:
+    """Whether `uri` lies under `directory` on the same store; local paths compared as
+    given and by their real paths (an input directory may hold a symlink to the output)."""
+    fs, path = filesystem(uri)
+    fs_dir, under = filesystem(directory)
+    if type(fs) is not type(fs_dir):
+        return False
+    pairs = [(path, under)]
+    if isinstance(fs, pafs.LocalFileSystem):
+        pairs.append((os.path.realpath(path), os.path.realpath(under)))
+    return any(p.startswith(d.rstrip("/") + "/") for p, d in pairs)
 
 
 def _datasets_data(fs, files: list[str]) -> list[str]:

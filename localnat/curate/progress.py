@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..fields import OptionError
@@ -110,6 +112,35 @@ def start_ray(cfg) -> None:
     if threading.current_thread() is threading.main_thread():
         # After ray.init, which installs its own handler: ours unwinds cleanly instead.
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interruptible(items: Iterator) -> Iterator:
+    """`items`, pulled in a thread of their own: the calling thread waits in short steps, so
+    SIGTERM (whose handler Python runs only in the main thread, between its own steps) is
+    heard at once, where Ray waiting in its C++ core (for actors it cannot place) would hold
+    it off for an hour. An error in the pulling thread is raised here."""
+    handoff: queue.Queue = queue.Queue(maxsize=2)
+    end = object()
+
+    def pull() -> None:
+        try:
+            for item in items:
+                handoff.put(item)
+            handoff.put(end)
+        except BaseException as err:  # noqa: BLE001 - handed over, raised by the caller
+            handoff.put(err)
+
+    threading.Thread(target=pull, daemon=True, name="localnat-pull").start()
+    while True:
+        try:
+            item = handoff.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def unwrapped(err: BaseException) -> BaseException:

@@ -34,7 +34,7 @@ from .inputs import Plan
 from .lease import Lease
 from .lookup import shared_view
 from .passes import Pass
-from .progress import Progress, start_ray, uninterrupted, unwrapped
+from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
 from .sink import merge_parts
 from .storage import delete, join, list_files, read_json, write_text
 from .student import wait_for_gpus
@@ -140,7 +140,7 @@ class Run:
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
         graph = build(pass_, todo, cfg, self.student, skip=skip, cache=cache, sizes=self.plan.sizes)
-        batches = graph.iter_batches(batch_size=None, batch_format="pyarrow")
+        batches = interruptible(graph.iter_batches(batch_size=None, batch_format="pyarrow"))
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or pass_.rows is not None
         commits = _Commits(pass_.directory, todo, skip, progress, self.versions)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,6 +13,7 @@ from .. import __version__
 from ..logs import LOG
 from ..redact import redact
 from .commit import committed_chunks, committed_parts, completed_files
+from .lease import holders
 from .report import label, summary_table
 from .storage import filesystem, join, list_files, read_json, read_text
 
@@ -28,7 +28,10 @@ def run_state(run_dir: str) -> tuple[dict | None, dict]:
     raises RunState for anything that is not a localnat run, or not one this version
     reads."""
     where = redact(run_dir)
-    files = list_files(run_dir)
+    try:
+        files = list_files(run_dir)
+    except NotADirectoryError:
+        raise RunState(f"{where} is a file: give the directory OUTPUT/RUN_ID of a run") from None
     if not files:
         raise RunState(f"{where} is empty or missing: give OUTPUT/RUN_ID of a localnat run")
     if read_text(join(run_dir, "_run.json")) is None:
@@ -48,8 +51,7 @@ def run_state(run_dir: str) -> tuple[dict | None, dict]:
 
 
 def _incomplete(run_dir: str, chunks: dict) -> str:
-    lease = [read_json(u) for u in list_files(join(run_dir, "_lease"))]
-    live = [x for x in lease if isinstance(x, dict) and x.get("expires", 0) > time.time()]
+    live = holders(run_dir, "_lease")  # the lease's own rule: a killed run holds nothing
     why = (
         f"a run holds it now (host {live[0].get('host')}, pid {live[0].get('pid')}): wait for it"
         if live

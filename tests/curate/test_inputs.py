@@ -53,6 +53,21 @@ def test_outputs_inside_the_input_directory_are_not_read_back(tmp_path):
     assert found == [str(tmp_path / "a.parquet")]
 
 
+def test_outputs_behind_a_symlink_in_the_input_are_not_read_back(tmp_path):
+    """The input holds a symlink to the output, which is given by its real path (or the
+    other way round): the previous runs' outputs are still not inputs."""
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "in" / "a.parquet")
+    (tmp_path / "out" / "run1" / "scores").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "out" / "run1" / "scores" / "p.parquet")
+    (tmp_path / "in" / "results").symlink_to(tmp_path / "out", target_is_directory=True)
+    every = [u for u, _ in list_inputs([str(tmp_path / "in")])]
+    assert str(tmp_path / "in" / "results" / "run1" / "scores" / "p.parquet") in every
+    for out in (tmp_path / "out", tmp_path / "in" / "results"):
+        found = [u for u, _ in list_inputs([str(tmp_path / "in")], exclude=str(out))]
+        assert found == [str(tmp_path / "in" / "a.parquet")], out
+
+
 def rows_read(uri: str, cfg=None) -> list[dict]:
     """The working rows a run reads from one file (validated, in order)."""
     from localnat.curate.chunks import read_files

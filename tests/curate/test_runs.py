@@ -2,6 +2,7 @@
 line that says what the directory is and what to do."""
 
 import json
+import socket
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,17 +29,23 @@ def test_show_on_what_is_not_a_complete_run_says_what_it_is_in_one_line(tmp_path
         ),
         "corrupt": (tmp_path / "corrupt", "manifest.json is unreadable: rerun"),
         "older": (tmp_path / "older", "was written by localnat 0.0.1"),
+        "a file": (tmp_path / "older" / "manifest.json", "is a file: give the directory"),
+        "killed": (tmp_path / "killed", "killed or failed: rerun `localnat curate`"),
     }
     (tmp_path / "empty").mkdir()
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
-    for name in ("incomplete", "corrupt", "older"):
+    for name in ("incomplete", "corrupt", "older", "killed"):
         d = tmp_path / name
         (d / "_done").mkdir(parents=True)
         (d / "_run.json").write_text("{}")
         marker = {"last": True, "parts": [], "scored": 0, "rejected": 0}
         (d / "_done" / "f000000-c000000.json").write_text(json.dumps(marker))
     (tmp_path / "corrupt" / "manifest.json").write_text("{cut sh")
+    # killed -9 a moment ago: its lease unexpired, its process gone (a pid no process has)
+    dead = {"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 1, "expires": 2e9}
+    (tmp_path / "killed" / "_lease").mkdir()
+    (tmp_path / "killed" / "_lease" / "x.json").write_text(json.dumps(dead))
     (tmp_path / "older" / "manifest.json").write_text(json.dumps({"localnat_version": "0.0.1"}))
     (tmp_path / "older" / "teachers.json").write_text(json.dumps({"teachers": ["a"]}))
     for name, (where, says) in cases.items():

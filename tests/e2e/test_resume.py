@@ -187,3 +187,32 @@ def test_an_input_rewritten_during_the_run_stops_it_naming_the_file(
     if when == "reading":
         markers = [p.name for p in (tmp_path / "out" / when / "_done").glob("*.json")]
         assert markers and not any(m.startswith("f000001-") for m in markers)
+
+
+def test_sigterm_stops_a_run_waiting_for_actors_it_cannot_place(ray_local, tiny_student, tmp_path):
+    """A cluster joined (it may grow, so not refused up front) that can never place the
+    actors: the run waits, and a scheduler's SIGTERM still stops it, cleanly and soon."""
+    import time
+
+    pq.write_table(pa.Table.from_pandas(sample(200).head(2)), tmp_path / "a.parquet")
+    args = ["--student", tiny_student, "--output", str(tmp_path / "out"), "--run-id", "w"]
+    args += ["--input", str(tmp_path / "a.parquet"), "--cpus-per-actor", "64"]
+    args += ["--ray-address", ray_local["address"]]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.curate", *args],
+        cwd=REPO,
+        env=ray_local["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lease = tmp_path / "out" / "w" / "_lease"
+    assert wait_for(lambda: lease.exists() and any(lease.iterdir()), timeout=120)
+    time.sleep(8)  # into the wait for the actors
+    assert driver.poll() is None, driver.communicate()[0][-2000:]
+    stopped = time.time()
+    driver.terminate()
+    out, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 143, out[-2000:]
+    assert time.time() - stopped < 30 and "interrupted" in out
+    assert not any(lease.iterdir())  # its lease released: a retry may start at once
