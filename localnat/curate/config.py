@@ -25,8 +25,9 @@ class CurateConfig:
 
     inputs: tuple[str, ...] = option(
         (),
-        "file, directory or glob; local, `s3://`, `gs://`; Parquet, JSONL, JSONL.gz; "
-        "repeatable. Hive directories (`teacher=qwq/part-0.parquet`) supply columns",
+        "file, directory or glob; local, `s3://`, `gs://`; Parquet, Arrow IPC / Feather, JSONL "
+        "(gzipped or not), a JSON array; repeatable. Hive directories "
+        "(`teacher=qwq/part-0.parquet`) supply columns",
         group=_IO,
         flag="input",
         default_text="bundled demo slice",
@@ -48,7 +49,7 @@ class CurateConfig:
     cache: str | None = option(
         None,
         "score cache: rows scored before with the same student and settings are reused, "
-        "not rescored; append-only, shareable by runs (local or `s3://`)",
+        "not rescored; shareable by runs (local, `s3://` or `gs://`)",
         group=_IO,
         default_text="none",
         metavar="URI",
@@ -83,7 +84,8 @@ class CurateConfig:
     )
     correct_column: str | None = option(
         None,
-        "boolean column; then only correct responses are selected and accuracy is reported",
+        "correctness column (true/false, yes/no or 1/0; null for unknown); then only correct "
+        "responses are selected and accuracy is reported",
         group=_COLS,
         affects=ROWS,
     )

@@ -55,6 +55,12 @@ def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = N
     board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share, family=family)
     if cfg.correct_column:
         board["validation"] = validation(df, board, cfg.seed)
+        if df["is_correct"].isna().all():
+            LOG.warning(
+                f"--correct-column {cfg.correct_column!r} is unknown (null) on every scored "
+                "row: no response is selected (only correct ones are); leave the option out to "
+                "select among all responses"
+            )
     return Reduced(df, dups, board, conflicts, np.asarray(keys, dtype=object))
 
 

@@ -1,0 +1,35 @@
+"""The reduce: the scores pass's committed parts read back, duplicates set apart, the
+leaderboard; and what it says of the data on the way."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from localnat.curate.columns import REDUCE_COLUMNS
+from localnat.curate.config import CurateConfig
+from localnat.curate.reduce import reduce
+from localnat.testing.jobs import HAND_ROWS, score_table
+
+
+def committed(run_dir, df) -> dict:
+    """`df` as one committed scores/ part of a run directory; the chunks naming it."""
+    df = df.copy()
+    df["file_index"], df["row_number"] = 0, range(len(df))
+    df["prompt_key"] = "p-" + df["prompt_id"]
+    for name in ("local_nat_se", "rank_sum", "surprisal_sum"):
+        df[name] = 0.0
+    (run_dir / "scores").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(df[REDUCE_COLUMNS]), run_dir / "scores" / "p.parquet")
+    return {(0, 0): {"parts": ["scores/p.parquet"], "last": True}}
+
+
+def test_a_correctness_column_unknown_everywhere_is_said(tmp_path, said):
+    df = score_table(HAND_ROWS)
+    df["is_correct"] = None
+    chunks = committed(tmp_path, df)
+    reduced = reduce(CurateConfig(correct_column="ok"), str(tmp_path), chunks)
+    assert len(reduced.df) == len(HAND_ROWS)
+    (line,) = said
+    assert "'ok' is unknown (null) on every scored row: no response is selected" in line
+    said.clear()
+    reduce(CurateConfig(), str(tmp_path), chunks)  # no correctness column: nothing to say
+    assert not said
