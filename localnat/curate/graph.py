@@ -34,6 +34,7 @@ from .identity import StudentIdentity, checked_load
 from .inputs import file_groups
 from .lookup import Lookup
 from .passes import Pass
+from .progress import reading_actors
 from .sink import Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
@@ -64,7 +65,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "student": student, "cache": cache},
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(2, 2 * cfg.actors)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg)),
     )
     # One call per block: a Score task is one call, so its rows are written (and their
     # chunks committed) as soon as it returns, and the actors share the calls.

@@ -244,7 +244,7 @@ def hash_dir(root: Path) -> dict[str, str]:
     out = {n: memo[n]["digest"] for n in names if n not in todo}
     out.update(zip(todo, fresh))
     if todo or set(memo) != set(names):
-        _write_memo(memo_path, {n: {"stat": stats[n], "digest": out[n]} for n in names})
+        remember(memo_path, {n: {"stat": stats[n], "digest": out[n]} for n in names})
     return out
 
 
@@ -299,10 +299,7 @@ def _memo_path(root: Path) -> Path:
 def _read_memo(path: Path) -> dict:
     """The memo's entries of the shape this version writes ({"stat": [...], "digest": str});
     anything else (another version's, a cut file) is as if absent: hashed again."""
-    try:
-        memo = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    memo = recall(path)
     if not isinstance(memo, dict):
         return {}
     return {
@@ -314,22 +311,31 @@ def _read_memo(path: Path) -> dict:
     }
 
 
+def recall(path: Path):
+    """What this machine remembered at `path` (`remember`); None when absent or cut."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 _unwritable: set[str] = set()  # memo directories already warned about
 
 
-def _write_memo(path: Path, memo: dict) -> None:
-    """Written aside and renamed: two drivers at once each leave a whole, valid memo. A
-    machine where it cannot be written hashes again next time, and says so once."""
+def remember(path: Path, data) -> None:
+    """Keep `data` (JSON) at `path` for the next run on this machine: written aside and
+    renamed, so two drivers at once each leave a whole file. Where it cannot be written the
+    next run does the work again, and this one says so once."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(memo))
+        tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
     except OSError as err:
         if str(path.parent) not in _unwritable:
             _unwritable.add(str(path.parent))
             LOG.warning(
-                f"cannot keep the student's file digests in {path.parent} ({err.strerror or err}):"
-                " the student is hashed again on every run; set LOCALNAT_CACHE to a writable "
-                "directory"
+                f"cannot keep what is known of the student in {path.parent} "
+                f"({err.strerror or err}): the student is hashed again on every run; set "
+                "LOCALNAT_CACHE to a writable directory"
             )

@@ -61,6 +61,16 @@ def local_cpus() -> int:
 READING_CPUS = 0.5
 
 
+def reading_actors(cfg) -> int:
+    """The most reading (Prepare) actors: two per scoring actor, but on the machine of a
+    local Ray no more than its cores left to the scoring actors (each starts by loading a
+    tokenizer, seconds of a core that small machines cannot spare)."""
+    most = max(2, 2 * cfg.actors)
+    if not local_cluster(cfg):
+        return most
+    return max(1, min(most, (os.cpu_count() or 1) - int(cfg.actors * cfg.cpus_per_actor)))
+
+
 def check_cpus(cfg) -> None:
     """Scoring actors that ask for more CPUs than the Ray they run on has would wait
     forever: a one-line error before Ray starts (the Ray this job starts, or the one this
@@ -100,7 +110,8 @@ def start_ray(cfg) -> None:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
-    extra = {"num_cpus": local_cpus()} if local_cluster(cfg) else {}
+    # a local Ray needs no dashboard (its seconds of start-up on every run are saved)
+    extra = {"num_cpus": local_cpus(), "include_dashboard": False} if local_cluster(cfg) else {}
     env = dict(QUIET_ENV) if quiet else {}
     ray.init(
         address=cfg.ray_address,

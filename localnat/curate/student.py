@@ -4,13 +4,16 @@ and the cluster has the GPUs its actors ask for."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from ..logs import LOG
 from ..scoring.config import ScoreConfig
 from .config import CurateConfig
-from .identity import StudentIdentity, identify, verify
+from .identity import StudentIdentity, identify, recall, remember, verify
 from .inputs import InputError
 from .progress import local_cluster
 
@@ -50,22 +53,57 @@ def check_student(score: ScoreConfig):
 
 def identify_student(cfg: CurateConfig) -> StudentIdentity:
     """The student identified (identity.py: every file's digest, its real directory or hub
-    commit), then loaded from exactly that (`check_student`) to render the prompt probe, and
-    checked again: the probe and the digests are of the same bytes."""
+    commit), then loaded from exactly that (`check_student`) to render the prompt probe and
+    find its family, and checked again: the probe and the digests are of the same bytes. The
+    probe is remembered per machine under the student's digest, the system prompt and the
+    versions of the libraries that render it: a night with a known student loads nothing."""
     from ..scoring.student import DEFAULT_STUDENT, prompt_probe, resolve_student
 
     t = time.time()
     student = identify(resolve_student(cfg.score.student), cfg.score.revision, {})
-    tokenizer, config = check_student(student.pinned(cfg.score))
-    name = f"{cfg.score.student or DEFAULT_STUDENT} {getattr(config, '_name_or_path', '')}"
-    student = replace(
-        student,
-        prompt_probe=prompt_probe(tokenizer, cfg.score.system_prompt),
-        family=family(name, getattr(config, "model_type", None)),
-    )
-    verify(student)
+    name = cfg.score.student or DEFAULT_STUDENT
+    memo = _probe_memo(student, name, cfg.score.system_prompt)
+    known = _read_probe(memo)
+    if known is None:
+        tokenizer, config = check_student(student.pinned(cfg.score))
+        known = {
+            "prompt_probe": prompt_probe(tokenizer, cfg.score.system_prompt),
+            "family": family(
+                f"{name} {getattr(config, '_name_or_path', '')}",
+                getattr(config, "model_type", None),
+            ),
+        }
+        verify(student)
+        remember(memo, known)
+    student = replace(student, prompt_probe=known["prompt_probe"], family=known["family"])
     LOG.info(f"student {student.name}: identity {student.digest} ({time.time() - t:.1f} s)")
     return student
+
+
+# What renders a prompt besides the student's files: a new version is a new probe.
+RENDERERS = ("transformers", "tokenizers", "jinja2")
+
+
+def _probe_memo(student: StudentIdentity, name: str, system_prompt: str | None) -> Path:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..scoring.student import cache_dir
+
+    def known(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    key = [student.digest, name, system_prompt, [known(p) for p in RENDERERS]]
+    digest = hashlib.blake2b(json.dumps(key).encode(), digest_size=16).hexdigest()
+    return cache_dir() / "probes" / f"{digest}.json"
+
+
+def _read_probe(path: Path) -> dict | None:
+    known = recall(path)
+    ok = isinstance(known, dict) and isinstance(known.get("prompt_probe"), dict)
+    return known if ok and "family" in known else None
 
 
 def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:

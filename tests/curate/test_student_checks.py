@@ -5,6 +5,7 @@ import time
 import pytest
 
 from localnat import ScoreConfig
+from localnat.curate.config import CurateConfig
 from localnat.curate.inputs import InputError
 from localnat.curate.student import check_student
 
@@ -20,3 +21,40 @@ def test_a_missing_or_broken_student_is_one_clear_line_before_any_ray_work(tmp_p
     with pytest.raises(InputError, match="cannot load the student"):
         check_student(ScoreConfig(student=str(broken)))
     assert time.time() - start < 30
+
+
+def test_a_known_student_is_not_loaded_again_to_render_its_probe(tmp_path, monkeypatch):
+    """The probe is remembered under the student's digest, the system prompt and the
+    renderers' versions: a night with a known student loads no tokenizer; a new system
+    prompt, or changed files, renders it again."""
+    from localnat.curate import student as students
+    from localnat.testing import save_tiny_student
+
+    monkeypatch.setenv("LOCALNAT_CACHE", str(tmp_path / "cache"))
+    path = save_tiny_student(tmp_path / "s")
+    cfg = CurateConfig(score=ScoreConfig(student=path))
+    first = students.identify_student(cfg)
+    assert first.prompt_probe["rendered"].startswith("<|user|>What is 2+3?")
+    real = students.check_student
+    monkeypatch.setattr(students, "check_student", lambda score: pytest.fail("loaded again"))
+    again = students.identify_student(cfg)
+    assert (again.prompt_probe, again.family) == (first.prompt_probe, first.family)
+    monkeypatch.setattr(students, "check_student", real)
+    told = students.identify_student(
+        CurateConfig(score=ScoreConfig(student=path, system_prompt="Be brief."))
+    )
+    assert told.prompt_probe["rendered"].startswith("<|system|>Be brief.")
+    (tmp_path / "s" / "chat_template.jinja").write_text("{{ messages[0]['content'] }}!")
+    assert students.identify_student(cfg).prompt_probe["rendered"] == "What is 2+3?!"
+
+
+def test_reading_actors_fit_a_small_machine(monkeypatch):
+    from localnat.curate.progress import reading_actors
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert reading_actors(CurateConfig(actors=2)) == 1  # two cores, two scoring actors
+    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0)) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert reading_actors(CurateConfig(actors=2)) == 4  # two per scoring actor
+    assert reading_actors(CurateConfig(actors=2, ray_address="auto")) == 4  # a cluster's
