@@ -166,8 +166,12 @@ def test_a_cache_part_of_other_types_is_named_once_and_its_rows_rescored(nights,
         )
     )
     printed = capsys.readouterr().out
-    assert printed.count(part.name) == 1
+    named = [line for line in printed.splitlines() if part.name in line]
+    assert sum("its rows will be rescored" in line for line in named) == 1  # once, not per actor
     assert "local_nat is string (expected double)" in printed
+    # the night's end compaction sets it aside: kept for a person, out of every reader's way
+    assert any("set aside" in line for line in named) and not part.exists()
+    assert len(list((cache / nights["namespace"] / "aside").iterdir())) == 1
     assert run["counts"]["cache_misses"] == table.num_rows
     assert run["counts"]["cache_hits"] == 50 - table.num_rows
     assert_same_outputs(tmp_path / "out" / "t", nights["out"] / "full")
