@@ -162,3 +162,29 @@ def test_small_files_are_grouped_in_order_and_large_ones_stand_alone():
     by_bytes = file_groups([SMALL_FILE - 1] * 100)  # bytes close a group before its count
     assert max(g.stop - g.start for g in by_bytes) == GROUP_BYTES // (SMALL_FILE - 1)
     assert file_groups([]) == []
+
+
+def test_a_correctness_column_that_is_not_one_stops_the_run_before_any_work(tmp_path):
+    """correct/wrong labels where true/false belongs once rejected every row after Ray had
+    started: refused at planning, naming the file and a value; a stray value among booleans
+    is its row's reject, not the run's."""
+    import pytest
+
+    from localnat.curate.config import CurateConfig
+    from localnat.curate.inputs import InputError, plan
+
+    rows = [{"prompt": "Q?", "response": f"A{i}.", "teacher": "t"} for i in range(6)]
+    labels = ["correct", "wrong", "correct", "wrong", "yes", "no"]
+    pq.write_table(
+        pa.Table.from_pylist([dict(r, ok=v) for r, v in zip(rows, labels)]), tmp_path / "a.parquet"
+    )
+    cfg = CurateConfig(inputs=(str(tmp_path / "a.parquet"),), correct_column="ok")
+    with pytest.raises(
+        InputError, match="a.parquet: --correct-column 'ok' is not a corr.*'correct'"
+    ):
+        plan(cfg, str(tmp_path / "out"))
+    labels = ["yes", "no", "true", "maybe", "1", "0"]
+    pq.write_table(
+        pa.Table.from_pylist([dict(r, ok=v) for r, v in zip(rows, labels)]), tmp_path / "a.parquet"
+    )
+    assert len(plan(cfg, str(tmp_path / "out")).files) == 1
