@@ -177,3 +177,20 @@ class OnLog:
         import logging
 
         logging.getLogger("localnat").removeHandler(self.handler)
+
+
+def driver(args: list[str], env: dict, quiet: bool = False):
+    """`python -m jobs.curate ARGS` started as a scheduler starts it (its own process, the
+    repository as its working directory), its output captured as text unless `quiet`."""
+    import subprocess
+    import sys
+
+    out = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.curate", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=out,
+        stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT,
+        text=True,
+    )

@@ -18,6 +18,7 @@ from s3server import SECRET_KEY
 from localnat.curate.job import run_job
 from localnat.curate.storage import read_parquet_dir
 from localnat.testing.jobs import config, sample, wait_for
+from localnat.testing.jobs import driver as start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,13 +140,7 @@ def test_killed_driver_then_rerun_finishes_without_duplicates(
         "--ray-address",
         ray_local["address"],
     ]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.curate", *args],
-        cwd=REPO,
-        env=ray_local["env"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    driver = start(args, ray_local["env"], quiet=True)
     done = tmp_path / "drv" / "_done"
     assert wait_for(lambda: done.exists() and any(done.iterdir()))
     driver.kill()

@@ -1,8 +1,6 @@
 """Nothing lost, nothing deleted: one run per directory, progress kept in chunks, resumes that
 match their inputs, overwrite only of a localnat run."""
 
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +16,7 @@ from localnat.curate.lease import RunBusy
 from localnat.curate.storage import list_files, read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing.jobs import config, sample, shards, wait_for
+from localnat.testing.jobs import driver as start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,14 +78,7 @@ def test_a_killed_run_keeps_its_chunks_and_the_resume_skips_them(ray_local, tiny
         "--ray-address",
         ray_local["address"],
     ]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.curate", *args],
-        cwd=REPO,
-        env=ray_local["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    driver = start(args, ray_local["env"])
     done = tmp_path / "out" / "big" / "_done"
     assert wait_for(lambda: done.exists() and len(list(done.iterdir())) >= 2)
     driver.terminate()  # SIGTERM: a clean, resumable exit
@@ -198,14 +190,7 @@ def test_sigterm_stops_a_run_waiting_for_actors_it_cannot_place(ray_local, tiny_
     args = ["--student", tiny_student, "--output", str(tmp_path / "out"), "--run-id", "w"]
     args += ["--input", str(tmp_path / "a.parquet"), "--cpus-per-actor", "64"]
     args += ["--ray-address", ray_local["address"]]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.curate", *args],
-        cwd=REPO,
-        env=ray_local["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    driver = start(args, ray_local["env"])
     lease = tmp_path / "out" / "w" / "_lease"
     assert wait_for(lambda: lease.exists() and any(lease.iterdir()), timeout=120)
     time.sleep(8)  # into the wait for the actors
