@@ -223,6 +223,9 @@ def counts(chunks: dict[tuple[int, int], dict], n_files: int) -> dict:
         "scored": scored,
         "rejected": rejected,
         "oom_splits": sum(d["oom_splits"] for d in chunks.values()),
+        # every token the student ran for these rows, every attempt's (markers before: 0)
+        "model_tokens": sum(d.get("model_tokens", 0) for d in chunks.values()),
+        "padded_tokens": sum(d.get("padded_tokens", 0) for d in chunks.values()),
         # scored rows whose scores came from the score cache (markers before it: none)
         "cache_hits": sum(d.get("reused", 0) for d in chunks.values()),
     }

@@ -1,58 +1,74 @@
-"""`--dry-run`: what a run would do, with no student loaded and nothing written: rows per file
-(as the run counts them: an unreadable or empty file is one reject row), the longest
-responses and their estimated cost, what the score cache holds of them, the plan."""
+"""`--dry-run`: what a run would do, with no model weights loaded and nothing written: rows
+per file (as the run counts them: an unreadable or empty file is one reject row), the model
+tokens the student would run (the scorer's own plan of each row, from the student's
+tokenizer), the longest responses, what the score cache holds of them, the plan."""
 
 from __future__ import annotations
 
 import heapq
+import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..logs import LOG
 from ..redact import redact
-from ..scoring.steps import segment
 from ..scoring.student import DEFAULT_STUDENT
 from .cache import KEY, as_numpy, index_whole, open_namespace, row_keys, view
 from .chunks import read_files
 from .commit import committed_chunks, completed_files
 from .config import CurateConfig
-from .cost import row_cost
-from .formats import read_rows
-from .inputs import Plan
+from .cost import Predictor
+from .identity import StudentError
+from .inputs import InputError, Plan, file_groups
 from .racing import racing
 from .storage import filesystem, join
 from .student import identify_student
 
-CHARS_PER_TOKEN = 4  # a response's tokens, estimated without a tokenizer
+EXACT_ROWS = 20_000  # up to this many rows, every one is tokenized for the prediction
+SAMPLE_ROWS = 2000  # beyond it, a sample of this many rows is
 
 
 def dry_run(plan: Plan, cfg: CurateConfig, run_dir: str) -> dict:
-    rows, longest = {}, []
-    column = cfg.response_column
-    for _, uri, _ in plan.files:
-        n = 0
-        try:
-            for chunk in read_rows(uri, cfg.input_format, [column], 4096):
-                n += len(chunk)
-                for index, rec in chunk:
-                    text = rec.get(column) if isinstance(rec, dict) else None
-                    if isinstance(text, str):
-                        longest = heapq.nlargest(5, [*longest, (len(text), f"{uri}#{index}", text)])
-            rows[redact(uri)] = n or 1
-        except Exception as err:  # noqa: BLE001
-            rows[redact(uri)] = n + 1
-            LOG.warning(f"{uri}: unreadable from row {n} on: {type(err).__name__}: {err}")
+    try:
+        student = identify_student(cfg)
+        predictor = Predictor(cfg, student)
+    except (StudentError, InputError, OSError, ValueError) as err:  # no student: no tokens
+        student = predictor = None
+        cost = {"model_tokens": None, "model_tokens_unknown": str(err)}
+    exact = predictor is not None and sum(n or 0 for n in plan.rows.values()) <= EXACT_ROWS
+    rows, longest, keys, tokens = {}, [], [], 0
+    sample, prompts = _Reservoir(SAMPLE_ROWS, cfg.seed), set()
+    for group in file_groups([plan.sizes.get(i) for i, _, _ in plan.files]):
+        valid = []
+        for index, uri, root in plan.files[group]:
+            n = 0
+            for piece in read_files([{"file_index": index, "uri": uri, "root": root}], cfg):
+                n += piece.num_rows
+                if cfg.cache:
+                    keys.append(as_numpy(row_keys(piece)))  # valid rows only
+                ok = piece.filter(pc.is_null(piece.column("reject_reason")))
+                prompts.update(ok.column("prompt_key").to_pylist())
+                for row in ok.select(["source", "prompt", "response", "steps_json"]).to_pylist():
+                    steps = row.pop("steps_json")
+                    row["steps"] = None if steps is None else json.loads(steps)
+                    (valid.append if exact else sample.add)(row)
+                    longest = heapq.nlargest(5, [*longest, (len(row["response"]), row["source"])])
+            rows[redact(uri)] = n
+        if exact:
+            tokens += predictor.group(valid)
+    if exact:
+        cost = {"model_tokens": tokens, "model_tokens_from": "every row, packed into calls"}
+    elif predictor is not None:
+        cost = _sampled(predictor, sample, len(prompts))
     return {
         "dry_run": True,
         "run_dir": redact(run_dir),
         "input_files": rows,
         "input_rows": sum(rows.values()),
-        **(_cache(plan, cfg) if cfg.cache else {}),
-        "longest_responses": [
-            {"source": redact(src), "chars": n, "rough_model_tokens": _cost(text, cfg)}
-            for n, src, text in longest
-        ],
+        **cost,
+        **(_cache(cfg, student, keys) if cfg.cache and student else {}),
+        "longest_responses": [{"source": redact(src), "chars": n} for n, src in longest],
         "plan": {
             "student": cfg.score.student or DEFAULT_STUDENT,
             "windows": [w.name for w in cfg.score.windows],
@@ -68,24 +84,49 @@ def dry_run(plan: Plan, cfg: CurateConfig, run_dir: str) -> dict:
     }
 
 
-def _cost(text: str, cfg: CurateConfig) -> int:
-    """The row's cost by the packing's model (cost.py), its tokens estimated from characters
-    and its steps from the sentence segmenter when they come from a column."""
-    builtin = cfg.score.step_column is None
-    steps = len(segment(text, cfg.score.segmenter if builtin else "sentence"))
-    return row_cost(0, len(text) // CHARS_PER_TOKEN, steps, cfg.score.windows)
+class _Reservoir:
+    """A seeded uniform sample of at most `size` rows of a stream, and the stream's total
+    response characters (to scale what the sample costs to the whole)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.rng = size, np.random.default_rng(seed)
+        self.rows: list[dict] = []
+        self.seen = self.chars = 0
+
+    def add(self, row: dict) -> None:
+        self.seen += 1
+        self.chars += len(row["response"])
+        if len(self.rows) < self.size:
+            self.rows.append(row)
+        else:
+            at = int(self.rng.integers(0, self.seen))
+            if at < self.size:
+                self.rows[at] = row
 
 
-def _cache(plan: Plan, cfg: CurateConfig) -> dict:
+def _sampled(predictor: Predictor, sample: _Reservoir, n_prompts: int) -> dict:
+    """Over EXACT_ROWS rows: the sample's segment tokens scaled by the responses'
+    characters, and each prompt once at the sample's mean (a prompt whose answers fall in
+    several calls runs once per call: an estimate, not the scorer's count)."""
+    segments, prompt_tokens = 0, {}
+    for row in sample.rows:
+        seg, n_prompt = predictor.row(row)
+        segments += seg
+        prompt_tokens[row["prompt"]] = n_prompt
+    chars = sum(len(row["response"]) for row in sample.rows)
+    per_prompt = sum(prompt_tokens.values()) / max(len(prompt_tokens), 1)
+    return {
+        "model_tokens": round(segments * sample.chars / max(chars, 1) + per_prompt * n_prompts),
+        "model_tokens_from": f"a sample of {len(sample.rows)} rows",
+    }
+
+
+def _cache(cfg: CurateConfig, student, keys: list) -> dict:
     """Rows the cache holds and rows the student would score (rows read and validated as the
     run reads them). The driver holds the inputs' keys, never the cache's: each of the
     cache's key columns is streamed past them."""
-    ns, columns = open_namespace(cfg, identify_student(cfg), write=False)
+    ns, columns = open_namespace(cfg, student, write=False)
     current = view(ns, columns)
-    keys = []
-    for index, uri, root in plan.files:
-        for piece in read_files([{"file_index": index, "uri": uri, "root": root}], cfg):
-            keys.append(as_numpy(row_keys(piece)))  # valid rows only
     wanted = np.concatenate(keys) if keys else np.empty(0, "S16")
     unique, inverse = np.unique(wanted, return_inverse=True)
     held = np.zeros(len(unique), bool)

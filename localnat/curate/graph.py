@@ -35,7 +35,7 @@ from .inputs import file_groups
 from .lookup import Lookup
 from .passes import Pass
 from .progress import reading_actors
-from .sink import Sink
+from .sink import CALL_COSTS, Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 
@@ -147,7 +147,8 @@ class Prepare:
         table = pa.concat_tables(hits)
         call_id = uuid.uuid4().hex[:12]
         n = table.num_rows
-        table = table.append_column("oom_splits", pa.array([0] * n, pa.int64()))
+        for name in CALL_COSTS:  # hits cost the student nothing
+            table = table.append_column(name, pa.array([0] * n, pa.int64()))
         table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
         table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
         return call_row([self.sink.write(table, "cache")], 0, cached=True, call_id=call_id)
@@ -196,7 +197,7 @@ class Score:
             self._loading.result()  # loaded (a load that failed raises here)
         table = read_call(batch)
         items = prepared_items(table)
-        before = self.scorer.stats["oom_splits"]
+        before = {name: self.scorer.stats[stat] for name, stat in CALL_COSTS.items()}
         try:
             results = self.method(items)
         except Exception:  # noqa: BLE001 - find the row that fails, keep the others
@@ -207,9 +208,10 @@ class Score:
         )
         for name in self.pass_.results:
             table = table.append_column(name, scores.column(name))
-        oom = self.scorer.stats["oom_splits"] - before
-        splits = ([oom] + [0] * (table.num_rows - 1))[: table.num_rows]
-        table = table.append_column("oom_splits", pa.array(splits, pa.int64()))
+        for name, stat in CALL_COSTS.items():  # the call's, on its first row
+            spent = self.scorer.stats[stat] - before[name]
+            column = ([spent] + [0] * (table.num_rows - 1))[: table.num_rows]
+            table = table.append_column(name, pa.array(column, pa.int64()))
         for name in ("call_id", "est_tokens"):  # each row says which call scored it
             value = batch.column(name)[0]
             table = table.append_column(

@@ -65,6 +65,8 @@ def finish(run: Run, outcome: Outcome) -> dict:
 def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
     cfg, scored, reduced = run.cfg, outcome.scored, outcome.reduced
     rows = counts(scored.chunks, len(run.plan.files))
+    for name in ("model_tokens", "padded_tokens"):  # every pass's
+        rows[name] += outcome.raced.get(f"race_{name}", 0)
     if cfg.cache:
         rows["cache_misses"] = rows["scored"] - rows["cache_hits"]
     uris = {i: uri for i, uri, _ in run.plan.files}

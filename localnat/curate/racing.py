@@ -22,10 +22,10 @@ from ..logs import LOG
 from ..redact import redact
 from ..scoring.sampling import exact_ln
 from .columns import UNSAMPLED_COLUMNS
-from .commit import InputChanged, committed_parts
+from .commit import InputChanged, committed_parts, counts
 from .config import CurateConfig
 from .passes import race_pass
-from .run import Run
+from .run import Executed, Run
 from .selection import candidates, race, settle
 from .storage import join, read_parquet_files
 
@@ -46,10 +46,14 @@ def raced_selection(run: Run, df: pd.DataFrame, chunks: dict) -> tuple[pd.DataFr
         survivors["rescore"], ["row_id", "file_index", "row_number", "content_hash"]
     ]
     stats = {"race_survivors": len(survivors), "race_rescored": len(todo), "race_failed": 0}
-    stats["race_response_tokens"] = 0
+    stats["race_response_tokens"] = stats["race_model_tokens"] = stats["race_padded_tokens"] = 0
     exact = pd.DataFrame({"row_id": [], "local_nat": []})
     if len(todo):
-        exact, stats["race_response_tokens"] = _exact_pass(run, todo, chunks)
+        exact, done = _exact_pass(run, todo, chunks)
+        stats["race_response_tokens"] = done.tokens
+        spent = counts(done.chunks, 0)
+        stats["race_model_tokens"] = spent["model_tokens"]
+        stats["race_padded_tokens"] = spent["padded_tokens"]
     failed = ~todo["row_id"].isin(exact["row_id"])
     if failed.any():
         stats["race_failed"] = int(failed.sum())
@@ -72,10 +76,10 @@ def raced_selection(run: Run, df: pd.DataFrame, chunks: dict) -> tuple[pd.DataFr
     return chosen, stats
 
 
-def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFrame, int]:
+def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFrame, Executed]:
     """Pass("race") over `todo`'s rows (through the cache's namespace of its results when
     there is a cache: a night rescores only new survivors); their exact LN (row_id,
-    local_nat) and the response tokens this attempt scored."""
+    local_nat) and what the pass did (`Executed`)."""
     rows = {int(f): sorted(r.tolist()) for f, r in todo["row_number"].groupby(todo["file_index"])}
     ident = {
         "z": run.cfg.race_z,
@@ -89,7 +93,7 @@ def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFram
     parts = [join(pass_.directory, p) for p in committed_parts(done.chunks, "scores/")]
     rest = read_parquet_files(parts, UNSAMPLED_COLUMNS)
     if rest is None:
-        return pd.DataFrame({"row_id": [], "local_nat": []}), done.tokens
+        return pd.DataFrame({"row_id": [], "local_nat": []}), done
     rest = rest.to_pandas().merge(
         todo[["row_id", "file_index", "content_hash"]], on="row_id", suffixes=("", "_1")
     )
@@ -111,7 +115,7 @@ def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFram
             "are neither sampled nor in the exact pass"
         )
     ln = exact_ln(rest["known_sum"], rest["rest_sum"], rest["n_steps"])
-    return pd.DataFrame({"row_id": rest["row_id"], "local_nat": ln}), done.tokens
+    return pd.DataFrame({"row_id": rest["row_id"], "local_nat": ln}), done
 
 
 def _sampled_sums(run_dir: str, chunks, row_ids: np.ndarray, files: set) -> pd.DataFrame:

@@ -35,7 +35,7 @@ from .lease import Lease
 from .lookup import shared_view
 from .passes import Pass
 from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
-from .sink import merge_parts
+from .sink import CALL_COSTS, merge_parts
 from .storage import delete, join, list_files, read_json, write_text
 from .student import wait_for_gpus
 
@@ -204,8 +204,8 @@ class _Commits:
         self.calls[row["call_id"]] = (row["call_rows"], row["call_tokens"], row["actor"])
         acc = self.written.setdefault(
             key,
-            {"scored": 0, "rejected": 0, "reused": 0, "response_tokens": 0, "oom_splits": 0}
-            | {"parts": []},
+            {"scored": 0, "rejected": 0, "reused": 0, "response_tokens": 0, "parts": []}
+            | dict.fromkeys(CALL_COSTS, 0),
         )
         for name in acc:
             acc[name] += row[name]

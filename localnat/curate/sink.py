@@ -18,6 +18,16 @@ from .columns import REJECT_COLUMNS
 from .passes import Pass
 from .storage import join, read_parquet_files, write_table
 
+# A call's costs as the scorer counts them (column -> `Scorer.stats` key), carried on the
+# call's first row, summed per chunk and kept in its marker: a resumed run still counts what
+# its earlier attempts spent. Model tokens are every token the student ran (prompt caches,
+# inline prompts, segments), without padding.
+CALL_COSTS = {
+    "oom_splits": "oom_splits",
+    "model_tokens": "tokens",
+    "padded_tokens": "padded_tokens",
+}
+
 
 class Sink:
     """Writes a call's rows for `pass_`; `cache`: the namespace to append fresh scores to."""
@@ -114,7 +124,7 @@ def _counts(rows: pa.Table) -> dict:
             pc.if_else(scored.column("reused"), 0, scored.column("n_response_tokens"))
         ).as_py()
         or 0,
-        "oom_splits": pc.sum(rows.column("oom_splits")).as_py() or 0,
+        **{name: pc.sum(rows.column(name)).as_py() or 0 for name in CALL_COSTS},
     }
 
 

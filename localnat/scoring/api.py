@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .batching import Segment, make_batches
+from .batching import Segment, forward_cost, make_batches, shared_prompts
 from .config import ScoreConfig
 from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
@@ -40,6 +40,48 @@ def rank_surprisal_ratio(ranks: np.ndarray, logprobs: np.ndarray) -> float:
     return float(ranks.sum() / max(-logprobs.sum(), 1e-12))
 
 
+def resolved(cfg: ScoreConfig, context: int, cuda: bool) -> ScoreConfig:
+    """`cfg` with its policies resolved for a student of `context` positions on a CUDA
+    device or not: max_tokens (the context), max_window_tokens (4096, within it), batch
+    tokens (32768 on CUDA, 2048 on CPU)."""
+    max_tokens = cfg.max_tokens or context
+    return replace(
+        cfg,
+        max_tokens=max_tokens,
+        max_window_tokens=min(cfg.max_window_tokens or 4096, max_tokens),
+        batch_tokens=cfg.batch_tokens or (32768 if cuda else 2048),
+    )
+
+
+def plan_row(item: Prepared, cfg: ScoreConfig) -> tuple[Plan, list[StepSample] | None]:
+    """A prepared row's windows (`cfg` resolved); under step sampling, the steps drawn per
+    setting (seeded by the row's tokens) and the plan cut down to them. Raises ValueError
+    (no room)."""
+    plan = plan_windows(
+        item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
+    )
+    if cfg.sample_steps is None:
+        return plan, None
+    seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+    drawn = [sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))]
+    return restrict(plan, [d.scored for d in drawn]), drawn
+
+
+def plan_segments(items: list[Prepared], plans: dict, signals: bool) -> list[Segment]:
+    """Every forward segment of the plans (item index -> Plan): keyed (item, context start),
+    grouped by prompt; `signals`: the global pass also gives rank and entropy."""
+    segments = []
+    for r, plan in plans.items():
+        item = items[r]
+        group = item.prompt_ids.tobytes()
+        for a, (lo, end) in plan.segments.items():
+            tokens = item.response_ids[a:end]
+            segments.append(
+                Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals and a == 0)
+            )
+    return segments
+
+
 class Scorer:
     """Holds one student; scores prepared pairs, each prompt computed once per call.
 
@@ -51,14 +93,8 @@ class Scorer:
     def __init__(self, cfg: ScoreConfig, model=None, tokenizer=None):
         self.model = model if model is not None else load_model(cfg)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
-        max_tokens = cfg.max_tokens or context_length(self.model)
         cuda = next(self.model.parameters()).device.type == "cuda"
-        self.cfg = replace(
-            cfg,
-            max_tokens=max_tokens,
-            max_window_tokens=min(cfg.max_window_tokens or 4096, max_tokens),
-            batch_tokens=cfg.batch_tokens or (32768 if cuda else 2048),
-        )
+        self.cfg = resolved(cfg, context_length(self.model), cuda)
         self.prepare = Preparer(self.tokenizer, self.cfg)
         self.schema = result_schema(self.cfg.windows)
         self.stats = {
@@ -152,23 +188,12 @@ class Scorer:
         """Forward every segment of the plans, batched by tokens, each prompt encoded once.
         Returns (item index, context start) -> Scored; `signals`: the global pass's logits
         also give rsr and global_entropy."""
-        segments = []
-        for r, plan in plans.items():
-            item = items[r]
-            group = item.prompt_ids.tobytes()
-            for a, (lo, end) in plan.segments.items():
-                tokens = item.response_ids[a:end]
-                segments.append(
-                    Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals and a == 0)
-                )
-        batches = make_batches(segments, self.cfg.batch_tokens)
-        # A segment batched alone runs with its prompt inline; only shared batches need caches.
+        batches = make_batches(plan_segments(items, plans, signals), self.cfg.batch_tokens)
         prompts = {}
-        for seg in (seg for batch in batches if len(batch) > 1 for seg in batch):
-            if seg.group not in prompts:
-                prompts[seg.group] = encode_prompt_state(self.model, seg.prompt)
-                self.stats["tokens"] += len(seg.prompt)
-                self.stats["padded_tokens"] += len(seg.prompt)
+        for group, prompt in shared_prompts(batches).items():
+            prompts[group] = encode_prompt_state(self.model, prompt)
+            self.stats["tokens"] += len(prompt)
+            self.stats["padded_tokens"] += len(prompt)
         scored: dict[tuple[int, int], Scored] = {}
         for batch in batches:
             for seg, out in self._forward(batch, prompts, errors):
@@ -177,19 +202,7 @@ class Scorer:
         return scored
 
     def _plan(self, item: Prepared) -> tuple[Plan, list[StepSample] | None]:
-        """The row's windows; under step sampling, the steps drawn per setting (seeded by the
-        row's tokens) and the plan cut down to them. Raises ValueError (no room)."""
-        cfg = self.cfg
-        plan = plan_windows(
-            item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
-        )
-        if cfg.sample_steps is None:
-            return plan, None
-        seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
-        drawn = [
-            sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))
-        ]
-        return restrict(plan, [d.scored for d in drawn]), drawn
+        return plan_row(item, self.cfg)
 
     def _result(self, item: Prepared, plan, samples, scored: dict[int, Scored]) -> dict:
         windows = self.cfg.windows
@@ -243,9 +256,9 @@ class Scorer:
             out = forward_segments(self.model, batch, prompts, self.cfg.head_chunk)
             self.stats["forward_s"] += time.perf_counter() - start
             self.stats["batches"] += 1
-            inline = len(batch[0].prompt) if len(batch) == 1 else 0  # prompt run with it
-            self.stats["tokens"] += sum(len(s.tokens) for s in batch) + inline
-            self.stats["padded_tokens"] += len(batch) * max(len(s.tokens) for s in batch) + inline
+            tokens, padded = forward_cost(batch)
+            self.stats["tokens"] += tokens
+            self.stats["padded_tokens"] += padded
             yield from zip(batch, out)
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():

@@ -40,3 +40,25 @@ def make_batches(segments: list[Segment], batch_tokens: int) -> list[list[Segmen
     if current:
         batches.append(current)
     return batches
+
+
+def shared_prompts(batches: list[list[Segment]]) -> dict:
+    """The prompts a call computes once as key/value caches: those of segments that share a
+    batch (a segment batched alone runs with its prompt inline). Group -> prompt ids."""
+    return {seg.group: seg.prompt for batch in batches if len(batch) > 1 for seg in batch}
+
+
+def forward_cost(batch: list[Segment]) -> tuple[int, int]:
+    """(model tokens, padded tokens) one forward of `batch` runs: its segments' tokens, and
+    the prompt when the segment runs alone with it inline."""
+    inline = len(batch[0].prompt) if len(batch) == 1 else 0
+    tokens = sum(len(s.tokens) for s in batch) + inline
+    return tokens, len(batch) * max(len(s.tokens) for s in batch) + inline
+
+
+def call_cost(batches: list[list[Segment]]) -> tuple[int, int]:
+    """(model tokens, padded tokens) of a call's batches: the shared prompts once, then every
+    forward (`Scorer` counts what it runs by these)."""
+    prompts = sum(len(p) for p in shared_prompts(batches).values())
+    costs = [forward_cost(batch) for batch in batches]
+    return prompts + sum(t for t, _ in costs), prompts + sum(p for _, p in costs)

@@ -244,3 +244,20 @@ def test_a_run_from_the_command_line_prints_only_its_own_lines(ray_local, tiny_s
     summary = lines.index(next(line for line in lines if line.startswith("teacher ")))
     assert all(line.startswith("[localnat] ") for line in lines[:summary]), lines[:summary]
     assert lines[-1].startswith("outputs: ")
+
+
+def test_the_dry_run_predicts_the_model_tokens_a_run_counts(ray_local, tiny_student, tmp_path):
+    """Model tokens are the unit of cost: the manifest counts every token the student ran
+    (and the padding beside them); the dry run predicts them from the student's tokenizer,
+    packing rows into calls as the reading stage does (on the bundled demo: within 5%)."""
+    from localnat.testing.jobs import DEMO
+
+    for flags in ({}, {"sample_steps": 0.5, "select_by": "global", "call_tokens": 2500}):
+        dry = run_job(config(tiny_student, [str(DEMO)], str(tmp_path / "o"), dry_run=True, **flags))
+        run = run_job(
+            config(tiny_student, [str(DEMO)], str(tmp_path / "o"), run_id=f"r{len(flags)}", **flags)
+        )
+        ran = run["counts"]["model_tokens"]
+        assert ran > sum(r["response_tokens"] for r in run["most_expensive_rows"])
+        assert run["counts"]["padded_tokens"] >= ran
+        assert abs(dry["model_tokens"] - ran) <= 0.05 * ran, (flags, dry["model_tokens"], ran)
