@@ -90,12 +90,15 @@ def test_policies_live_in_the_config():
 @pytest.mark.parametrize("suffix", [".yaml", ".toml"])
 def test_flags_replace_file_values_for_every_list_option(tmp_path, suffix):
     values = {"window": [4], "input": ["a.parquet", "b.parquet"], "call-tokens": 8}
-    cfg = from_file(tmp_path, values, "--window", "2", "--input", "c.parquet", suffix=suffix)
+    values["signals"] = ["local", "global"]
+    flags = ["--window", "2", "--input", "c.parquet", "--signals", "rsr,local"]
+    cfg = from_file(tmp_path, values, *flags, suffix=suffix)
     assert cfg.score.windows == (Window(k=2),)
     assert cfg.inputs == ("c.parquet",)
+    assert cfg.score.signals == ("rsr", "local")
     assert cfg.call_tokens == 8  # the file's value where no flag is given
     lists = {o.key for o in all_options() if o.repeatable}
-    assert lists == {"window", "input"}  # a new list option needs a line above
+    assert lists == {"window", "input", "signals"}  # a new list option needs a line above
     cfg = from_file(tmp_path, values, suffix=suffix)
     assert cfg.score.windows == (Window(k=4),) and cfg.inputs == ("a.parquet", "b.parquet")
 
@@ -280,6 +283,7 @@ def test_options_declare_what_they_change():
         "head_chunk": 8,
         "sample_steps": 0.5,
         "max_chars": 10,
+        "signals": ("local",),
     }
     options = all_options()
     assert {o.field for o in options} == set(other), "classify the new option here"
@@ -308,6 +312,8 @@ def test_options_declare_what_they_change():
         ["--min-matched-share", "nan"],
         ["--attn-implementation", "flash_attention_2"],  # no GPU asked: CUDA-only kernel
         ["--attn-implementation", "flash_attention_2", "--gpus-per-actor", "1"],  # no package
+        ["--signals", "local", "--select-by", "global"],  # a signal it does not compute
+        ["--signals", "gn"],
     ],
 )
 def test_values_knowable_before_ray_are_one_line_errors(capsys, flags):

@@ -217,6 +217,11 @@ class CurateConfig:
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the cloud identity) in the "
                     "environment instead"
                 )
+        if self.select_by not in (*self.score.signals, "length", "random"):
+            raise OptionError(
+                f"select-by: {self.select_by} is not among the signals computed "
+                f"(--signals {','.join(self.score.signals)}); add it, or select by one of them"
+            )
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise OptionError("segmenter: the step column must differ from the other columns")
 

@@ -45,13 +45,16 @@ def ranked_teachers(answered: pd.DataFrame, min_share: float) -> list[str]:
 
 
 def leaderboard(
-    df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5, family=None
+    df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5, family=None, signals=None
 ) -> dict:
     """Teacher scores on matched prompts (answered by every ranked teacher, see
     `ranked_teachers`), responses averaged within a prompt first; mean, bootstrap 95% CI over
     prompts, median, rank, pairwise win rates, for every signal (local and global naturalness,
     rsr, entropy); Kendall tau-b between each pair of signals' rankings. Teachers left out of
-    the ranking are listed apart, with their means over their own prompts and no rank."""
+    the ranking are listed apart, with their means over their own prompts and no rank.
+    `signals`: the signals the run computed (`--signals`; length always): only those are
+    reported (`signals_computed`)."""
+    keys = computed(signals)
     # every signal's [prompt, teacher] means by counting into cells of integer codes (a
     # million rows: the string keys are factorized once; no grouped copies of the rows)
     p_code, prompts = pd.factorize(df["prompt_id"], sort=True)
@@ -60,10 +63,12 @@ def leaderboard(
     cell, shape = p_code * len(teachers) + t_code, (len(prompts), len(teachers))
     per_prompt = {  # a signal the table lacks, or no row has (local_nofirst under step
         # sampling): all NaN
-        key: pd.DataFrame(_cell_means(df, s.column, cell, shape), index=prompts, columns=teachers)
-        for key, s in SIGNALS.items()
+        key: pd.DataFrame(
+            _cell_means(df, SIGNALS[key].column, cell, shape), index=prompts, columns=teachers
+        )
+        for key in keys
     }
-    answered = per_prompt["local"].notna()
+    answered = per_prompt["length"].notna()  # every scored row has its length
     ranked = ranked_teachers(answered, min_share)
     apart = [t for t in teachers if t not in ranked]
     matched_mask = answered[ranked].all(axis=1)
@@ -79,6 +84,7 @@ def leaderboard(
         "matched": matched,
         "warning": _warning(n_matched, n_prompts, min_share),
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
+        "signals_computed": keys,
         "per_teacher": {
             t: {
                 "n_responses": int((df["teacher"] == t).sum()),
@@ -97,11 +103,12 @@ def leaderboard(
             return per_prompt[key][who]
         return per_prompt[key][who][matched_mask]
 
-    boots = _resampled([table(k, ranked) for k in SIGNALS], SIGNALS, seed, n_boot)
+    boots = _resampled([table(k, ranked) for k in keys], keys, seed, n_boot)
     if apart:  # their own prompts: reported, not ranked
-        own_boots = _resampled([table(k, apart, True) for k in SIGNALS], SIGNALS, seed, n_boot)
+        own_boots = _resampled([table(k, apart, True) for k in keys], keys, seed, n_boot)
     oriented = {}  # per signal, the ranked teachers' means with "better" = larger
-    for key, signal in SIGNALS.items():
+    for key in keys:
+        signal = SIGNALS[key]
         sign = 1.0 if signal.higher_is_better else -1.0
         stats = _teacher_stats(table(key, ranked), boots[key], sign)
         oriented[key] = [sign * _nan(stats[t]["mean"]) for t in ranked]
@@ -117,10 +124,16 @@ def leaderboard(
     # Oriented means: +1 always says two signals order the teachers alike.
     out["rank_correlation"] = [
         {"a": a, "b": b, "kendall_tau_b": _num(kendall_tau_b(oriented[a], oriented[b]))}
-        for a, b in combinations(SIGNALS, 2)
+        for a, b in combinations(keys, 2)
     ]
-    out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"]  # local vs global
+    both = {"local", "global"} <= set(keys)
+    out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"] if both else None
     return out
+
+
+def computed(signals=None) -> list[str]:
+    """The signals a run computed, in the registry's order (length always: a token count)."""
+    return [k for k in SIGNALS if signals is None or k in signals or k == "length"]
 
 
 def rsr_dataset(df: pd.DataFrame, out: dict, ranked: list[str], matched) -> None:

@@ -52,7 +52,9 @@ def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = N
         table = pa.Table.from_pandas(dups, preserve_index=False)
         write_table(table, join(run_dir, "duplicates.parquet"))
         df = df[~df["row_id"].isin(dups["row_id"])]
-    board = leaderboard(df, cfg.seed, min_share=cfg.min_matched_share, family=family)
+    board = leaderboard(
+        df, cfg.seed, min_share=cfg.min_matched_share, family=family, signals=cfg.score.signals
+    )
     if cfg.correct_column:
         board["validation"] = validation(df, board, cfg.seed)
         if df["is_correct"].isna().all():

@@ -6,6 +6,9 @@ import io
 
 from .columns import SIGNALS
 
+# A signal the run did not compute (`--signals`), where a table has a column for it.
+NOT_COMPUTED = {"mean": None, "ci95": [None, None], "median": None, "rank": None, "win_rate": {}}
+
 
 def markdown(board: dict, student: str) -> str:
     teachers = ordered(board)
@@ -21,6 +24,8 @@ def markdown(board: dict, student: str) -> str:
     ]
     if board.get("warning"):
         lines += [f"**Warning:** {board['warning']}", ""]
+    if computed_note(board):
+        lines += [f"**Note:** {computed_note(board)}", ""]
     if board.get("sample_steps"):
         lines += [f"**Sampled:** {sampled_note(board['sample_steps'])}", ""]
     if apart_note(board):
@@ -33,7 +38,7 @@ def markdown(board: dict, student: str) -> str:
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for t in teachers:
         s = board["per_teacher"][t]
-        ln, gn = s["local"], s["global"]
+        ln, gn = s.get("local", NOT_COMPUTED), s.get("global", NOT_COMPUTED)
         name = cell(t) + (" [same family]" if s.get("same_family_as_student") else "")
         row = (
             f"| {_r(ln['rank'])} | {name} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
@@ -51,7 +56,7 @@ def markdown(board: dict, student: str) -> str:
     ]
     lines += ["| | " + " | ".join(map(cell, teachers)) + " |", "|" + "---|" * (len(teachers) + 1)]
     for t in teachers:
-        wins = board["per_teacher"][t]["local"]["win_rate"]
+        wins = board["per_teacher"][t].get("local", NOT_COMPUTED)["win_rate"]
         lines.append(
             f"| {cell(t)} | "
             + " | ".join("-" if o == t else _f(wins.get(o), 2) for o in teachers)
@@ -111,9 +116,22 @@ def sampled_note(fraction: float) -> str:
     )
 
 
+def shown(board: dict) -> list[str]:
+    """The signals the run computed (a board of an older run: all of them)."""
+    return board.get("signals_computed") or list(SIGNALS)
+
+
+def computed_note(board: dict) -> str | None:
+    """Which signals were computed, when not all (`--signals`)."""
+    if len(shown(board)) == len(SIGNALS):
+        return None
+    left = [k for k in SIGNALS if k not in shown(board)]
+    return f"signals computed: {', '.join(shown(board))} (not asked for: {', '.join(left)})"
+
+
 def signals_table(board: dict, teachers: list[str]) -> list[str]:
     """The signals besides LN and GN (one global pass gives them all), per teacher."""
-    others = [k for k in SIGNALS if k not in ("local", "global")]
+    others = [k for k in shown(board) if k not in ("local", "global")]
     lines = [
         "Other signals of the same pass: "
         + "; ".join(f"{k}: {SIGNALS[k].title}, {SIGNALS[k].axis}" for k in others)
@@ -138,7 +156,7 @@ def correlation_table(board: dict) -> list[str]:
     tau = {}
     for pair in board["rank_correlation"]:
         tau[pair["a"], pair["b"]] = tau[pair["b"], pair["a"]] = pair["kendall_tau_b"]
-    keys = list(SIGNALS)
+    keys = shown(board)
     lines = [
         "Kendall tau-b between the signals' teacher rankings (each signal oriented so that "
         "better ranks first):",
@@ -154,8 +172,10 @@ def correlation_table(board: dict) -> list[str]:
 
 
 def ordered(board: dict) -> list[str]:
-    """Ranked teachers by local rank, then the ones listed apart (unranked), by name."""
-    rank = lambda t: board["per_teacher"][t]["local"]["rank"]  # noqa: E731
+    """Ranked teachers by local rank (global where LN was not computed), then the ones
+    listed apart (unranked), by name."""
+    key = next(k for k in ("local", "global", *shown(board)) if k in shown(board))
+    rank = lambda t: board["per_teacher"][t][key]["rank"]  # noqa: E731
     ranked = sorted((t for t in board["teachers"] if rank(t) is not None), key=rank)
     return ranked + sorted(t for t in board["teachers"] if rank(t) is None)
 
@@ -193,7 +213,8 @@ def png(board: dict, student: str) -> bytes:
     import matplotlib.pyplot as plt
 
     teachers = ordered(board)
-    panels = len(SIGNALS) + (1 if board.get("validation") else 0)
+    signals = {k: SIGNALS[k] for k in shown(board)}
+    panels = len(signals) + (1 if board.get("validation") else 0)
     cols = min(4, panels)
     rows = -(-panels // cols)
     fig, axes = plt.subplots(
@@ -201,7 +222,7 @@ def png(board: dict, student: str) -> bytes:
     )
     axes = axes.ravel()
     colors = plt.get_cmap("tab10")
-    for n, (ax, (key, signal)) in enumerate(zip(axes, SIGNALS.items())):
+    for n, (ax, (key, signal)) in enumerate(zip(axes, signals.items())):
         stats = [board["per_teacher"][t][key] for t in teachers]
         means = [s["mean"] if s["mean"] is not None else float("nan") for s in stats]
         lo = [m - (s["ci95"][0] if s["ci95"][0] is not None else m) for m, s in zip(means, stats)]
@@ -223,7 +244,7 @@ def png(board: dict, student: str) -> bytes:
         ax.set_yticks(range(len(teachers)), [label(t) for t in teachers], fontsize=7)
         ax.invert_yaxis()
     if board.get("validation"):
-        _auc_panel(axes[len(SIGNALS)], board["validation"])
+        _auc_panel(axes[len(signals)], board["validation"])
     for ax in axes[panels:]:
         ax.axis("off")
     fig.suptitle(
@@ -265,16 +286,18 @@ def summary_table(board: dict, manifest: dict) -> str:
     lines = [f"{'teacher':<{width}}  LN rank  local_nat  GN rank  global_nat  accuracy"]
     for t in teachers:
         s = board["per_teacher"][t]
+        ln, gn = s.get("local", NOT_COMPUTED), s.get("global", NOT_COMPUTED)
         acc = s.get("accuracy")
         lines.append(
-            f"{t:<{width}}  {_r(s['local']['rank']):>7}  {_f(s['local']['mean']):>9}  "
-            f"{_r(s['global']['rank']):>7}  {_f(s['global']['mean']):>10}  "
+            f"{t:<{width}}  {_r(ln['rank']):>7}  {_f(ln['mean']):>9}  "
+            f"{_r(gn['rank']):>7}  {_f(gn['mean']):>10}  "
             f"{'' if acc is None else f'{acc:.2f}':>8}"
         )
     c = manifest["counts"]
     lines += [f"note: {apart_note(board)}"] if apart_note(board) else []
     lines += [f"note: {family_note(board)}"] if family_note(board) else []
     lines += [f"warning: {board['warning']}"] if board.get("warning") else []
+    lines += [f"note: {computed_note(board)}"] if computed_note(board) else []
     lines += (
         [f"sampled: {sampled_note(board['sample_steps'])}"] if board.get("sample_steps") else []
     )

@@ -23,7 +23,8 @@ MIN_PROMPTS = 10  # informative prompts below which no verdict is drawn
 def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000) -> dict | None:
     """teachers.json's `validation`, or None when no candidate has a known correctness."""
     needed = ["row_id", "prompt_id", "is_correct", "n_response_tokens"]
-    needed += [s.column for s in SIGNALS.values()]
+    keys = board.get("signals_computed") or list(SIGNALS)
+    needed += [SIGNALS[k].column for k in keys]
     known = df.loc[df["is_correct"].notna(), list(dict.fromkeys(needed))]  # not every column
     if known.empty:
         return None
@@ -40,7 +41,8 @@ def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000)
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
         "signals": {},
     }
-    for key, signal in SIGNALS.items():
+    for key in keys:
+        signal = SIGNALS[key]
         sign = 1.0 if signal.higher_is_better else -1.0
         out["signals"][key] = _signal(
             rows,

@@ -22,6 +22,7 @@ from .windows import (
     Plan,
     census,
     global_nofirst,
+    global_only,
     global_step_means,
     plan_windows,
     restrict,
@@ -54,17 +55,26 @@ def resolved(cfg: ScoreConfig, context: int, cuda: bool) -> ScoreConfig:
 
 
 def plan_row(item: Prepared, cfg: ScoreConfig) -> tuple[Plan, list[StepSample] | None]:
-    """A prepared row's windows (`cfg` resolved); under step sampling, the steps drawn per
-    setting (seeded by the row's tokens) and the plan cut down to them. Raises ValueError
-    (no room)."""
+    """A prepared row's windows (`cfg` resolved), cut to what its signals need (no window
+    for global signals alone; the global pass only as far as the windows read it for local
+    ones alone); under step sampling, the steps drawn per setting (seeded by the row's
+    tokens) and the plan cut down to them. Raises ValueError (no room)."""
     plan = plan_windows(
         item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
     )
-    if cfg.sample_steps is None:
-        return plan, None
-    seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
-    drawn = [sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))]
-    return restrict(plan, [d.scored for d in drawn]), drawn
+    if not cfg.needs("windows"):
+        return global_only(plan), None
+    drawn = None
+    keep = [np.ones(len(item.bounds) - 1, dtype=bool)] * len(cfg.windows)
+    if cfg.sample_steps is not None:
+        seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+        drawn = [
+            sample_steps(census(plan, s), cfg.sample_steps, seed) for s in range(len(cfg.windows))
+        ]
+        keep = [d.scored for d in drawn]
+    if drawn is None and cfg.needs("global"):
+        return plan, None  # every window and the whole global pass, as planned
+    return restrict(plan, keep, global_pass=cfg.needs("global")), drawn
 
 
 def plan_segments(items: list[Prepared], plans: dict, signals: bool) -> list[Segment]:
@@ -118,7 +128,7 @@ class Scorer:
     def score_prepared(self, items: list[Prepared]) -> list[dict]:
         """Score prepared items; one result dict per item, in order, errors included."""
         plans, samples, errors = self._plans(items)
-        scored = self._run(items, plans, errors, signals=True)
+        scored = self._run(items, plans, errors, signals=self.cfg.needs("ranks"))
         return [
             {"status": "error", "error": errors[r]}
             if r in errors
@@ -205,48 +215,36 @@ class Scorer:
         return plan_row(item, self.cfg)
 
     def _result(self, item: Prepared, plan, samples, scored: dict[int, Scored]) -> dict:
-        windows = self.cfg.windows
+        """One row's result columns; the signals not asked for (`cfg.signals`) are null."""
+        cfg = self.cfg
         lps = {a: s.logprobs for a, s in scored.items()}
-        glob = scored[0]
-        assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
-        keep = [d.scored for d in samples] if samples else [None] * len(windows)
-        means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
-        if samples:  # (estimate, se) per setting
-            ests = [estimate(m, d) for m, d in zip(means, samples)]
-        else:  # exact: every step scored, no sampling error
-            ests = [(float(m.mean()), 0.0) for m in means]
-        local = {f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)}
-        # without each step's first token (§5.3): over the steps of two tokens or more
-        firstless = step_means(plan, lps, 0, keep[0], drop_first=True)
-        if samples:
-            nofirst = domain_estimate(firstless, samples[0], np.diff(item.bounds) >= 2)
-        else:
-            nofirst = float(np.nanmean(firstless)) if np.isfinite(firstless).any() else None
-        return {
+        out = {
             "status": "ok",
             "error": None,
-            "global_nat": float(glob.logprobs.mean()),
-            "rsr": rank_surprisal_ratio(glob.ranks, glob.logprobs),
-            "global_entropy": float(glob.entropy.mean()),
-            "local_nofirst": nofirst,
-            "global_nofirst": _finite(global_nofirst(plan, lps[0], item.bounds)),
-            "rank_sum": float(glob.ranks.sum()),
-            "surprisal_sum": float(-glob.logprobs.sum()),
-            "local_nat": ests[0][0],
-            "local_nat_se": ests[0][1],
-            "steps_scored": int(np.isfinite(means[0]).sum()),
-            **local,
+            **dict.fromkeys(self.schema.names[2:]),
             "step_starts": [s for s, _ in item.spans],
             "step_ends": [e for _, e in item.spans],
             "step_tokens": np.diff(item.bounds).tolist(),
-            "step_logprobs": [None if np.isnan(x) else x for x in means[0].tolist()],
-            "step_global_logprobs": global_step_means(plan, lps[0], item.bounds),
             "n_prompt_tokens": len(item.prompt_ids),
             "n_response_tokens": int(item.bounds[-1]),
             "n_steps": len(item.spans),
             "global_truncated": plan.global_truncated,
             "window_truncated": plan.window_truncated,
         }
+        if cfg.needs("windows"):
+            out.update(_local(item, plan, samples, lps, cfg.windows))
+        if cfg.needs("global"):
+            glob = scored[0]
+            assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
+            out["global_nat"] = float(glob.logprobs.mean())
+            out["global_nofirst"] = _finite(global_nofirst(plan, lps[0], item.bounds))
+            out["surprisal_sum"] = float(-glob.logprobs.sum())
+            out["step_global_logprobs"] = global_step_means(plan, lps[0], item.bounds)
+        if cfg.needs("ranks"):
+            out["rsr"] = rank_surprisal_ratio(glob.ranks, glob.logprobs)
+            out["global_entropy"] = float(glob.entropy.mean())
+            out["rank_sum"] = float(glob.ranks.sum())
+        return out
 
     def _forward(self, batch: list[Segment], prompts: dict, errors: dict):
         """Yield (segment, log-probs). An out-of-memory batch is split in halves and retried;
@@ -271,6 +269,31 @@ class Scorer:
                 return
             seg = batch[0]
             errors[seg.key[0]] = f"out of memory on a window of {len(seg.tokens)} tokens"
+
+
+def _local(item: Prepared, plan: Plan, samples, lps: dict, windows) -> dict:
+    """The windows' columns of a row: LN per setting (estimated, with its standard error,
+    under step sampling), LN without first tokens, the step scores."""
+    keep = [d.scored for d in samples] if samples else [None] * len(windows)
+    means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
+    if samples:  # (estimate, se) per setting
+        ests = [estimate(m, d) for m, d in zip(means, samples)]
+    else:  # exact: every step scored, no sampling error
+        ests = [(float(m.mean()), 0.0) for m in means]
+    # without each step's first token (§5.3): over the steps of two tokens or more
+    firstless = step_means(plan, lps, 0, keep[0], drop_first=True)
+    if samples:
+        nofirst = domain_estimate(firstless, samples[0], np.diff(item.bounds) >= 2)
+    else:
+        nofirst = float(np.nanmean(firstless)) if np.isfinite(firstless).any() else None
+    return {
+        "local_nat": ests[0][0],
+        "local_nat_se": ests[0][1],
+        "steps_scored": int(np.isfinite(means[0]).sum()),
+        **{f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)},
+        "local_nofirst": nofirst,
+        "step_logprobs": [None if np.isnan(x) else x for x in means[0].tolist()],
+    }
 
 
 def score_responses(

@@ -11,6 +11,19 @@ from ..fields import ROWS, SCORES, OptionError, check_fields, option
 from .windows import Window
 
 SEGMENTERS = ("sentence", "line", "paragraph")
+# The signals a run may ask for, and what each needs the student to run: the windows (LN and
+# LN without first tokens; they read the global pass only where a window starts at step 1),
+# the whole global pass (GN, RSR, entropy, GN without first tokens; RSR and entropy its ranks
+# and entropies too), or nothing (length: the token count).
+SIGNAL_NEEDS = {
+    "local": "windows",
+    "local_nofirst": "windows",
+    "global": "global",
+    "global_nofirst": "global",
+    "rsr": "ranks",
+    "entropy": "ranks",
+    "length": None,
+}
 # Attention kernels by their transformers names (`attn_implementation`), and the module a
 # kernel needs besides torch: checked when the config is built, not in an actor a minute later.
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -117,6 +130,17 @@ class ScoreConfig:
     max_chars: int = option(
         1_000_000, "longer prompts or responses are rejected, not scored", group=_S, affects=ROWS
     )
+    signals: tuple[str, ...] = option(
+        tuple(SIGNAL_NEEDS),
+        "the signals to compute, comma-separated or repeated: `local`, `local_nofirst`, "
+        "`global`, `global_nofirst`, `rsr`, `entropy`, `length`. The student runs only what "
+        "they need: `local` alone reads the global pass only as far as a window starts at "
+        "step 1; `global` alone runs no window. The others are null",
+        group=_S,
+        affects=SCORES,
+        default_text="all",
+        metavar="SIGNALS",
+    )
 
     def __post_init__(self):
         check_fields(self)
@@ -143,6 +167,19 @@ class ScoreConfig:
         if self.max_chars < 1:
             raise OptionError("max-chars: must be >= 1")
         _check_kernel(self.attn_implementation, self.device)
+        asked = tuple(dict.fromkeys(p.strip() for v in self.signals for p in v.split(",")))
+        unknown = [name for name in asked if name not in SIGNAL_NEEDS]
+        if unknown or not asked:
+            raise OptionError(
+                f"signals: unknown {unknown or 'none given'}; use some of {', '.join(SIGNAL_NEEDS)}"
+            )
+        object.__setattr__(self, "signals", asked)
+
+    def needs(self, what: str) -> bool:
+        """Whether the signals asked for need the `windows`, the whole `global` pass, or
+        its `ranks` (and entropies)."""
+        needed = {SIGNAL_NEEDS[name] for name in self.signals}
+        return what in needed or (what == "global" and "ranks" in needed)
 
     @property
     def step_column(self) -> str | None:

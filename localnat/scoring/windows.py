@@ -145,20 +145,33 @@ def plan_windows(
     return restrict(plan, [np.ones(len(bounds) - 1, dtype=bool)] * len(windows))
 
 
-def restrict(plan: Plan, keep: list[np.ndarray]) -> Plan:
+def restrict(plan: Plan, keep: list[np.ndarray], global_pass: bool = True) -> Plan:
     """The plan's segments for only the steps `keep[s]` (bool per step) of each setting s;
-    the global pass (segment 0) always. Pieces stay, so `step_means` can read kept steps."""
-    segments: dict[int, tuple[int, int]] = {0: (0, plan.n_keep)}
+    the global pass (segment 0) whole, or with `global_pass` False only as far as a kept
+    step's window reads from it. Pieces stay, so `step_means` can read kept steps."""
+    segments: dict[int, tuple[int, int]] = {0: (0, plan.n_keep if global_pass else 0)}
     for per_step, kept in zip(plan.pieces, keep):
         for step_pieces in (p for p, k in zip(per_step, kept) if k):
             for a, b, c in step_pieces:
                 if a == 0:
                     # room <= max_tokens - n_prompt, so c <= n_keep: the global pass has it.
                     assert c <= plan.n_keep
+                    segments[0] = (0, max(segments[0][1], c))
                     continue
                 lo, hi = segments.get(a, (b, c))
                 segments[a] = (min(lo, b), max(hi, c))
     return Plan(plan.n_keep, plan.global_truncated, plan.window_truncated, segments, plan.pieces)
+
+
+def global_only(plan: Plan) -> Plan:
+    """The plan's global pass alone: no window (its pieces stay unread)."""
+    return Plan(
+        plan.n_keep,
+        plan.global_truncated,
+        plan.window_truncated,
+        {0: (0, plan.n_keep)},
+        plan.pieces,
+    )
 
 
 def census(plan: Plan, setting: int) -> np.ndarray:

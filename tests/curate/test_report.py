@@ -64,3 +64,33 @@ def test_reports_show_every_signal_and_the_correlations():
     assert png(board, "x")[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Sampled" not in text
     assert "sample of F = 0.2 " in markdown({**board, "sample_steps": 0.2}, "x")
+
+
+def test_reports_say_which_signals_were_computed_and_show_only_those():
+    from localnat.curate.report import summary_table
+
+    df = table(SIGNAL_ROWS)
+    for name in ("rsr", "global_entropy", "global_nat", "global_nofirst"):
+        df[name] = float("nan")  # what `--signals local` leaves null
+    lb = leaderboard(df, n_boot=20, signals=("local",))
+    assert lb["signals_computed"] == ["local", "length"]
+    assert lb["kendall_tau_b"] is None and {"local", "length"} == set(lb["per_teacher"]["A"]) & {
+        *SIGNALS
+    }
+    md = markdown(lb, "s")
+    assert "signals computed: local, length (not asked for: global, rsr" in md
+    assert "rsr rank" not in md and png(lb, "s").startswith(b"\x89PNG")
+    manifest = {
+        "counts": {k: 0 for k in ("input_rows", "scored", "rejected", "selected", "duplicates")}
+        | {"matched_prompts": 2, "prompts": 2},
+        "throughput": {"response_tokens_per_s": None},
+        "run_dir": "r",
+    }
+    assert "note: signals computed: local, length" in summary_table(lb, manifest)
+    df = table(SIGNAL_ROWS)
+    for name in ("local_nat", "local_nofirst"):
+        df[name] = float("nan")  # `--signals global`
+    lb = leaderboard(df, n_boot=20, signals=("global",))
+    assert [lb["per_teacher"][t]["global"]["rank"] for t in "ABC"] == [1, 2, 3]
+    md = markdown(lb, "s")  # ordered by GN, LN shown as not computed
+    assert md.index("| - | A | n/a") < md.index("| - | B | n/a") < md.index("| - | C | n/a")

@@ -14,7 +14,7 @@ from localnat.curate.commit import (
     remove_uncommitted,
 )
 from localnat.curate.passes import race_pass
-from localnat.curate.sink import Sink, merge_parts
+from localnat.curate.sink import CALL_COSTS, Sink, merge_parts
 
 
 def call(rows: range, rejected: set, call_id: str) -> pa.Table:
@@ -40,7 +40,7 @@ def call(rows: range, rejected: set, call_id: str) -> pa.Table:
             "chunk": pa.array([0] * n, pa.int32()),
             "chunk_rows": [None] * (n - 1) + [9 if rows[-1] == 8 else None],
             "last_chunk": [None] * (n - 1) + [True if rows[-1] == 8 else None],
-            "oom_splits": [0] * n,
+            **{name: [0] * n for name in CALL_COSTS},
             "call_id": [call_id] * n,
             "est_tokens": [50] * n,
         }

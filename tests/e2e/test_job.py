@@ -15,7 +15,7 @@ from localnat.curate.inputs import InputError
 from localnat.curate.job import run_job
 from localnat.curate.runs import plot_prompt, show_run
 from localnat.curate.storage import read_parquet_dir, read_text
-from localnat.testing.jobs import config, sample, write_corpus
+from localnat.testing.jobs import config, outputs, sample, write_corpus
 
 
 def test_s3_end_to_end_matches_the_api(ray_local, s3, tiny_student, tmp_path):
@@ -249,15 +249,23 @@ def test_a_run_from_the_command_line_prints_only_its_own_lines(ray_local, tiny_s
 def test_the_dry_run_predicts_the_model_tokens_a_run_counts(ray_local, tiny_student, tmp_path):
     """Model tokens are the unit of cost: the manifest counts every token the student ran
     (and the padding beside them); the dry run predicts them from the student's tokenizer,
-    packing rows into calls as the reading stage does (on the bundled demo: within 5%)."""
+    packing rows into calls as the reading stage does (on the bundled demo: within 5%).
+    `--signals local` runs fewer of them for the same LN."""
     from localnat.testing.jobs import DEMO
 
-    for flags in ({}, {"sample_steps": 0.5, "select_by": "global", "call_tokens": 2500}):
+    runs = {}
+    for name, flags in {
+        "every": {},
+        "sampled": {"sample_steps": 0.5, "select_by": "global", "call_tokens": 2500},
+        "local": {"signals": "local"},
+    }.items():
         dry = run_job(config(tiny_student, [str(DEMO)], str(tmp_path / "o"), dry_run=True, **flags))
-        run = run_job(
-            config(tiny_student, [str(DEMO)], str(tmp_path / "o"), run_id=f"r{len(flags)}", **flags)
-        )
-        ran = run["counts"]["model_tokens"]
+        run = run_job(config(tiny_student, [str(DEMO)], str(tmp_path / "o"), run_id=name, **flags))
+        ran = runs[name] = run["counts"]["model_tokens"]
         assert ran > sum(r["response_tokens"] for r in run["most_expensive_rows"])
         assert run["counts"]["padded_tokens"] >= ran
-        assert abs(dry["model_tokens"] - ran) <= 0.05 * ran, (flags, dry["model_tokens"], ran)
+        assert abs(dry["model_tokens"] - ran) <= 0.05 * ran, (name, dry["model_tokens"], ran)
+    assert runs["local"] < runs["every"]
+    every, local = (outputs(tmp_path / "o" / n)["scores"] for n in ("every", "local"))
+    assert (every["local_nat"] - local["local_nat"]).abs().max() < 1e-6
+    assert local["global_nat"].isna().all() and local["rsr"].isna().all()
