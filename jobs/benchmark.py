@@ -172,12 +172,13 @@ def parse_args(argv):
         help="instead: step sampling at these fractions against exact scoring (jobs/sampling.py)",
     )
     ap.add_argument(
-        "--race-z",
+        "--race-epsilon",
         type=float,
         nargs="+",
-        default=[3.0],
-        help="with --sampling: racing margins in se, a racing row each",
+        default=[0.02],
+        help="with --sampling: racing tolerances (nats per token), a racing row each",
     )
+    ap.add_argument("--race-delta", type=float, default=0.01, help="with --sampling")
     return ap.parse_args(argv)
 
 
@@ -221,7 +222,8 @@ def main(argv=None) -> int:
             tok,
             sampling.load_rows(args.data, n_responses, max_chars),
             args.sampling,
-            args.race_z,
+            args.race_epsilon,
+            args.race_delta,
         )
         return 0
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

@@ -3,12 +3,11 @@
 Per fraction F: model tokens relative to exact, Kendall tau-b between the teacher rankings
 (teacher score: mean over prompts of its mean LN per prompt, docs/method.md §7), calibration
 (share of sampled rows whose exact LN lies within 2 se of the estimate) and the share of
-prompts whose best-LN response is the exact one's. Then racing (docs/method.md §5.2): the
-steps the sample left out of the candidates whose bounds it cannot separate are scored, a
-real second pass as the job runs it; its row gives the model tokens of both passes relative
-to exact and the share of prompts whose racing choice is the exact selection. Unlike the GPU
-check it needs the full install (scipy, through the leaderboard's tau-b; pandas, through the
-selection).
+prompts whose best-LN response is the exact one's; each with every signal and with
+`--signals local`. Then racing to epsilon (docs/method.md §5.2), the job's rounds scored in
+this process: the model tokens of the sample and every round against the exact run's, the
+share of prompts whose pick is within epsilon of the best exact LN, and the share with the
+exact run's very pick. Unlike the GPU check it needs the full install (scipy, pandas).
 """
 
 from __future__ import annotations
@@ -91,84 +90,72 @@ def compare(rows, exact: list[dict], sampled: list[dict]) -> dict:
     }
 
 
-def race_rows(rows, sampled: list[dict], z: float) -> pd.DataFrame:
-    """The racing survivors of a sampled run (row_id = the row's index)."""
-    from localnat.curate.selection import race
+def raced(rows, exact, sampled, scorer, epsilon: float, delta: float) -> dict:
+    """Racing to `epsilon` from the sampled run, its rounds scored by `scorer` in this
+    process (the job's loop): the share of prompts whose pick is within epsilon of the best
+    exact LN, the share with the very pick of the exact run, the rows advanced per round and
+    the rounds' model tokens."""
+    from localnat.curate.racing import in_process
+    from localnat.curate.selection import race, race_pick, race_rounds
 
-    return race(frame(rows, sampled), z)
-
-
-def racing(rows, exact, sampled, survivors: pd.DataFrame, rest: list[dict]) -> dict:
-    """The racing choice (survivors settled on their exact LN: sampled steps plus the exact
-    pass's `rest`, as the job does) against the exact selection; that LN must be the exact
-    run's."""
-    from localnat.curate.selection import settle
-    from localnat.scoring.sampling import exact_ln
-
-    todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
-    again = np.array(
-        [
-            exact_ln(
-                np.nansum(np.array(sampled[i]["step_logprobs"], float)),
-                r["rest_sum"],
-                sampled[i]["n_steps"],
-            )
-            for i, r in zip(todo, rest)
-        ]
+    items = [scorer.prepare(r["prompt"], r["response"]) for r in rows]
+    before = scorer.stats["tokens"]
+    advance = in_process(scorer, items, [r["step_logprobs"] for r in sampled])
+    fraction = scorer.cfg.sample_steps
+    looked, _, per_round = race(
+        frame(rows, sampled), epsilon, delta, race_rounds(fraction), advance
     )
-    drift = np.abs(again - np.array([exact[i]["local_nat"] for i in todo])).max(initial=0.0)
-    if drift > 1e-4:
-        raise SystemExit(f"rescoring is not exact: {drift:.2e} from the exact run")
-    chosen = settle(survivors, pd.DataFrame({"row_id": todo, "local_nat": again}))
+    picks = dict(zip(*race_pick(looked)[["prompt_id", "row_id"]].to_numpy().T))
+    ln = np.array([r["local_nat"] for r in exact])
+    best = {p: ln[[i for i, r in enumerate(rows) if r["prompt_id"] == p]].max() for p in picks}
     exact_best = best_per_prompt(rows, exact)
-    picks = dict(zip(chosen["prompt_id"], chosen["row_id"]))
     return {
-        "same_selection": float(np.mean([exact_best[p] == picks[p] for p in exact_best])),
-        "rescored_rows": len(todo),
-        "exact_prompts": int((chosen["settled_by"] == "exact").sum()),
+        "within": float(np.mean([ln[picks[p]] >= best[p] - epsilon - 1e-9 for p in picks])),
+        "same": float(np.mean([exact_best[p] == picks[p] for p in picks])),
+        "per_round": per_round,
+        "tokens": scorer.stats["tokens"] - before,
     }
 
 
-def run(cfg, model, tok, rows: list[dict], fractions: list[float], zs=(3.0,)) -> None:
-    """Score the rows exactly, then at each fraction without racing and racing at each z
-    (each z its own exact pass); print a table row for each."""
+def run(cfg, model, tok, rows: list[dict], fractions, epsilons=(0.02,), delta=0.01) -> None:
+    """Score the rows exactly (every signal, and LN alone), then at each fraction without
+    racing and racing to each epsilon; print a table row for each, model tokens against the
+    exact run's."""
 
     def score(config):
         scorer = Scorer(config, model=model, tokenizer=tok)
         out = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
-        return out.to_pylist(), scorer.stats["tokens"]
+        return out.to_pylist(), scorer.stats["tokens"], scorer
 
-    def unsampled(config, index):  # racing's exact pass: the steps the sample left out
-        scorer = Scorer(config, model=model, tokenizer=tok)
-        items = [scorer.prepare(rows[i]["prompt"], rows[i]["response"]) for i in index]
-        return scorer.score_unsampled(items), scorer.stats["tokens"]
-
-    exact, exact_tokens = score(cfg)
+    exact, exact_tokens, _ = score(cfg)
+    local, local_tokens, _ = score(replace(cfg, signals=("local",)))
+    drift = max(abs(a["local_nat"] - b["local_nat"]) for a, b in zip(exact, local))
     print(
         f"{len(rows)} rows, {len({r['prompt_id'] for r in rows})} prompts, "
-        f"{len({r['teacher'] for r in rows})} teachers; exact: {exact_tokens:,} model tokens"
+        f"{len({r['teacher'] for r in rows})} teachers; exact: {exact_tokens:,} model tokens; "
+        f"--signals local: {local_tokens:,} ({100 * local_tokens / exact_tokens:.0f}%), LN "
+        f"within {drift:.1e} of every signal's"
     )
-    print("| F | model tokens vs exact | tau-b vs exact | calibration (2 se) | same selection |")
-    print("|---|---|---|---|---|")
+    print(
+        "| F | signals | model tokens vs exact | tau-b vs exact | calibration (2 se) | "
+        "pick within epsilon | same pick |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for fraction in fractions:
-        sampled, tokens = score(replace(cfg, sample_steps=fraction))
-        c = compare(rows, exact, sampled)
-        calibration = "n/a" if c["calibration"] is None else f"{100 * c['calibration']:.0f}%"
-        print(
-            f"| {fraction:g} | {100 * tokens / exact_tokens:.0f}% | {c['tau_b']:.3f} | "
-            f"{calibration} of {c['sampled_rows']} sampled rows | "
-            f"{100 * c['same_selection']:.0f}% |"
-        )
-        for z in zs:
-            survivors = race_rows(rows, sampled, z)
-            todo = survivors.loc[survivors["rescore"], "row_id"].tolist()
-            sampled_cfg = replace(cfg, sample_steps=fraction)
-            rest, more = unsampled(sampled_cfg, todo) if todo else ([], 0)
-            r = racing(rows, exact, sampled, survivors, rest)
+        for signals in (cfg.signals, ("local",)):
+            sampled, tokens, scorer = score(replace(cfg, sample_steps=fraction, signals=signals))
+            c = compare(rows, exact, sampled)
+            calibration = "n/a" if c["calibration"] is None else f"{100 * c['calibration']:.0f}%"
+            names = "all" if signals == cfg.signals else ",".join(signals)
             print(
-                f"| {fraction:g} + racing (z={z:g}) | "
-                f"{100 * (tokens + more) / exact_tokens:.0f}% | as above | "
-                f"{r['rescored_rows']} rows' unsampled steps scored, {r['exact_prompts']} of "
-                f"{len({row['prompt_id'] for row in rows})} prompts settled by them | "
-                f"{100 * r['same_selection']:.0f}% |"
+                f"| {fraction:g} | {names} | {100 * tokens / exact_tokens:.0f}% | "
+                f"{c['tau_b']:.3f} | {calibration} of {c['sampled_rows']} sampled rows | | "
+                f"{100 * c['same_selection']:.0f}% |"
             )
+            for epsilon in epsilons:
+                r = raced(rows, exact, sampled, scorer, epsilon, delta)
+                print(
+                    f"| {fraction:g} + racing (E={epsilon:g}, D={delta:g}) | {names} | "
+                    f"{100 * (tokens + r['tokens']) / exact_tokens:.0f}% | | rows per round "
+                    f"{r['per_round']} | {100 * r['within']:.0f}% | {100 * r['same']:.0f}% |"
+                )

@@ -58,8 +58,8 @@ def main(argv=None) -> None:
     flags = ["--input", str(work / "in"), "--output", str(work / "out"), "--run-id", "v"]
     flags += ["--correct-column", "is_correct", "--select-by", args.select_by, "--overwrite"]
     flags += ["--dtype", args.dtype]
-    if args.sample_steps:  # z 0: no exact pass, which selection needs and validation does not
-        flags += ["--sample-steps", str(args.sample_steps), "--race-z", "0"]
+    if args.sample_steps:  # every prompt settled at once: validation needs no racing round
+        flags += ["--sample-steps", str(args.sample_steps), "--race-epsilon", "1000"]
     start = time.time()
     manifest = run_job(parse_config(flags))
     board = json.loads((work / "out" / "v" / "teachers.json").read_text())

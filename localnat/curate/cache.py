@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from ..fields import SCORES
 from ..logs import LOG
 from ..redact import redact
-from ..scoring.schema import SCORING_VERSION, UNSAMPLED_SCHEMA, result_schema
+from ..scoring.schema import ROUND_SCHEMA, SCORING_VERSION, result_schema
 from .columns import result_columns
 from .config import CurateConfig
 from .identity import StudentIdentity
@@ -55,18 +55,21 @@ PART_BOUND = 64  # parts a namespace holds before the night's end folds them (co
 HIT_CALL_TOKENS = 2_000_000
 
 
-def namespace(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None):
+def namespace(
+    cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None, tag: str = ""
+):
     """The cache directory of this student and these settings. The student's path is left
     out (the same bytes elsewhere hit); its identity is in. `columns`: what the namespace
-    holds, the score columns unless said (racing's exact pass holds its own,
-    `UNSAMPLED_RESULTS`): other columns, another namespace."""
-    text = json.dumps(_about(cfg, student, columns), sort_keys=True, default=str)
+    holds, the score columns unless said (a racing round holds its own, `ROUND_RESULTS`);
+    `tag`: what else sets them apart (the round): other columns or tag, another namespace."""
+    text = json.dumps(_about(cfg, student, columns, tag), sort_keys=True, default=str)
     digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
     return join(cfg.cache, f"{VERSION}-{digest}")
 
 
-def _about(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None) -> dict:
+def _about(cfg: CurateConfig, student: StudentIdentity, columns, tag: str = "") -> dict:
     return {
+        **({"tag": tag} if tag else {}),
         "scoring_version": SCORING_VERSION,
         "settings": cfg.settings(SCORES),
         "student": student.digest,
@@ -77,7 +80,7 @@ def _about(cfg: CurateConfig, student: StudentIdentity, columns: list[str] | Non
 
 def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
     """The types a part of this namespace holds: the key and the scorer's own types."""
-    types = {f.name: f for f in (*result_schema(cfg.score.windows), *UNSAMPLED_SCHEMA)}
+    types = {f.name: f for f in (*result_schema(cfg.score.windows), *ROUND_SCHEMA)}
     return pa.schema([pa.field(KEY, pa.binary(16)), *(types[c] for c in columns)])
 
 
@@ -120,15 +123,16 @@ def open_namespace(
     student: StudentIdentity,
     write: bool = True,
     columns: list[str] | None = None,
+    tag: str = "",
 ) -> tuple[str, pa.Schema]:
-    """The namespace (of `columns`, see `namespace`) and the columns its rows hold; its
-    settings.json written the first time. Take its `view` once registered as its reader
-    (`compact.reading`)."""
+    """The namespace (of `columns` and `tag`, see `namespace`) and the columns its rows
+    hold; its settings.json written the first time. Take its `view` once registered as its
+    reader (`compact.reading`)."""
     columns = columns or result_columns(cfg.score)
-    ns = namespace(cfg, student, columns)
+    ns = namespace(cfg, student, columns, tag)
     schema = expected_schema(cfg, columns)
     if write and read_text(join(ns, "settings.json")) is None:
-        about = {**_about(cfg, student, columns), "student": student.name}
+        about = {**_about(cfg, student, columns, tag), "student": student.name}
         declare(ns, schema, {**about, "identity": student.record()})
     return ns, schema
 

@@ -84,6 +84,7 @@ REDUCE_COLUMNS = list(
             *(c for c in ID_COLUMNS if c != "source"),
             *(s.column for s in SIGNALS.values()),
             "local_nat_se",  # racing's bounds (0 when exact)
+            "local_nat_df",  # and their degrees of freedom
             "n_response_tokens",
             "rank_sum",  # the teacher's dataset-level RSR (§7)
             "surprisal_sum",
@@ -98,10 +99,10 @@ SELECTED_COLUMNS = [
     "selected_by",
     "settled_by",  # under step sampling: whether the sample or the exact pass chose (§5.2)
 ]
-# What racing's exact pass gives per row (its cache holds these), and writes under
-# race/scores/ (docs/method.md §5.2).
-UNSAMPLED_RESULTS = ["n_response_tokens", "rest_sum", "rest_steps"]
-UNSAMPLED_COLUMNS = ["row_id", "content_hash", *UNSAMPLED_RESULTS]
+# What a racing round gives per row (its cache holds these), and writes under
+# race/rTT/scores/ (docs/method.md §5.2).
+ROUND_RESULTS = ["n_response_tokens", "round_steps", "round_scores", "step_strata"]
+ROUND_COLUMNS = ["row_id", "content_hash", *ROUND_RESULTS]
 # The scorer's per-row status columns; the job turns them into reject_reason.
 STATUS_COLUMNS = ("status", "error")
 

@@ -97,13 +97,19 @@ class CurateConfig:
         group=_SEL,
         choices=(*SIGNALS, "random"),
     )
-    race_z: float = option(
-        3.0,
-        "with --sample-steps and --select-by local: per prompt, the candidates whose "
-        "LN + z se reaches the best LN - z se get their unsampled steps scored, and the "
-        "choice is made on exact LN (docs/method.md §5.2)",
+    race_epsilon: float = option(
+        0.0,
+        "with --sample-steps and --select-by local: racing stops once each prompt's choice is "
+        "within this many nats per token of its best candidate's exact LN (0: the best), "
+        "with probability 1 - --race-delta (docs/method.md §5.2)",
         group=_SEL,
-        metavar="Z",
+        metavar="E",
+    )
+    race_delta: float = option(
+        0.01,
+        "racing's error probability per prompt, over all its candidates and rounds",
+        group=_SEL,
+        metavar="D",
     )
     seed: int = option(0, "bootstrap and random selection", group=_SEL)
     min_matched_share: float = option(
@@ -172,8 +178,8 @@ class CurateConfig:
             raise OptionError("actors and commit-rows: must be >= 1")
         if self.seed < 0:
             raise OptionError(f"seed: must be >= 0, got {self.seed}")
-        if not self.race_z >= 0:  # NaN too
-            raise OptionError(f"race-z: must be >= 0, got {self.race_z}")
+        if self.race_epsilon < 0 or not 0 < self.race_delta < 1:
+            raise OptionError("race-epsilon: must be >= 0; race-delta: in (0, 1)")
         if not 0 <= self.min_matched_share <= 1:
             raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:

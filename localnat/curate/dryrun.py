@@ -78,7 +78,8 @@ def dry_run(plan: Plan, cfg: CurateConfig, run_dir: str) -> dict:
             "call_tokens": cfg.call_tokens,
             "select_by": cfg.select_by,
             "sample_steps": cfg.score.sample_steps,
-            "race_z": cfg.race_z if racing(cfg) else None,  # the exact pass after sampling
+            # racing's rounds after the sampled pass: their tokens depend on its outcome
+            "race": {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta} if racing(cfg) else None,
             "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
         },
     }

@@ -20,6 +20,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -182,7 +183,7 @@ class Score:
 
     def _use(self, scorer, pass_: Pass, cache: str | None = None) -> None:
         self.scorer, self.pass_ = scorer, pass_
-        self.method = getattr(scorer, pass_.method)
+        self.method = partial(getattr(scorer, pass_.method), **pass_.options)
         self.sink = Sink(pass_, cache)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -83,15 +83,14 @@ def _run_job(cfg: CurateConfig) -> dict:
         timings["reduce"] = time.time() - t
 
         raced = {}
-        if racing(cfg):  # sampled LN: the choice is made exact where the sample cannot
+        if racing(cfg):  # sampled LN: more steps where the bounds cannot decide yet
             t = time.time()
             chosen, raced = raced_selection(run, reduced.df, scored.chunks)
             timings["race"] = time.time() - t
             LOG.info(
-                f"racing (z={cfg.race_z:g}): {raced['race_rescored']} of "
-                f"{raced['race_survivors']} survivors rescored exactly; "
-                f"{raced['prompts_settled_by_sample']} prompts settled by the sample, "
-                f"{raced['prompts_settled_by_exact']} by the exact pass"
+                f"racing (epsilon {cfg.race_epsilon:g}, delta {cfg.race_delta:g}): "
+                f"{raced['race_rounds']} rounds over {raced['race_rows_per_round']} rows; "
+                f"prompts settled per round {raced['prompts_settled_per_round']}"
             )
         else:
             correct_only = cfg.correct_column is not None

@@ -1,19 +1,20 @@
 """Scoring passes, declared: which rows, which scorer method, which columns, which directory.
 The Ray graph (graph.py) runs a pass; the run (run.py) commits and resumes it.
 
-    scores  every row of every input file, whole: the first pass of every run
-    race    racing's exact pass (docs/method.md §5.2): the listed rows, only the steps their
-            samples left out; into race/ under the run
+    scores   every row of every input file, whole: the first pass of every run
+    race-T   racing's round T (docs/method.md §5.2): the listed rows, only the steps their
+             samples gained at round T; into race/rTT/ under the run
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..scoring.schema import UNSAMPLED_SCHEMA, result_schema
-from .columns import ID_COLUMNS, UNSAMPLED_COLUMNS, UNSAMPLED_RESULTS, result_columns
+from ..scoring.schema import ROUND_SCHEMA, result_schema
+from .columns import ID_COLUMNS, ROUND_COLUMNS, ROUND_RESULTS, result_columns
 from .config import CurateConfig
 from .storage import join
 
@@ -23,9 +24,10 @@ class Pass:
     """One scoring pass.
 
     Attributes:
-        name: "scores" or "race".
+        name: "scores" or "race-T".
         directory: where its scores/, rejects/ and _done/ live.
-        method: the `Scorer` method that scores a call ("score_prepared", "score_unsampled").
+        method: the `Scorer` method that scores a call ("score_prepared", "score_round"),
+            called with `options` as keywords.
         schema: what that method returns per row (status, error, results).
         results: its value columns: what the score cache holds and a hit carries.
         columns: what scores/ keeps of a row (identity and results).
@@ -42,6 +44,12 @@ class Pass:
     columns: tuple[str, ...]
     rows: dict[int, list[int]] | None = None
     identity: dict | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def cache_tag(self) -> str:
+        """What sets this pass's cached results apart besides their columns (a round)."""
+        return json.dumps(self.options, sort_keys=True) if self.options else ""
 
 
 def scores_pass(cfg: CurateConfig, run_dir: str) -> Pass:
@@ -56,16 +64,17 @@ def scores_pass(cfg: CurateConfig, run_dir: str) -> Pass:
     )
 
 
-def race_pass(run_dir: str, rows: dict[int, list[int]], identity: dict) -> Pass:
-    """`rows`: the survivors to rescore; `identity`: their z and rows (another z or another
-    set of survivors starts race/ again)."""
+def race_pass(run_dir: str, round_: int, rows: dict[int, list[int]], identity: dict) -> Pass:
+    """Racing's round `round_`: `rows`, the rows still racing; `identity`: the round, the
+    race's settings and rows (other ones start race/rTT/ again)."""
     return Pass(
-        "race",
-        join(run_dir, "race"),
-        "score_unsampled",
-        UNSAMPLED_SCHEMA,
-        tuple(UNSAMPLED_RESULTS),
-        tuple(UNSAMPLED_COLUMNS),
+        f"race-{round_}",
+        join(run_dir, "race", f"r{round_:02d}"),
+        "score_round",
+        ROUND_SCHEMA,
+        tuple(ROUND_RESULTS),
+        tuple(ROUND_COLUMNS),
         rows,
         identity,
+        {"round_": round_},
     )

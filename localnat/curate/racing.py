@@ -1,12 +1,16 @@
-"""Racing selection in the job (docs/method.md §5.2): under step sampling, a prompt's
-choice is made on exact LN wherever the sample cannot make it alone.
+"""Racing selection in the job (docs/method.md §5.2): under step sampling, each prompt's
+choice is within `--race-epsilon` of its best candidate's exact LN with probability
+1 - `--race-delta`, for the steps the bounds need and no more.
 
-    sampled scores -> race: per prompt the candidates whose upper bound reaches the best
-      lower bound -> Pass("race"): those rows' unsampled steps (race/) -> exact LN
-      (`exact_ln`: sampled steps' sum + the rest's) -> settle: choose on it
+    round 0: the scores pass's sampled LN and se per candidate
+      -> race_round: drop what cannot be best; settle the prompts the bounds decide
+      -> round t >= 1, Pass("race-t") into race/rTT/: the undecided rows' steps new in their
+         sample at round t (twice round t-1's per stratum) -> LN and se again (`stratified`)
+      -> ... until every prompt is settled (a row whose sample is every step is exact)
+      -> race_pick: per prompt the best lower bound
 
 Racing runs when `--sample-steps` is set and `--select-by local` (the other signals are
-exact already); `--race-z` is its z.
+exact already).
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ import pyarrow.compute as pc
 
 from ..logs import LOG
 from ..redact import redact
-from ..scoring.sampling import exact_ln
-from .columns import UNSAMPLED_COLUMNS
+from ..scoring.sampling import stratified
+from .columns import ROUND_COLUMNS
 from .commit import InputChanged, committed_parts, counts
 from .config import CurateConfig
 from .passes import race_pass
-from .run import Executed, Run
-from .selection import candidates, race, settle
+from .run import Run
+from .selection import candidates, race, race_pick, race_rounds
 from .storage import join, read_parquet_files
 
 
@@ -35,111 +39,128 @@ def racing(cfg: CurateConfig) -> bool:
 
 
 def raced_selection(run: Run, df: pd.DataFrame, chunks: dict) -> tuple[pd.DataFrame, dict]:
-    """The racing choice per prompt (`settle`'s columns, `settled_by` set) and counts:
-    survivors, rows rescored, rows whose exact pass failed (their sampled LN is kept and
-    their prompt says `sample`), the student's response tokens in the exact pass (cache
-    hits not counted), prompts settled each way. `chunks`: the scores pass's."""
+    """The racing choice per prompt (`select`'s columns; `settled_by`: `sample` when round
+    0's bounds decided, else `round T`) and counts: rounds, rows rescored per round, prompts
+    settled per round, the student's response and model tokens of the rounds (cache hits
+    not counted). `chunks`: the scores pass's."""
     cfg = run.cfg
     correct_only = cfg.correct_column is not None
-    survivors = race(df, cfg.race_z, correct_only=correct_only)
-    todo = survivors.loc[
-        survivors["rescore"], ["row_id", "file_index", "row_number", "content_hash"]
-    ]
-    stats = {"race_survivors": len(survivors), "race_rescored": len(todo), "race_failed": 0}
-    stats["race_response_tokens"] = stats["race_model_tokens"] = stats["race_padded_tokens"] = 0
-    exact = pd.DataFrame({"row_id": [], "local_nat": []})
-    if len(todo):
-        exact, done = _exact_pass(run, todo, chunks)
-        stats["race_response_tokens"] = done.tokens
+    stats = dict.fromkeys(("race_response_tokens", "race_model_tokens"), 0)
+    stats |= dict.fromkeys(("race_padded_tokens", "race_failed"), 0)
+    steps: dict[int, np.ndarray] = {}  # row -> its step scores so far (NaN: not sampled)
+
+    def advance(t: int, todo: pd.DataFrame) -> dict:
+        if not steps:  # round 0's sampled steps, of the rows that race on
+            steps.update(_sampled_steps(run.dir, chunks, todo["row_id"].to_numpy()))
+        LOG.info(f"racing round {t}: {len(todo)} rows of {todo['prompt_id'].nunique()} prompts")
+        estimates, done, failed = _round(run, t, todo, steps)
         spent = counts(done.chunks, 0)
-        stats["race_model_tokens"] = spent["model_tokens"]
-        stats["race_padded_tokens"] = spent["padded_tokens"]
-    failed = ~todo["row_id"].isin(exact["row_id"])
-    if failed.any():
-        stats["race_failed"] = int(failed.sum())
-        LOG.warning(
-            f"racing's exact pass failed for {int(failed.sum())} rows (see "
-            f"{join(run.dir, 'race', 'rejects')}): their prompts are settled on the sample"
-        )
-        lost = survivors["prompt_id"].isin(
-            survivors.loc[survivors["row_id"].isin(todo["row_id"][failed]), "prompt_id"]
-        )
-        survivors.loc[lost, "settled_by"] = "sample"
-        survivors.loc[lost & ~survivors["row_id"].isin(exact["row_id"]), "rescore"] = False
-    chosen = settle(survivors, exact)
-    # settle counts the survivors; a user reads the prompt's candidates, as without racing
+        stats["race_response_tokens"] += done.tokens
+        stats["race_model_tokens"] += spent["model_tokens"]
+        stats["race_padded_tokens"] += spent["padded_tokens"]
+        stats["race_failed"] += failed
+        return estimates
+
+    rounds = race_rounds(cfg.score.sample_steps)
+    looked, settled_at, per_round = race(
+        candidates(df, correct_only), cfg.race_epsilon, cfg.race_delta, rounds, advance
+    )
+    chosen = race_pick(looked)
+    chosen["settled_by"] = [
+        "sample" if settled_at[p] == 0 else f"round {settled_at[p]}" for p in chosen["prompt_id"]
+    ]
+    # a user reads the prompt's candidates, as without racing
     per_prompt = candidates(df, correct_only).groupby("prompt_id").size()
     chosen["n_candidates"] = chosen["prompt_id"].map(per_prompt).to_numpy()
-    by = chosen["settled_by"].value_counts()
-    stats["prompts_settled_by_sample"] = int(by.get("sample", 0))
-    stats["prompts_settled_by_exact"] = int(by.get("exact", 0))
+    by = pd.Series(settled_at, dtype=int).value_counts().sort_index()
+    stats |= {
+        "race_rounds": len(per_round),
+        "race_rows_per_round": per_round,
+        "race_rescored": int(sum(per_round)),
+        "prompts_settled_per_round": {str(int(t)): int(n) for t, n in by.items()},
+    }
     return chosen, stats
 
 
-def _exact_pass(run: Run, todo: pd.DataFrame, chunks: dict) -> tuple[pd.DataFrame, Executed]:
-    """Pass("race") over `todo`'s rows (through the cache's namespace of its results when
-    there is a cache: a night rescores only new survivors); their exact LN (row_id,
-    local_nat) and what the pass did (`Executed`)."""
+def in_process(scorer, items: list, step_logprobs: list):
+    """Racing's `advance` without Ray: `scorer` (a sampling `Scorer`) scores round t's new
+    steps of `items` (row_id = index) in this process; `step_logprobs`: round 0's per row.
+    For benchmarks and tests: the job's rounds are `_round`'s passes."""
+    known = {
+        r: np.array([np.nan if x is None else x for x in v], float)
+        for r, v in enumerate(step_logprobs)
+    }
+
+    def advance(t: int, todo: pd.DataFrame) -> dict:
+        index = todo["row_id"].tolist()
+        out = {}
+        for r, got in zip(index, scorer.score_round([items[r] for r in index], t)):
+            known[r][np.asarray(got["round_steps"], int)] = got["round_scores"]
+            out[r] = stratified(known[r], np.asarray(got["step_strata"], int))
+        return out
+
+    return advance
+
+
+def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
+    """Round `t`'s pass over `todo`'s rows (through the cache's namespace of its results when
+    there is a cache: a night rescores only new rows); each row's (LN, se) with its steps
+    new this round added to `steps`, and what the pass did (`Executed`)."""
     rows = {int(f): sorted(r.tolist()) for f, r in todo["row_number"].groupby(todo["file_index"])}
     ident = {
-        "z": run.cfg.race_z,
+        "round": t,
+        "epsilon": run.cfg.race_epsilon,
+        "delta": run.cfg.race_delta,
         "rows": hashlib.blake2b(
             np.sort(todo["row_id"].to_numpy()).astype("<i8").tobytes(), digest_size=16
         ).hexdigest(),
     }
-    pass_ = race_pass(run.dir, rows, ident)
-    LOG.info(f"racing: {len(todo)} rows need their unsampled steps scored")
+    pass_ = race_pass(run.dir, t, rows, ident)
     done = run.execute(pass_)
     parts = [join(pass_.directory, p) for p in committed_parts(done.chunks, "scores/")]
-    rest = read_parquet_files(parts, UNSAMPLED_COLUMNS)
-    if rest is None:
-        return pd.DataFrame({"row_id": [], "local_nat": []}), done
-    rest = rest.to_pandas().merge(
+    got = read_parquet_files(parts, ROUND_COLUMNS)
+    got = pd.DataFrame(columns=ROUND_COLUMNS) if got is None else got.to_pandas()
+    got = got.merge(
         todo[["row_id", "file_index", "content_hash"]], on="row_id", suffixes=("", "_1")
     )
-    moved = rest["content_hash"] != rest["content_hash_1"]
+    moved = got["content_hash"] != got["content_hash_1"]
     if moved.any():  # its commits check the files' versions; this, each row's content
         uris = {i: uri for i, uri, _ in run.plan.files}
-        names = sorted({redact(uris[int(i)]) for i in rest.loc[moved, "file_index"]})
+        names = sorted({redact(uris[int(i)]) for i in got.loc[moved, "file_index"]})
         raise InputChanged(
             f"input files changed since they were scored: {', '.join(names[:5])}; racing "
             "would settle on rows never scored: rerun with a new --run-id (or --overwrite)"
         )
-    known = _sampled_sums(run.dir, chunks, rest["row_id"].to_numpy(), set(rows))
-    rest = rest.merge(known, on="row_id")
-    # every step once: the sampled ones from scores/, the rest from race/ (else a bug)
-    whole = rest["known_steps"] + rest["rest_steps"] == rest["n_steps"]
-    if not whole.all():
-        raise RuntimeError(
-            f"racing: steps of rows {rest.loc[~whole, 'row_id'].head(5).tolist()} "
-            "are neither sampled nor in the exact pass"
+    estimates = {}
+    for row in got.itertuples():
+        known = steps[row.row_id]
+        known[np.asarray(row.round_steps, int)] = row.round_scores
+        estimates[row.row_id] = stratified(known, np.asarray(row.step_strata, int))
+    failed = set(todo["row_id"]) - set(estimates)
+    if failed:  # its reason is in race/rTT/rejects/; the race takes its estimate as final
+        LOG.warning(
+            f"racing round {t} could not score {len(failed)} rows (see "
+            f"{join(pass_.directory, 'rejects')}): their prompts are decided on these rows' "
+            "last estimates, without racing's guarantee"
         )
-    ln = exact_ln(rest["known_sum"], rest["rest_sum"], rest["n_steps"])
-    return pd.DataFrame({"row_id": rest["row_id"], "local_nat": ln}), done
+        last = todo.set_index("row_id")["local_nat"]
+        estimates.update({r: (float(last[r]), 0.0, float("nan")) for r in failed})
+    return estimates, done, len(failed)
 
 
-def _sampled_sums(run_dir: str, chunks, row_ids: np.ndarray, files: set) -> pd.DataFrame:
-    """Per row of `row_ids` (of input `files`): the sum and number of its scored steps in
-    scores/, and n_steps; each part filtered as it is read: memory is that of these rows."""
+def _sampled_steps(run_dir: str, chunks, row_ids: np.ndarray) -> dict[int, np.ndarray]:
+    """Per row of `row_ids`, its step scores in scores/ (round 0's sample; NaN where a step
+    was not scored); each part filtered as it is read: memory is that of these rows."""
     wanted = pa.array(row_ids, pa.int64())
 
-    def sums(table: pa.Table) -> pa.Table:
-        table = table.filter(pc.is_in(table.column("row_id"), value_set=wanted))
-        lists = table.column("step_logprobs").combine_chunks()
-        values = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(float)
-        parent = pc.list_parent_indices(lists).to_numpy()
-        ok = ~np.isnan(values)  # an unscored step is null: NaN here
-        n = table.num_rows
-        return pa.table(
-            {
-                "row_id": table.column("row_id"),
-                "n_steps": table.column("n_steps"),
-                "known_sum": np.bincount(parent[ok], weights=values[ok], minlength=n),
-                "known_steps": np.bincount(parent[ok], minlength=n),
-            }
-        )
+    def mine(table: pa.Table) -> pa.Table:
+        return table.filter(pc.is_in(table.column("row_id"), value_set=wanted))
 
-    mine = {key: d for key, d in chunks.items() if key[0] in files}
-    parts = [join(run_dir, p) for p in committed_parts(mine, "scores/")]
-    table = read_parquet_files(parts, ["row_id", "n_steps", "step_logprobs"], each=sums)
-    return table.to_pandas()
+    parts = [join(run_dir, p) for p in committed_parts(chunks, "scores/")]
+    table = read_parquet_files(parts, ["row_id", "step_logprobs"], each=mine)
+    return {
+        int(r): np.array([np.nan if x is None else x for x in s], float)
+        for r, s in zip(
+            table.column("row_id").to_pylist(), table.column("step_logprobs").to_pylist()
+        )
+    }

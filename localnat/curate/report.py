@@ -317,12 +317,11 @@ def summary_table(board: dict, manifest: dict) -> str:
         ),
         *(
             [
-                f"racing: {c['race_rescored']} of {c['race_survivors']} survivors' unsampled "
-                f"steps scored; prompts settled by the sample {c['prompts_settled_by_sample']}, "
-                f"by the exact pass {c['prompts_settled_by_exact']}"
-                + (f"; {c['race_failed']} rows failed it" if c["race_failed"] else "")
+                f"racing: {c['race_rounds']} rounds over {c['race_rows_per_round']} rows; "
+                f"prompts settled per round {c['prompts_settled_per_round']}"
+                + (f"; {c['race_failed']} rows failed a round" if c["race_failed"] else "")
             ]
-            if "race_survivors" in c
+            if "race_rounds" in c
             else []
         ),
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (none scored)'} "

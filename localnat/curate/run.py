@@ -126,7 +126,9 @@ class Run:
         with ExitStack() as stack:
             cache = None
             if cfg.cache:  # registered as its reader first: a compaction keeps what it reads
-                ns, columns = open_namespace(cfg, self.student, columns=list(pass_.results))
+                ns, columns = open_namespace(
+                    cfg, self.student, columns=list(pass_.results), tag=pass_.cache_tag
+                )
                 stack.enter_context(reading(ns))
                 cache = shared_view(view(ns, columns))
                 self.namespaces.add(ns)

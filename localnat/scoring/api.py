@@ -15,7 +15,15 @@ from .batching import Segment, forward_cost, make_batches, shared_prompts
 from .config import ScoreConfig
 from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
-from .sampling import StepSample, domain_estimate, estimate, row_seed, sample_steps
+from .sampling import (
+    StepSample,
+    domain_estimate,
+    estimate,
+    freedom,
+    row_seed,
+    sample_steps,
+    strata_ids,
+)
 from .schema import result_schema
 from .student import context_length, load_model, load_tokenizer
 from .windows import (
@@ -139,47 +147,59 @@ class Scorer:
             for r, item in enumerate(items)
         ]
 
-    def score_unsampled(self, items: list[Prepared]) -> list[dict]:
-        """Racing's exact pass (docs/method.md §5.2): per item, the first setting's steps its
-        sample left out (the same seeded draw as `score_prepared`), and nothing else: the
-        global pass only where such a step reads from it. Returns per item `rest_sum` (the
-        sum of those steps' scores), `rest_steps` (their number) and `n_response_tokens`;
-        with the sampled steps' scores (`step_logprobs`) they give the exact LN. Schema:
-        `schema.UNSAMPLED_SCHEMA`."""
-        if self.cfg.sample_steps is None:
-            raise ValueError("score_unsampled needs sample_steps: an exact run samples nothing")
-        plans, samples, errors = self._plans(items)
-        left, rest = {}, {}
-        for r, plan in plans.items():
-            left[r] = ~samples[r][0].scored
-            others = [np.zeros_like(left[r])] * (len(self.cfg.windows) - 1)
-            rest[r] = restrict(plan, [left[r], *others])
-            from_global = any(
-                a == 0
-                for pieces, wanted in zip(plan.pieces[0], left[r])
-                if wanted
-                for a, _, _ in pieces
-            )
-            if not from_global:  # restrict keeps the global pass; nothing here needs it
-                del rest[r].segments[0]
-        scored = self._run(items, rest, errors, signals=False)
+    def score_round(self, items: list[Prepared], round_: int) -> list[dict]:
+        """Racing's round `round_` >= 1 (docs/method.md §5.2): per item, the first setting's
+        steps its sample holds at this round and did not at the one before (the seeded order
+        of `score_prepared`'s draw, round 0), and nothing else: the global pass only where
+        such a step reads from it. Returns per item `round_steps` (their indices),
+        `round_scores`, `step_strata` (each step's stratum, -1 census: with every round's
+        scores, what `sampling.stratified` estimates from) and `n_response_tokens`. Schema:
+        `schema.ROUND_SCHEMA`."""
+        if self.cfg.sample_steps is None or round_ < 1:
+            raise ValueError("score_round needs sample_steps and a round >= 1")
+        plans, new, ids, errors = {}, {}, {}, {}
+        for r, item in enumerate(items):
+            if item.error:
+                errors[r] = item.error
+                continue
+            try:
+                plans[r], new[r], ids[r] = self._round_plan(item, round_)
+            except ValueError as err:
+                errors[r] = str(err)
+        scored = self._run(items, plans, errors, signals=False)
         out = []
         for r in range(len(items)):
             if r in errors:
                 out.append({"status": "error", "error": errors[r]})
                 continue
-            lps = {a: scored[(r, a)].logprobs for a in rest[r].segments}
-            means = step_means(rest[r], lps, 0, left[r])
+            lps = {a: scored[(r, a)].logprobs for a in plans[r].segments}
+            means = step_means(plans[r], lps, 0, new[r])
             out.append(
                 {
                     "status": "ok",
                     "error": None,
                     "n_response_tokens": len(items[r].response_ids),
-                    "rest_sum": float(means[left[r]].sum()),
-                    "rest_steps": int(left[r].sum()),
+                    "round_steps": np.flatnonzero(new[r]).tolist(),
+                    "round_scores": means[new[r]].tolist(),
+                    "step_strata": ids[r].tolist(),
                 }
             )
         return out
+
+    def _round_plan(self, item: Prepared, round_: int):
+        """(the plan of the steps new at `round_`, which they are, every step's stratum)."""
+        cfg = self.cfg
+        plan = plan_windows(
+            item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
+        )
+        seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
+        steps = census(plan, 0)
+        now = sample_steps(steps, cfg.sample_steps, seed, round_)
+        new = now.scored & ~sample_steps(steps, cfg.sample_steps, seed, round_ - 1).scored
+        rest = restrict(plan, [new] + [np.zeros_like(new)] * (len(cfg.windows) - 1), False)
+        if not any(a == 0 for p, w in zip(plan.pieces[0], new) if w for a, _, _ in p):
+            del rest.segments[0]  # no new step reads the global pass
+        return rest, new, strata_ids(now)
 
     def _plans(self, items: list[Prepared]):
         """Per valid item its plan and sample (`_plan`); errors per item index."""
@@ -278,8 +298,9 @@ def _local(item: Prepared, plan: Plan, samples, lps: dict, windows) -> dict:
     means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
     if samples:  # (estimate, se) per setting
         ests = [estimate(m, d) for m, d in zip(means, samples)]
+        df = freedom(means[0], samples[0])
     else:  # exact: every step scored, no sampling error
-        ests = [(float(m.mean()), 0.0) for m in means]
+        ests, df = [(float(m.mean()), 0.0) for m in means], float("nan")
     # without each step's first token (§5.3): over the steps of two tokens or more
     firstless = step_means(plan, lps, 0, keep[0], drop_first=True)
     if samples:
@@ -289,6 +310,7 @@ def _local(item: Prepared, plan: Plan, samples, lps: dict, windows) -> dict:
     return {
         "local_nat": ests[0][0],
         "local_nat_se": ests[0][1],
+        "local_nat_df": _finite(df),
         "steps_scored": int(np.isfinite(means[0]).sum()),
         **{f"local_nat_{w.name}": e for w, (e, _) in zip(windows, ests)},
         "local_nofirst": nofirst,

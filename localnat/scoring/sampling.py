@@ -41,8 +41,12 @@ def row_seed(*parts: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8).digest(), "little")
 
 
-def sample_steps(census: np.ndarray, fraction: float, seed: int) -> StepSample:
-    """Draw the steps to score: every census step, and a stratified sample of the others."""
+def sample_steps(census: np.ndarray, fraction: float, seed: int, round_: int = 0) -> StepSample:
+    """Draw the steps to score: every census step, and a stratified sample of the others.
+    Each stratum's steps are taken in one seeded random order, its first two (three in the
+    largest when n is odd) at round 0 and twice as many at each round after: a round's
+    sample holds the one before (racing, docs/method.md §5.2), and is again a simple random
+    sample without replacement within each stratum."""
     rest = np.flatnonzero(~census)
     n = min(len(rest), max(MIN_STEPS, math.ceil(fraction * len(rest))))
     scored = census.copy()
@@ -55,8 +59,45 @@ def sample_steps(census: np.ndarray, fraction: float, seed: int) -> StepSample:
         sizes[int(np.argmax([len(s) for s in strata]))] += 1
     rng = np.random.default_rng(seed)
     for stratum, size in zip(strata, sizes):
-        scored[rng.choice(stratum, size, replace=False)] = True
+        scored[rng.permutation(stratum)[: size << round_]] = True
     return StepSample(scored, census, strata)
+
+
+def strata_ids(sample: StepSample) -> np.ndarray:
+    """Per step its stratum (-1 for a census step): with the step scores known so far, all
+    `stratified` needs to estimate LN again."""
+    ids = np.full(len(sample.scored), -1, np.int32)
+    for h, stratum in enumerate(sample.strata):
+        ids[stratum] = h
+    return ids
+
+
+def stratified(step_scores: np.ndarray, ids: np.ndarray) -> tuple[float, float, float]:
+    """(LN estimate, standard error, its degrees of freedom) from the steps scored so far
+    (NaN: not yet) and each step's stratum (`strata_ids`): `estimate` and `freedom` for a
+    sample grown round by round."""
+    census = ids < 0
+    strata = [np.flatnonzero(ids == h) for h in range(int(ids.max(initial=-1)) + 1)]
+    sample = StepSample(~np.isnan(step_scores), census, strata)
+    return (*estimate(step_scores, sample), freedom(step_scores, sample))
+
+
+def freedom(step_scores: np.ndarray, sample: StepSample) -> float:
+    """The degrees of freedom of `estimate`'s standard error (Satterthwaite: the strata's
+    variance terms v_h = N_h^2 (1 - n_h/N_h) s_h^2 / n_h, each on n_h - 1 of them):
+    (sum v_h)^2 / sum(v_h^2 / (n_h - 1)). Two steps a stratum leave few: a bound on the
+    estimate takes Student's t at these, not the normal (docs/method.md §5.2). NaN when the
+    estimate is exact."""
+    terms = []
+    for stratum in sample.strata:
+        drawn = step_scores[stratum[sample.scored[stratum]]]
+        size, n = len(stratum), len(drawn)
+        if n < size:
+            terms.append((size**2 * (1 - n / size) * float(drawn.var(ddof=1)) / n, n - 1))
+    total = sum(v for v, _ in terms)
+    if not total:
+        return float("nan")
+    return total**2 / sum(v**2 / d for v, d in terms)
 
 
 def estimate(step_scores: np.ndarray, sample: StepSample) -> tuple[float, float]:
@@ -93,9 +134,3 @@ def domain_estimate(values: np.ndarray, sample: StepSample, eligible: np.ndarray
         total += size * mean
         count += size
     return total / count if count else None
-
-
-def exact_ln(sampled_sum, rest_sum, n_steps):
-    """LN made exact from a sampled row (§5.2): the sum of its sampled steps' scores plus
-    the sum of the rest's (racing's exact pass), over all its steps. Arrays work too."""
-    return (sampled_sum + rest_sum) / n_steps

@@ -14,7 +14,7 @@ from .windows import Window
 # columns). It is in the score cache's namespace and a run's identity, so an upgrade that
 # changes a number never reuses a number of the version before; tests/scoring/
 # test_scoring_version.py fails when the reference's outputs move without a bump.
-SCORING_VERSION = 1
+SCORING_VERSION = 2
 
 
 def result_schema(windows: Sequence[Window]) -> pa.Schema:
@@ -32,6 +32,7 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
             ("surprisal_sum", pa.float64()),
             ("local_nat", pa.float64()),
             ("local_nat_se", pa.float64()),
+            ("local_nat_df", pa.float64()),
             ("steps_scored", pa.int64()),
             *[(f"local_nat_{w.name}", pa.float64()) for w in windows],
             ("step_starts", pa.list_(pa.int64())),
@@ -48,13 +49,14 @@ def result_schema(windows: Sequence[Window]) -> pa.Schema:
     )
 
 
-# `Scorer.score_unsampled`: racing's exact pass over the steps a sample left out
-UNSAMPLED_SCHEMA = pa.schema(
+# `Scorer.score_round`: a racing round's newly sampled steps (docs/method.md §5.2)
+ROUND_SCHEMA = pa.schema(
     [
         ("status", pa.string()),
         ("error", pa.string()),
         ("n_response_tokens", pa.int64()),
-        ("rest_sum", pa.float64()),
-        ("rest_steps", pa.int64()),
+        ("round_steps", pa.list_(pa.int32())),
+        ("round_scores", pa.list_(pa.float64())),
+        ("step_strata", pa.list_(pa.int32())),
     ]
 )

@@ -15,7 +15,7 @@ def committed(run_dir, df) -> dict:
     df = df.copy()
     df["file_index"], df["row_number"] = 0, range(len(df))
     df["prompt_key"] = "p-" + df["prompt_id"]
-    for name in ("local_nat_se", "rank_sum", "surprisal_sum"):
+    for name in ("local_nat_se", "local_nat_df", "rank_sum", "surprisal_sum"):
         df[name] = 0.0
     (run_dir / "scores").mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(df[REDUCE_COLUMNS]), run_dir / "scores" / "p.parquet")

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from localnat.curate.selection import duplicates, race, select, settle
+from localnat.curate.selection import duplicates, race_pick, race_round, race_rounds, select
 from localnat.testing.jobs import HAND_ROWS as ROWS
 from localnat.testing.jobs import score_table as table
 
@@ -68,59 +68,63 @@ def sampled(rows):
     for column in ("global_nat", "rsr", "global_entropy", "local_nofirst", "global_nofirst"):
         df[column] = 0.0
     df["n_response_tokens"] = 100
+    df["local_nat_df"] = 1e9  # the normal's bounds, in effect
     return df
 
 
 RACE = [
-    (1, "far", -1.0, 0.125),  # lower -1.375
-    (2, "far", -2.0, 0.125),  # upper -1.625 < -1.375: ruled out by the sample
-    (3, "close", -1.0, 0.25),  # lower at z=1: -1.25
-    (4, "close", -1.5, 0.25),  # upper at z=1: -1.25, exactly the best lower: survives
-    (5, "close", -1.75, 0.0),  # exact, upper -1.75: out
+    (1, "far", -1.0, 0.125),
+    (2, "far", -2.0, 0.125),  # its upper bound is below row 1's lower: out
+    (3, "close", -1.0, 0.25),
+    (4, "close", -1.25, 0.25),  # the bounds overlap: both race on
+    (5, "close", -3.0, 0.0),  # exact, far below: out
     (6, "exact", -1.0, 0.0),
-    (7, "exact", -1.0, 0.0),  # every survivor exact: the sample decides (tie -> row 6)
+    (7, "exact", -1.0, 0.0),  # every row exact: settled (tie -> row 6)
     (8, "mixed", -1.0, 0.0),
-    (9, "mixed", -1.125, 0.125),  # upper -1.0 reaches the exact row: only 9 is rescored
+    (9, "mixed", -1.25, 0.125),  # reaches the exact row: races on
 ]
 
 
-def test_race_keeps_what_the_bounds_cannot_separate():
-    got = race(sampled(RACE), z=1).set_index("row_id")
-    assert sorted(got.index) == [1, 3, 4, 6, 7, 8, 9]
-    assert got.loc[1, "settled_by"] == "sample" and not got.loc[1, "rescore"]  # one survivor
-    assert got.loc[[3, 4], "settled_by"].eq("exact").all() and got.loc[[3, 4], "rescore"].all()
-    assert got.loc[[6, 7], "settled_by"].eq("sample").all() and not got.loc[[6, 7], "rescore"].any()
-    assert got.loc[[8, 9], "settled_by"].eq("exact").all()
-    assert got.loc[9, "rescore"] and not got.loc[8, "rescore"]  # exact rows are never rescored
-    # a narrower margin separates "close": row 4's upper -1.375 < row 3's lower -1.125
-    narrow = race(sampled(RACE), z=0.5).set_index("row_id")
-    assert 4 not in narrow.index and narrow.loc[3, "settled_by"] == "sample"
-    # z = 0: only the point estimates count; the winner and exact ties survive
-    assert sorted(race(sampled(RACE), z=0)["row_id"]) == [1, 3, 6, 7, 8]
+def looked(rows, epsilon=0.0, delta=0.01, rounds=4):
+    df = sampled(rows)
+    df["k"] = df.groupby("prompt_id")["row_id"].transform("size")
+    return race_round(df, epsilon, delta, rounds).set_index("row_id")
 
 
-def test_settle_chooses_on_the_exact_scores_of_the_survivors():
-    survivors = race(sampled(RACE), z=1)
-    # the exact pass reverses "close" (4 beats 3) and keeps "mixed" a tie (8 by row_id)
-    exact = pd.DataFrame({"row_id": [3, 4, 9], "local_nat": [-1.4, -1.3, -1.0]})
-    got = settle(survivors, exact).set_index("prompt_id")
-    assert got["row_id"].to_dict() == {"far": 1, "close": 4, "exact": 6, "mixed": 8}
-    assert got["settled_by"].to_dict() == {
-        "far": "sample",
-        "close": "exact",
-        "exact": "sample",
-        "mixed": "exact",
+def test_a_racing_round_drops_what_cannot_be_best_and_settles_what_the_bounds_decide():
+    from scipy.stats import t
+
+    got = looked(RACE)
+    # the union bound over a prompt's k candidates and the rounds (docs/method.md §5.2)
+    z = t.ppf(1 - 0.01 / (2 * 2 * 4), 1e9)
+    assert got.loc[1, "lower"] == pytest.approx(-1.0 - z * 0.125)
+    assert got["alive"].to_dict() == {1: True, 2: False, 3: True, 4: True, 5: False} | {
+        6: True,
+        7: True,
+        8: True,
+        9: True,
     }
-    assert got.loc["close", "local_nat"] == -1.3  # the exact value, not the sampled -1.5
-    with pytest.raises(ValueError, match="no exact LN"):
-        settle(survivors, exact[exact.row_id != 9])
+    settled = got.groupby("prompt_id")["settled"].first().to_dict()
+    assert settled == {"far": True, "close": False, "exact": True, "mixed": False}
+    assert race_pick(got.reset_index()).set_index("prompt_id")["row_id"].to_dict() == {
+        "far": 1,
+        "close": 3,  # the best lower bound
+        "exact": 6,  # a tie on exact LN: the smaller row_id
+        "mixed": 8,
+    }
+    # epsilon: "close" settles once no rival's upper bound beats the leader's lower by more
+    gap = got.loc[4, "upper"] - got.loc[3, "lower"]
+    assert not looked(RACE, epsilon=gap - 1e-9).groupby("prompt_id")["settled"].first()["close"]
+    assert looked(RACE, epsilon=gap + 1e-9).groupby("prompt_id")["settled"].first()["close"]
 
 
-def test_race_respects_correctness():
-    df = sampled(RACE)
-    df.loc[df.row_id == 3, "is_correct"] = False  # the sample's leader on "close" is wrong
-    got = race(df, z=1, correct_only=True).set_index("row_id")
-    assert 3 not in got.index
-    # then row 4's lower bound -1.75 meets the exact row 5: both race, only 4 is rescored
-    assert got.loc[[4, 5], "settled_by"].eq("exact").all()
-    assert got.loc[4, "rescore"] and not got.loc[5, "rescore"]
+def test_wider_bounds_for_more_candidates_rounds_and_fewer_degrees_of_freedom():
+    few = sampled(RACE).assign(local_nat_df=2.0, k=2)
+    assert (race_round(few, 0.0, 0.01, 4)["lower"] < looked(RACE)["lower"].to_numpy()).any()
+    narrow = looked(RACE, rounds=1)
+    wide = looked(RACE, rounds=64)
+    assert (
+        wide.loc[1, "lower"] < narrow.loc[1, "lower"]
+        and wide.loc[1, "upper"] > narrow.loc[1, "upper"]
+    )
+    assert race_rounds(0.1) == 5 and race_rounds(0.5) == 3 and race_rounds(1.0) == 2

@@ -35,8 +35,9 @@ def call(rows: range, rejected: set, call_id: str) -> pa.Table:
             "reject_reason": ["bad" if r in rejected else None for r in rows],
             "reused": [False] * n,
             "n_response_tokens": [5] * n,
-            "rest_sum": [-1.0 * r for r in rows],
-            "rest_steps": [2] * n,
+            "round_steps": [[r] for r in rows],
+            "round_scores": [[-1.0 * r] for r in rows],
+            "step_strata": [[-1, 0] for _ in rows],
             "chunk": pa.array([0] * n, pa.int32()),
             "chunk_rows": [None] * (n - 1) + [9 if rows[-1] == 8 else None],
             "last_chunk": [None] * (n - 1) + [True if rows[-1] == 8 else None],
@@ -48,34 +49,35 @@ def call(rows: range, rejected: set, call_id: str) -> pa.Table:
 
 
 def test_a_chunk_over_several_calls_commits_one_part_of_each_kind(tmp_path):
-    pass_ = race_pass(str(tmp_path), {0: list(range(9))}, {"z": 1})
+    pass_ = race_pass(str(tmp_path), 1, {0: list(range(9))}, {"z": 1})
     sink = Sink(pass_)
     parts = []
     for rows, call_id in ((range(0, 3), "a"), (range(3, 6), "b"), (range(6, 9), "c")):
         counts = sink.write(call(rows, {1, 7}, call_id), "actor").to_pylist()
         parts += [p for c in counts for p in c["parts"]]
     assert len([p for p in parts if p.startswith("scores/")]) == 3
-    merged = merge_parts(str(tmp_path / "race"), (0, 0), parts)
+    merged = merge_parts(str(tmp_path / "race" / "r01"), (0, 0), parts)
     assert sorted(p.split("/")[0] for p in merged) == ["rejects", "scores"]
-    scores = pq.read_table(tmp_path / "race" / [p for p in merged if "scores" in p][0])
-    rejects = pq.read_table(tmp_path / "race" / [p for p in merged if "rejects" in p][0])
+    scores = pq.read_table(tmp_path / "race" / "r01" / [p for p in merged if "scores" in p][0])
+    rejects = pq.read_table(tmp_path / "race" / "r01" / [p for p in merged if "rejects" in p][0])
     assert sorted(scores.column("row_id").to_pylist()) == [10 + r for r in (0, 2, 3, 4, 5, 6, 8)]
     assert sorted(rejects.column("row_id").to_pylist()) == [11, 17]
     assert scores.column_names == list(pass_.columns)
     # a chunk in one call keeps its one part as it is
-    assert merge_parts(str(tmp_path / "race"), (0, 0), merged) == merged
+    assert merge_parts(str(tmp_path / "race" / "r01"), (0, 0), merged) == merged
 
 
 def test_a_call_of_many_small_chunks_writes_each_its_own_rows(tmp_path):
     """A call of many one-file pieces, interleaved, one Arrow chunk each (as a call of small
     files arrives): every (file, chunk) gets exactly its rows, in call order, and its counts."""
-    pass_ = race_pass(str(tmp_path), {f: list(range(9)) for f in range(4)}, {"z": 1})
+    pass_ = race_pass(str(tmp_path), 1, {f: list(range(9)) for f in range(4)}, {"z": 1})
     pieces, expect = [], {}
     for k in range(24):
         f, c = k % 4, (k // 4) % 2  # files 0-3, chunks 0-1, in turn
         piece = call(range(k, k + 1), {5, 11} & {k}, "x")
         piece = piece.set_column(2, "file_index", pa.array([f], pa.int32()))
-        piece = piece.set_column(15, "chunk", pa.array([c], pa.int32()))
+        at = piece.schema.get_field_index("chunk")
+        piece = piece.set_column(at, "chunk", pa.array([c], pa.int32()))
         pieces.append(piece)
         expect.setdefault((f, c), []).append(10 + k)
     table = pa.concat_tables(pieces, promote_options="permissive")
@@ -85,12 +87,12 @@ def test_a_call_of_many_small_chunks_writes_each_its_own_rows(tmp_path):
     for c in counts:
         rows = []
         for part in c["parts"]:
-            rows += pq.read_table(tmp_path / "race" / part).column("row_id").to_pylist()
+            rows += pq.read_table(tmp_path / "race" / "r01" / part).column("row_id").to_pylist()
         rejected = [r for r in expect[(c["file_index"], c["chunk"])] if r in (15, 21)]
         assert sorted(rows) == expect[(c["file_index"], c["chunk"])]
         assert (c["scored"], c["rejected"]) == (len(rows) - len(rejected), len(rejected))
         scored = [p for p in c["parts"] if p.startswith("scores/")]
-        order = pq.read_table(tmp_path / "race" / scored[0]).column("row_id").to_pylist()
+        order = pq.read_table(tmp_path / "race" / "r01" / scored[0]).column("row_id").to_pylist()
         assert order == sorted(order)  # call order kept within a chunk
         assert c["call_rows"] == 24 and c["call_id"] == "x"
 
@@ -100,17 +102,18 @@ def test_whole_chunks_of_a_call_share_a_part_that_counts_only_once_all_are_commi
     says how many markers list each part. A group cut short (a marker missing, as after a
     kill between markers) is not committed at all: its markers go, then its parts, and the
     chunks are redone; never a row twice, never a row without its marker."""
-    pass_ = race_pass(str(tmp_path), {f: [0] for f in range(24)}, {"z": 1})
+    pass_ = race_pass(str(tmp_path), 1, {f: [0] for f in range(24)}, {"z": 1})
     pieces = []
     for k in range(24):
         piece = call(range(8, 9), {8} if k in (5, 11) else set(), "x")  # each its chunk's end
         piece = piece.set_column(2, "file_index", pa.array([k], pa.int32()))
         piece = piece.set_column(0, "row_id", pa.array([10 + k], pa.int64()))
-        piece = piece.set_column(16, "chunk_rows", pa.array([1], pa.int64()))
+        at = piece.schema.get_field_index("chunk_rows")
+        piece = piece.set_column(at, "chunk_rows", pa.array([1], pa.int64()))
         pieces.append(piece)
     table = pa.concat_tables(pieces, promote_options="permissive")
     counts = Sink(pass_).write(table, "actor").to_pylist()
-    directory = tmp_path / "race"
+    directory = tmp_path / "race" / "r01"
     scores, rejects = (sorted((directory / d).iterdir()) for d in ("scores", "rejects"))
     assert len(scores) == len(rejects) == 1
     assert pq.read_table(scores[0]).num_rows == 22 and pq.read_table(rejects[0]).num_rows == 2

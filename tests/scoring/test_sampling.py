@@ -156,65 +156,75 @@ def response(shift: int, steps: int = 30) -> str:
     )
 
 
-def test_racing_never_chooses_below_a_survivor_on_exact_scores(model, tok):
-    """Sample at F=0.2, race, score the unsampled steps of the survivors that need it (the
-    job's second pass), settle: the choice's exact LN is never below another survivor's exact LN."""
-    import pandas as pd
+def test_rounds_grow_each_stratums_sample_to_every_step():
+    """A round's sample holds the one before and doubles it in every stratum; estimating from
+    the steps known at a round is the round's own estimate; at the end every step is in."""
+    from localnat.scoring.sampling import strata_ids, stratified
 
-    from localnat.curate.selection import race, settle
-
-    prompts = [f"Question {q}?" for q in range(3) for _ in range(3)]
-    texts = [response(1 + q + 3 * c, 16 + 4 * c) for q in range(3) for c in range(3)]
-    exact = scorer(model, tok).score(prompts, texts).to_pandas()
-    sampler = scorer(model, tok, sample_steps=0.2)
-    sampled = sampler.score(prompts, texts).to_pandas()
-    df = sampled.assign(
-        row_id=range(len(texts)),
-        prompt_id=prompts,
-        teacher=[f"t{i % 3}" for i in range(len(texts))],
-        is_correct=True,
-    )
-    assert (df["local_nat_se"] > 0).all()  # every row is long enough to be sampled
-    settled = set()
-    for z in (3.0, 0.25):
-        survivors = race(df, z)
-        todo = survivors.loc[survivors["rescore"], "row_id"].to_numpy()
-        # the exact pass scores only the rows that need it, and only their unsampled steps
-        rest = sampler.score_unsampled([sampler.prepare(prompts[i], texts[i]) for i in todo])
-        known = [np.nansum(np.array(sampled["step_logprobs"][i], float)) for i in todo]
-        steps = sampled["n_steps"][todo].to_numpy()
-        values = [(k + r["rest_sum"]) / n for k, r, n in zip(known, rest, steps)]
-        rescored = pd.DataFrame({"row_id": todo, "local_nat": values})
-        np.testing.assert_allclose(rescored["local_nat"], exact["local_nat"][todo], atol=1e-4)
-        chosen = settle(survivors, rescored)
-        for prompt, row, how in zip(chosen["prompt_id"], chosen["row_id"], chosen["settled_by"]):
-            rivals = survivors.loc[survivors["prompt_id"] == prompt, "row_id"]
-            if how == "exact":  # decided on exact scores: none of the rivals is better
-                assert exact["local_nat"][row] >= exact["local_nat"][rivals].max() - 1e-6
-            else:  # the sample alone decided: one survivor
-                assert list(rivals) == [row]
-            settled.add(how)
-    assert settled == {"sample", "exact"}  # both outcomes occurred, so both paths ran
+    census = census_of(40, 2)
+    values = np.linspace(-3, -1, 40) ** 2
+    for seed in range(20):
+        before = sample_steps(census, 0.2, seed)
+        for t in range(1, 6):
+            now = sample_steps(census, 0.2, seed, t)
+            assert (now.scored >= before.scored).all()  # nested
+            for stratum in now.strata:
+                assert now.scored[stratum].sum() == min(len(stratum), 2 << t)
+            known = np.where(now.scored, values, np.nan)
+            assert stratified(known, strata_ids(now))[:2] == pytest.approx(estimate(values, now))
+            before = now
+        assert before.scored.all() and estimate(values, before) == (values.mean(), 0.0)
 
 
-def test_unsampled_steps_complete_the_exact_score(model, tok):
-    """Racing's exact pass scores only the steps a row's sample left out: with the sampled
-    steps' scores they give the exact LN, for less than an exact rescoring costs."""
+def test_racing_rounds_score_only_new_steps_and_end_exact(model, tok):
+    """`score_round` scores the steps a round adds, nothing twice: with round 0's they are
+    the round's sample, and once every step is in, the exact LN."""
+    from localnat.scoring.sampling import stratified
+
     prompts, texts = ["Q?", "Q2?"], [LONG, response(2, 24)]
     exact_scorer = scorer(model, tok)
     exact = exact_scorer.score(prompts, texts).to_pylist()
     s = scorer(model, tok, sample_steps=0.2)
-    sampled = s.score(prompts, texts).to_pylist()
-    before = s.stats["tokens"]
-    rest = s.score_unsampled([s.prepare(p, r) for p, r in zip(prompts, texts)])
-    rest_tokens = s.stats["tokens"] - before
-    for row, more, ref in zip(sampled, rest, exact):
-        known = [x for x in row["step_logprobs"] if x is not None]
-        assert more["status"] == "ok" and 0 < more["rest_steps"] < ref["n_steps"]
-        assert len(known) + more["rest_steps"] == ref["n_steps"]  # every step exactly once
-        combined = (sum(known) + more["rest_sum"]) / ref["n_steps"]
-        assert combined == pytest.approx(ref["local_nat"], abs=1e-5)
-    # less than rescoring whole rows: the global pass is not run again
-    assert rest_tokens < exact_scorer.stats["tokens"] - sum(r["n_response_tokens"] for r in exact)
+    rows = s.score(prompts, texts).to_pylist()
+    known = [np.array([np.nan if x is None else x for x in r["step_logprobs"]]) for r in rows]
+    items = [s.prepare(p, r) for p, r in zip(prompts, texts)]
+    for t in range(1, 6):
+        before = s.stats["tokens"]
+        for k, got in zip(known, s.score_round(items, t)):
+            assert got["status"] == "ok"
+            assert np.isnan(k[got["round_steps"]]).all()  # new steps only
+            k[got["round_steps"]] = got["round_scores"]
+            est, se, _ = stratified(k, np.array(got["step_strata"]))
+            assert (se == 0) == (not np.isnan(k).any())
+        assert s.stats["tokens"] >= before
+    for k, ref in zip(known, exact):
+        assert not np.isnan(k).any()
+        np.testing.assert_allclose(k, ref["step_logprobs"], atol=1e-4)
+        assert stratified(k, np.full(len(k), -1))[0] == pytest.approx(ref["local_nat"], abs=1e-5)
     with pytest.raises(ValueError, match="needs sample_steps"):
-        exact_scorer.score_unsampled([exact_scorer.prepare("Q?", LONG)])
+        exact_scorer.score_round(items, 1)
+
+
+def test_racing_picks_within_epsilon_of_the_exact_best(model, tok):
+    """Sample at F = 0.2, race round by round (the job's loop, its rounds scored in this
+    process): every prompt's pick is within epsilon of its best candidate's exact LN; a
+    wider epsilon settles in fewer rounds."""
+    from localnat.curate.racing import in_process
+    from localnat.curate.selection import race, race_pick, race_rounds
+
+    prompts = [f"Question {q}?" for q in range(4) for _ in range(3)]
+    texts = [response(1 + q + 4 * c, 16 + 4 * c) for q in range(4) for c in range(3)]
+    exact = scorer(model, tok).score(prompts, texts).to_pandas()
+    best = exact.assign(prompt_id=prompts).groupby("prompt_id")["local_nat"].max()
+    s = scorer(model, tok, sample_steps=0.2)
+    df = s.score(prompts, texts).to_pandas()
+    df = df.assign(row_id=range(len(texts)), prompt_id=prompts, teacher="t", is_correct=True)
+    items = [s.prepare(p, r) for p, r in zip(prompts, texts)]
+    last = {}
+    for epsilon in (0.0, 0.5):
+        advance = in_process(s, items, df["step_logprobs"].tolist())
+        looked, settled, _ = race(df, epsilon, 0.01, race_rounds(0.2), advance)
+        for p, r in zip(*race_pick(looked)[["prompt_id", "row_id"]].to_numpy().T):
+            assert exact["local_nat"][r] >= best[p] - epsilon - 1e-6
+        last[epsilon] = max(settled.values())
+    assert last[0.5] < last[0.0]
