@@ -104,8 +104,8 @@ def in_process(scorer, items: list, step_logprobs: list):
 
 def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
     """Round `t`'s pass over `todo`'s rows (through the cache's namespace of its results when
-    there is a cache: a night rescores only new rows); each row's (LN, se) with its steps
-    new this round added to `steps`, and what the pass did (`Executed`)."""
+    there is a cache: a night rescores only new rows); each row's (LN, se, df) with its steps
+    new this round added to `steps`, what the pass did (`Executed`) and its failed rows."""
     rows = {int(f): sorted(r.tolist()) for f, r in todo["row_number"].groupby(todo["file_index"])}
     ident = {
         "round": t,
