@@ -111,7 +111,31 @@ class CurateConfig:
         group=_SEL,
         metavar="D",
     )
-    seed: int = option(0, "bootstrap and random selection", group=_SEL)
+    rank_teachers: bool = option(
+        False,
+        "teacher ranking that stops: score prompts in a seeded order, in blocks holding all "
+        "their teachers, until the top teacher by --select-by is ahead of every other with "
+        "probability 1 - --rank-delta, or --max-prompts; writes the leaderboard, no "
+        "selected/ (docs/method.md §7.1)",
+        group=_SEL,
+    )
+    max_prompts: int | None = option(
+        None, "with --rank-teachers: the most prompts it scores", group=_SEL, default_text="all"
+    )
+    rank_block: int | None = option(
+        None,
+        "with --rank-teachers: prompts per block; the ranking is tested after each",
+        group=_SEL,
+        default_text="2% of the prompts, at least 5",
+    )
+    rank_delta: float = option(
+        0.05,
+        "with --rank-teachers: the probability that the stop names a top teacher other than "
+        "the one over every prompt, every block's test together",
+        group=_SEL,
+        metavar="D",
+    )
+    seed: int = option(0, "bootstrap, random selection and the ranking's prompt order", group=_SEL)
     min_matched_share: float = option(
         0.5,
         "teachers are left out of the ranking (listed apart) until the prompts every ranked "
@@ -180,6 +204,7 @@ class CurateConfig:
             raise OptionError(f"seed: must be >= 0, got {self.seed}")
         if self.race_epsilon < 0 or not 0 < self.race_delta < 1:
             raise OptionError("race-epsilon: must be >= 0; race-delta: in (0, 1)")
+        self._check_ranking()
         if not 0 <= self.min_matched_share <= 1:
             raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:
@@ -230,6 +255,23 @@ class CurateConfig:
             )
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise OptionError("segmenter: the step column must differ from the other columns")
+
+    def _check_ranking(self) -> None:
+        if not self.rank_teachers:
+            if self.max_prompts is not None or self.rank_block is not None:
+                raise OptionError("max-prompts, rank-block: only with --rank-teachers")
+            return
+        if any(v is not None and v < 1 for v in (self.max_prompts, self.rank_block)):
+            raise OptionError("max-prompts, rank-block: must be >= 1")
+        if not 0 < self.rank_delta < 1:
+            raise OptionError("rank-delta: must be in (0, 1)")
+        if self.race_epsilon:
+            raise OptionError(
+                "race-epsilon: racing chooses each prompt's response, and --rank-teachers "
+                "chooses none (it ranks teachers); leave one out"
+            )
+        if self.select_by == "random":
+            raise OptionError("select-by random ranks nothing: rank by a signal (--rank-teachers)")
 
     def settings(self, *kinds: str) -> dict:
         """The options declared to change `kinds` (SCORES, ROWS), the job's and the scorer's,

@@ -1,11 +1,14 @@
 """A curation job end to end, in the order data flows:
 
     plan -> Pass("scores") -> reduce -> Pass("race"), when racing -> select -> report
+    plan -> Pass("rank-0") -> reduce -> Pass("rank-1") -> reduce ... -> report
+                                     (--rank-teachers, until the top teacher stands apart)
 
 Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run.py):
     scores/ rejects/       the scores pass's parts (f000012-c000003-<uuid>.parquet)
     _run.json _lease/ _done/   identity, lease, commit markers (commit.py, lease.py)
-    race/                  racing's exact pass, when it runs (racing.py)
+    race/                  racing's rounds, when it runs (racing.py)
+    rank/                  a teacher ranking's blocks, in its place of scores/ (ranking.py)
     selected/              one row per prompt, original columns + scores (selected.py)
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
@@ -22,6 +25,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 
 from ..logs import LOG
@@ -34,12 +38,13 @@ from .manifest import Outcome, finish
 from .passes import scores_pass
 from .progress import check_cpus
 from .racing import raced_selection, racing
+from .ranking import ranked, ranking_settings
 from .reduce import reduce
 from .run import Run
 from .runs import show_run
 from .selected import write_selected
 from .selection import select
-from .storage import join, read_text
+from .storage import delete, join, read_text
 from .student import identify_student
 
 DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
@@ -62,7 +67,7 @@ def _run_job(cfg: CurateConfig) -> dict:
     output = cfg.output.replace("{date}", now.strftime("%Y-%m-%d"))
     run_dir = join(output, cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ"))
     previous = _manifest(run_dir)
-    if previous and not cfg.overwrite and not cfg.dry_run:
+    if previous and not cfg.overwrite and not cfg.dry_run and _answers(previous, cfg):
         LOG.info(f"run {previous['run_id']} is complete at {run_dir} (use --overwrite to redo it)")
         return {**previous, "report": show_run(run_dir)}
 
@@ -75,43 +80,60 @@ def _run_job(cfg: CurateConfig) -> dict:
     timings = {"plan": time.time() - started}
 
     with Run(cfg, run_dir, inputs, student) as run:
-        scored = run.execute(scores_pass(cfg, run.dir))
-        timings["score"] = scored.seconds
-
-        t = time.time()
-        reduced = reduce(cfg, run.dir, scored.chunks, run.student.family)
-        timings["reduce"] = time.time() - t
-
-        raced = {}
-        if racing(cfg):  # sampled LN: more steps where the bounds cannot decide yet
-            t = time.time()
-            chosen, raced = raced_selection(run, reduced.df, scored.chunks)
-            timings["race"] = time.time() - t
-            LOG.info(
-                f"racing (epsilon {cfg.race_epsilon:g}, delta {cfg.race_delta:g}): "
-                f"{raced['race_rounds']} rounds over {raced['race_rows_per_round']} rows; "
-                f"prompts settled per round {raced['prompts_settled_per_round']}"
-            )
+        ranking = {}
+        if cfg.rank_teachers:  # prompts block by block until the top teacher stands apart
+            if previous:
+                delete(join(run.dir, "manifest.json"))  # a ranking continued: not complete
+            scored, reduced, ranking = ranked(run)
+            timings["score"] = scored.seconds
         else:
-            correct_only = cfg.correct_column is not None
-            chosen = select(reduced.df, cfg.select_by, cfg.seed, correct_only=correct_only)
-        board = reduced.board
-        LOG.info(
-            f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
-            f"{len(chosen)} selected by {cfg.select_by}, {len(reduced.duplicates)} duplicates"
-        )
+            scored = run.execute(scores_pass(cfg, run.dir))
+            timings["score"] = scored.seconds
+            t = time.time()
+            reduced = reduce(cfg, run.dir, scored.parts, run.student.family)
+            timings["reduce"] = time.time() - t
 
-        t = time.time()
-        written = write_selected(inputs, chosen, reduced, cfg, run.dir)
-        timings["select"] = time.time() - t
-        LOG.info(f"selected/ written in {timings['select']:.1f} s")
+        chosen, raced, written = _choose(run, scored, reduced, timings)
 
         t = time.time()
         folded = [_compact(ns) for ns in sorted(run.namespaces)]  # a year of nights stays small
         timings["compact"] = time.time() - t
         timings["total"] = time.time() - started
-        outcome = Outcome(scored, reduced, chosen, raced, written, timings, folded)
+        outcome = Outcome(scored, reduced, chosen, raced, written, timings, folded, ranking)
         return finish(run, outcome)
+
+
+def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dict, dict]:
+    """Each prompt's response (racing's when it races), written to selected/; a teacher
+    ranking chooses none. The choice, racing's counts and what writing selected/ did."""
+    cfg = run.cfg
+    raced = {}
+    if cfg.rank_teachers:
+        chosen, written = reduced.df.iloc[:0], {"renamed": {}, "as_text": []}
+        LOG.info(f"ranking: {reduced.board['n_prompts']} prompts ranked, none selected")
+        return chosen, raced, written
+    if racing(cfg):  # sampled LN: more steps where the bounds cannot decide yet
+        t = time.time()
+        chosen, raced = raced_selection(run, reduced.df, scored)
+        timings["race"] = time.time() - t
+        LOG.info(
+            f"racing (epsilon {cfg.race_epsilon:g}, delta {cfg.race_delta:g}): "
+            f"{raced['race_rounds']} rounds over {raced['race_rows_per_round']} rows; "
+            f"prompts settled per round {raced['prompts_settled_per_round']}"
+        )
+    else:
+        correct_only = cfg.correct_column is not None
+        chosen = select(reduced.df, cfg.select_by, cfg.seed, correct_only=correct_only)
+    board = reduced.board
+    LOG.info(
+        f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
+        f"{len(chosen)} selected by {cfg.select_by}, {len(reduced.duplicates)} duplicates"
+    )
+    t = time.time()
+    written = write_selected(run.plan, chosen, reduced, cfg, run.dir)
+    timings["select"] = time.time() - t
+    LOG.info(f"selected/ written in {timings['select']:.1f} s")
+    return chosen, raced, written
 
 
 @contextmanager
@@ -140,6 +162,16 @@ def _compact(ns: str) -> dict:
     except Exception as err:  # noqa: BLE001
         LOG.warning(f"cache compaction of {ns} failed: {type(err).__name__}: {err}")
         return {"namespace": ns, "error": f"{type(err).__name__}: {err}"}
+
+
+def _answers(manifest: dict, cfg: CurateConfig) -> bool:
+    """Whether a complete run answers this request: a ranking asked with other settings
+    (a higher --max-prompts, say) continues it, from its blocks; a full run over a ranking's
+    directory scores the rest."""
+    ranking = manifest.get("ranking")
+    if not cfg.rank_teachers:
+        return ranking is None
+    return ranking is not None and ranking.get("settings") == ranking_settings(cfg)
 
 
 def _manifest(run_dir: str) -> dict | None:

@@ -37,6 +37,7 @@ class Outcome:
     written: dict
     timings: dict
     compacted: list = field(default_factory=list)  # the score cache's compactions
+    ranking: dict = field(default_factory=dict)  # a teacher ranking's stop (ranking.py)
 
 
 def finish(run: Run, outcome: Outcome) -> dict:
@@ -95,6 +96,7 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
             **outcome.raced,
             **scored.resumed,
         },
+        **({"ranking": outcome.ranking} if outcome.ranking else {}),
         "report_errors": errors,
         # the longest responses: each costs about (k+1) x its tokens (README "Sizing")
         "most_expensive_rows": [

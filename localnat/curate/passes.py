@@ -4,12 +4,15 @@ The Ray graph (graph.py) runs a pass; the run (run.py) commits and resumes it.
     scores   every row of every input file, whole: the first pass of every run
     race-T   racing's round T (docs/method.md §5.2): the listed rows, only the steps their
              samples gained at round T; into race/rTT/ under the run
+    rank-B   teacher ranking's block B (docs/method.md §7.1): every row of the block's
+             prompts, whole, as the scores pass scores them; into rank/bBBBB/ under the run
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -24,14 +27,15 @@ class Pass:
     """One scoring pass.
 
     Attributes:
-        name: "scores" or "race-T".
+        name: "scores", "race-T" or "rank-B".
         directory: where its scores/, rejects/ and _done/ live.
         method: the `Scorer` method that scores a call ("score_prepared", "score_round"),
             called with `options` as keywords.
         schema: what that method returns per row (status, error, results).
         results: its value columns: what the score cache holds and a hit carries.
         columns: what scores/ keeps of a row (identity and results).
-        rows: file index -> the row numbers to read; None: every row of every file.
+        rows: file index -> the row numbers to read (None: the whole file); None: every row
+            of every file.
         identity: what a resume of this pass must match besides the run's identity (None:
             the run's alone).
     """
@@ -77,4 +81,19 @@ def race_pass(run_dir: str, round_: int, rows: dict[int, list[int]], identity: d
         rows,
         identity,
         {"round_": round_},
+    )
+
+
+def rank_pass(cfg: CurateConfig, run_dir: str, block: int, rows: dict) -> Pass:
+    """Teacher ranking's block `block`: `rows` (file index -> row numbers, None: the whole
+    file), its prompts' rows, scored as the scores pass scores them (so the score cache
+    serves both alike). Its identity is its rows: another seed, block size or input starts
+    its directory again."""
+    digest = hashlib.blake2b(json.dumps(sorted(rows.items())).encode(), digest_size=16)
+    return replace(
+        scores_pass(cfg, run_dir),
+        name=f"rank-{block}",
+        directory=join(run_dir, "rank", f"b{block:04d}"),
+        rows=rows,
+        identity={"block": block, "rows": digest.hexdigest()},
     )

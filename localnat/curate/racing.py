@@ -26,10 +26,10 @@ from ..logs import LOG
 from ..redact import redact
 from ..scoring.sampling import stratified
 from .columns import ROUND_COLUMNS
-from .commit import InputChanged, committed_parts, counts
+from .commit import InputChanged, counts
 from .config import CurateConfig
 from .passes import race_pass
-from .run import Run
+from .run import Executed, Run
 from .selection import candidates, race, race_pick, race_rounds
 from .storage import join, read_parquet_files
 
@@ -38,11 +38,11 @@ def racing(cfg: CurateConfig) -> bool:
     return cfg.score.sample_steps is not None and cfg.select_by == "local"
 
 
-def raced_selection(run: Run, df: pd.DataFrame, chunks: dict) -> tuple[pd.DataFrame, dict]:
+def raced_selection(run: Run, df: pd.DataFrame, scored: Executed) -> tuple[pd.DataFrame, dict]:
     """The racing choice per prompt (`select`'s columns; `settled_by`: `sample` when round
     0's bounds decided, else `round T`) and counts: rounds, rows rescored per round, prompts
     settled per round, the student's response and model tokens of the rounds (cache hits
-    not counted). `chunks`: the scores pass's."""
+    not counted). `scored`: the scores pass."""
     cfg = run.cfg
     correct_only = cfg.correct_column is not None
     stats = dict.fromkeys(("race_response_tokens", "race_model_tokens"), 0)
@@ -51,7 +51,7 @@ def raced_selection(run: Run, df: pd.DataFrame, chunks: dict) -> tuple[pd.DataFr
 
     def advance(t: int, todo: pd.DataFrame) -> dict:
         if not steps:  # round 0's sampled steps, of the rows that race on
-            steps.update(_sampled_steps(run.dir, chunks, todo["row_id"].to_numpy()))
+            steps.update(_sampled_steps(scored.parts, todo["row_id"].to_numpy()))
         LOG.info(f"racing round {t}: {len(todo)} rows of {todo['prompt_id'].nunique()} prompts")
         estimates, done, failed = _round(run, t, todo, steps)
         spent = counts(done.chunks, 0)
@@ -117,8 +117,7 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
     }
     pass_ = race_pass(run.dir, t, rows, ident)
     done = run.execute(pass_)
-    parts = [join(pass_.directory, p) for p in committed_parts(done.chunks, "scores/")]
-    got = read_parquet_files(parts, ROUND_COLUMNS)
+    got = read_parquet_files(done.parts, ROUND_COLUMNS)
     got = pd.DataFrame(columns=ROUND_COLUMNS) if got is None else got.to_pandas()
     got = got.merge(
         todo[["row_id", "file_index", "content_hash"]], on="row_id", suffixes=("", "_1")
@@ -148,7 +147,7 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
     return estimates, done, len(failed)
 
 
-def _sampled_steps(run_dir: str, chunks, row_ids: np.ndarray) -> dict[int, np.ndarray]:
+def _sampled_steps(parts: list[str], row_ids: np.ndarray) -> dict[int, np.ndarray]:
     """Per row of `row_ids`, its step scores in scores/ (round 0's sample; NaN where a step
     was not scored); each part filtered as it is read: memory is that of these rows."""
     wanted = pa.array(row_ids, pa.int64())
@@ -156,7 +155,6 @@ def _sampled_steps(run_dir: str, chunks, row_ids: np.ndarray) -> dict[int, np.nd
     def mine(table: pa.Table) -> pa.Table:
         return table.filter(pc.is_in(table.column("row_id"), value_set=wanted))
 
-    parts = [join(run_dir, p) for p in committed_parts(chunks, "scores/")]
     table = read_parquet_files(parts, ["row_id", "step_logprobs"], each=mine)
     return {
         int(r): np.array([np.nan if x is None else x for x in s], float)

@@ -107,11 +107,7 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     teacher = rec.get(cols["teacher"])
     if teacher is None or str(teacher).strip() == "":
         reasons.append(f"teacher ({cols['teacher']!r}) is missing")
-    pid = rec.get(cols["prompt_id"])
-    if missing(pid) and texts.get("prompt") is not None:
-        pid = prompt_hash(texts["prompt"])  # as if the column were absent, never "nan"
-    elif missing(pid):
-        pid = None
+    pid = _prompt_id(rec.get(cols["prompt_id"]), texts.get("prompt"))
     for role, value in (("prompt_id", pid), ("teacher", teacher)):
         if isinstance(value, str) and not _encodable(value):
             reasons.append(f"{role} is not valid UTF-8 (unpaired surrogate)")
@@ -128,7 +124,7 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
         else:
             steps_json = json.dumps(_plain(rec[step_col]), default=str)
     row = {
-        "prompt_id": None if pid is None else _show_text(id_text(pid)),
+        "prompt_id": pid,
         "teacher": None if teacher is None else _show_text(str(teacher)),
         "is_correct": correct,
         "prompt": texts.get("prompt"),
@@ -140,6 +136,21 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
         row["content_hash"] = stable_id(row["prompt_id"], row["teacher"], row["response"])
         row["prompt_key"] = prompt_hash(row["prompt"])
     return row
+
+
+def prompt_id(rec: dict, hive: dict, cfg: CurateConfig) -> str | None:
+    """A raw record's prompt id as the scores pass computes it (its id column by value, else
+    the hash of its prompt text; None when it has neither): what groups its prompt's rows
+    before any row is scored."""
+    rec, cols = {**hive, **rec}, cfg.columns
+    prompt, _ = check_text(rec.get(cols["prompt"]), "prompt", cfg.score.max_chars)
+    return _prompt_id(rec.get(cols["prompt_id"]), prompt)
+
+
+def _prompt_id(value, prompt: str | None) -> str | None:
+    if missing(value):  # as if the column were absent, never "nan"
+        return None if prompt is None else _show_text(id_text(prompt_hash(prompt)))
+    return _show_text(id_text(value))
 
 
 def id_text(value) -> str:

@@ -11,7 +11,6 @@ import pyarrow as pa
 
 from ..logs import LOG
 from .columns import REDUCE_COLUMNS
-from .commit import committed_parts
 from .config import CurateConfig
 from .inputs import InputError
 from .leaderboard import leaderboard
@@ -33,10 +32,9 @@ class Reduced:
     prompt_keys: np.ndarray | None = None
 
 
-def reduce(cfg: CurateConfig, run_dir: str, chunks: dict, family: str | None = None) -> Reduced:
-    """From the scores pass's committed chunks (`chunks`, commit.py); `family`: the
-    student's model family, for the same-family flag."""
-    parts = [join(run_dir, p) for p in committed_parts(chunks, "scores/")]
+def reduce(cfg: CurateConfig, run_dir: str, parts: list[str], family: str | None = None) -> Reduced:
+    """From a pass's committed scores/ parts (`Executed.parts`); `family`: the student's
+    model family, for the same-family flag."""
     scores = read_parquet_files(parts, REDUCE_COLUMNS)
     if scores is None:
         raise InputError(f"no row could be scored; see {join(run_dir, 'rejects')}")

@@ -324,6 +324,7 @@ def summary_table(board: dict, manifest: dict) -> str:
             if "race_rounds" in c
             else []
         ),
+        *([f"ranking: {ranking_note(manifest['ranking'])}"] if "ranking" in manifest else []),
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (none scored)'} "
         "response tokens/s",
     ]
@@ -336,11 +337,26 @@ def summary_table(board: dict, manifest: dict) -> str:
         if costly
         else []
     )
+    scores = "rank/" if "ranking" in manifest else "scores/, rejects/, selected/"
     lines += [
-        f"outputs: {manifest['run_dir']}/ (scores/, rejects/, selected/, teachers.md, "
-        "teachers.png, manifest.json)",
+        f"outputs: {manifest['run_dir']}/ ({scores}, teachers.md, teachers.png, manifest.json)"
     ]
     return "\n".join(lines)
+
+
+def ranking_note(ranking: dict) -> str:
+    """Where a teacher ranking stopped, and why."""
+    why = {
+        "separated": f"{ranking['top']} is ahead of every other teacher with probability "
+        f">= {1 - ranking['settings']['rank_delta']:g}",
+        "max_prompts": "--max-prompts reached before the top teacher stood apart",
+        "all": "every prompt scored"
+        + ("" if ranking["separated"] else "; the top teacher does not stand apart"),
+    }[ranking["stopped"]]
+    return (
+        f"{ranking['prompts_scored']} of {ranking['prompts']} prompts "
+        f"({ranking['blocks']} blocks of {ranking['block_prompts']}): {why}"
+    )
 
 
 def _verdict_lines(board: dict) -> list[str]:

@@ -21,6 +21,7 @@ from .commit import (
     check_unchanged,
     commit_chunk,
     committed_chunks,
+    committed_parts,
     completed_files,
     input_versions,
     prepare_overwrite,
@@ -42,11 +43,13 @@ from .student import wait_for_gpus
 
 @dataclass
 class Executed:
-    """A pass's committed chunks (of every attempt) and what this attempt did: response
-    tokens the student scored (cache hits not counted), calls (id -> rows, estimated
-    tokens, actor), what an earlier attempt had committed, and its seconds."""
+    """A pass's committed chunks (of every attempt) and their scores/ parts (URIs), and what
+    this attempt did: response tokens the student scored (cache hits not counted), calls
+    (id -> rows, estimated tokens, actor), what an earlier attempt had committed, and its
+    seconds."""
 
     chunks: dict
+    parts: list[str] = field(default_factory=list)
     tokens: int = 0
     calls: dict = field(default_factory=dict)
     resumed: dict = field(default_factory=dict)
@@ -97,6 +100,7 @@ class Run:
             out.tokens, out.calls = self._stream(pass_, todo, chunks)
         out.chunks = committed_chunks(pass_.directory)
         remove_uncommitted(pass_.directory, out.chunks)  # parts a lost worker may have left
+        out.parts = [join(pass_.directory, p) for p in committed_parts(out.chunks, "scores/")]
         missing = sorted({i for i, _, _ in files} - completed_files(out.chunks))
         if missing:
             raise RuntimeError(f"input files not completed: {missing}; rerun to finish them")
@@ -144,7 +148,9 @@ class Run:
         graph = build(pass_, todo, cfg, self.student, skip=skip, cache=cache, sizes=self.plan.sizes)
         batches = interruptible(graph.iter_batches(batch_size=None, batch_format="pyarrow"))
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
-        progress.exact = self.plan.exact or pass_.rows is not None
+        progress.exact = self.plan.exact or (
+            pass_.rows is not None and None not in pass_.rows.values()
+        )
         commits = _Commits(pass_.directory, todo, skip, progress, self.versions)
         with native_noise_dropped(cfg.verbose), progress:
             try:
@@ -160,9 +166,15 @@ class Run:
         """Rows this attempt has to do, for the progress line's ETA."""
         names = {i for i, _, _ in todo}
         done = sum(c["scored"] + c["rejected"] for (f, _), c in chunks.items() if f in names)
-        if pass_.rows is not None:
-            return max(sum(len(pass_.rows[i]) for i in names) - done, 0) or None
-        return self.plan.rows_left(names, done) or None
+        if pass_.rows is None:
+            return self.plan.rows_left(names, done) or None
+        listed = [pass_.rows[i] for i in names]
+        if None in listed:  # a whole file: its rows as the plan counts them
+            whole = self.plan.rows_left([i for i in names if pass_.rows[i] is None])
+            if whole is None:
+                return None
+            listed = [r for r in listed if r is not None] + [range(whole)]
+        return max(sum(map(len, listed)) - done, 0) or None
 
 
 class _Commits:

@@ -10,8 +10,8 @@ from localnat.curate.reduce import reduce
 from localnat.testing.jobs import HAND_ROWS, score_table
 
 
-def committed(run_dir, df) -> dict:
-    """`df` as one committed scores/ part of a run directory; the chunks naming it."""
+def committed(run_dir, df) -> list[str]:
+    """`df` as one committed scores/ part of a run directory; its URI."""
     df = df.copy()
     df["file_index"], df["row_number"] = 0, range(len(df))
     df["prompt_key"] = "p-" + df["prompt_id"]
@@ -19,17 +19,17 @@ def committed(run_dir, df) -> dict:
         df[name] = 0.0
     (run_dir / "scores").mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(df[REDUCE_COLUMNS]), run_dir / "scores" / "p.parquet")
-    return {(0, 0): {"parts": ["scores/p.parquet"], "last": True}}
+    return [str(run_dir / "scores" / "p.parquet")]
 
 
 def test_a_correctness_column_unknown_everywhere_is_said(tmp_path, said):
     df = score_table(HAND_ROWS)
     df["is_correct"] = None
-    chunks = committed(tmp_path, df)
-    reduced = reduce(CurateConfig(correct_column="ok"), str(tmp_path), chunks)
+    parts = committed(tmp_path, df)
+    reduced = reduce(CurateConfig(correct_column="ok"), str(tmp_path), parts)
     assert len(reduced.df) == len(HAND_ROWS)
     (line,) = said
     assert "'ok' is unknown (null) on every scored row: no response is selected" in line
     said.clear()
-    reduce(CurateConfig(), str(tmp_path), chunks)  # no correctness column: nothing to say
+    reduce(CurateConfig(), str(tmp_path), parts)  # no correctness column: nothing to say
     assert not said
