@@ -116,7 +116,7 @@ class CurateConfig:
         "teacher ranking that stops: score prompts in a seeded order, in blocks holding all "
         "their teachers, until the top teacher by --select-by is ahead of every other with "
         "probability 1 - --rank-delta, or --max-prompts; writes the leaderboard, no "
-        "selected/ (docs/method.md §7.1)",
+        "selected/ (docs/method.md §7.2)",
         group=_SEL,
     )
     max_prompts: int | None = option(

@@ -22,6 +22,7 @@ from .cost import Predictor
 from .identity import StudentError
 from .inputs import InputError, Plan, file_groups
 from .racing import racing
+from .ranking import block_size
 from .storage import filesystem, join
 from .student import identify_student
 
@@ -80,6 +81,15 @@ def dry_run(plan: Plan, cfg: CurateConfig, run_dir: str) -> dict:
             "sample_steps": cfg.score.sample_steps,
             # racing's rounds after the sampled pass: their tokens depend on its outcome
             "race": {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta} if racing(cfg) else None,
+            # a ranking's blocks: model_tokens above are every prompt's, its most
+            "rank": {
+                "prompts": len(prompts),
+                "block_prompts": block_size(cfg, len(prompts)),
+                "max_prompts": cfg.max_prompts,
+                "delta": cfg.rank_delta,
+            }
+            if cfg.rank_teachers
+            else None,
             "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
         },
     }

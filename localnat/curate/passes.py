@@ -4,7 +4,7 @@ The Ray graph (graph.py) runs a pass; the run (run.py) commits and resumes it.
     scores   every row of every input file, whole: the first pass of every run
     race-T   racing's round T (docs/method.md §5.2): the listed rows, only the steps their
              samples gained at round T; into race/rTT/ under the run
-    rank-B   teacher ranking's block B (docs/method.md §7.1): every row of the block's
+    rank-B   teacher ranking's block B (docs/method.md §7.2): every row of the block's
              prompts, whole, as the scores pass scores them; into rank/bBBBB/ under the run
 """
 

@@ -1,4 +1,4 @@
-"""Teacher ranking that stops (docs/method.md §7.1): which teacher suits this student, after
+"""Teacher ranking that stops (docs/method.md §7.2): which teacher suits this student, after
 as few prompts as the data allow.
 
     every row's prompt id, read before any scoring (its id column, else its prompt's hash)

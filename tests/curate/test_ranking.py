@@ -1,4 +1,4 @@
-"""Teacher ranking that stops (docs/method.md §7.1): the seeded prompt order and its blocks,
+"""Teacher ranking that stops (docs/method.md §7.2): the seeded prompt order and its blocks,
 and the stop rule held to a bound computed by hand."""
 
 import math

@@ -1,4 +1,4 @@
-"""Teacher ranking that stops, in the job (docs/method.md §7.1): blocks of prompts scored as
+"""Teacher ranking that stops, in the job (docs/method.md §7.2): blocks of prompts scored as
 the scores pass scores them, the stop once the top teacher stands apart, the same top
 teacher as the run over every prompt; killed, it resumes; asked for more prompts, it
 continues."""
@@ -127,3 +127,15 @@ def test_a_ranking_stopped_at_max_prompts_continues_to_more(runs, tiny_student):
     # the same settings again: the complete ranking is reported, nothing run
     same = run_job(rank_config(tiny_student, tmp, "ln", max_prompts=20))
     assert same["ranking"] == more["ranking"] and same["finished_utc"] == more["finished_utc"]
+
+
+def test_the_dry_run_says_what_a_ranking_may_score(runs, tiny_student):
+    tmp, _, _ = runs
+    dry = run_job(rank_config(tiny_student, tmp, "dry", dry_run=True, max_prompts=20))
+    assert dry["plan"]["rank"] == {
+        "prompts": N_PROMPTS,
+        "block_prompts": 5,
+        "max_prompts": 20,
+        "delta": 0.05,
+    }
+    assert dry["input_rows"] == 3 * N_PROMPTS + 1 and dry["model_tokens"] > 0
