@@ -49,6 +49,37 @@ def setup(verbose: bool = False) -> None:
             hf_logging.disable_progress_bar()
 
 
+@contextmanager
+def scoped(verbose: bool = False):
+    """`setup` for the length of a library call (`run_job` in a notebook): the logger's
+    handler, level and propagation, the environment and transformers' verbosity are the
+    caller's again afterwards."""
+    handlers, level, propagate = list(LOG.handlers), LOG.level, LOG.propagate
+    env = {key: os.environ.get(key) for key in QUIET_ENV}
+    hf = None
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    setup(verbose)
+    try:
+        yield
+    finally:
+        LOG.handlers[:] = handlers
+        LOG.setLevel(level)
+        LOG.propagate = propagate
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if hf is not None:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity(hf[0])
+            (hf_logging.enable_progress_bar if hf[1] else hf_logging.disable_progress_bar)()
+
+
 # Lines Ray's C++ core writes to the driver's stderr that are not the user's concern: Ray
 # Data keeps every actor pool's constructor in the object store, and the core warns about it
 # for every pool (ray-project/ray#53727), an `E` line on every run.

@@ -28,8 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ..logs import LOG
-from ..logs import setup as setup_logs
+from ..logs import LOG, scoped
 from .compact import compact
 from .config import CurateConfig
 from .dryrun import dry_run
@@ -53,12 +52,11 @@ DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the fir
 def run_job(cfg: CurateConfig) -> dict:
     """Run (or resume, or report a complete) curation job; returns its manifest with the
     terminal summary under "report" (a dry run: what it would do)."""
-    with _arrow_pool():
+    with _arrow_pool(), scoped(cfg.verbose):  # the caller's logging and environment after
         return _run_job(cfg)
 
 
 def _run_job(cfg: CurateConfig) -> dict:
-    setup_logs(cfg.verbose)
     started = time.time()
     if not cfg.inputs:
         # The first run: the bundled demo slice, graded, with the offline student.

@@ -209,6 +209,29 @@ def test_dry_run_lists_files_and_rows_without_a_model(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_run_leaves_the_callers_logging_and_environment_as_they_were(tmp_path, monkeypatch):
+    """A library call (a notebook's): the localnat logger propagates to the caller's
+    handlers again after it, and the environment holds what it held."""
+    import logging
+    import os
+
+    from localnat.logs import QUIET_ENV
+
+    for key in QUIET_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the caller's own
+    log = logging.getLogger("localnat")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+    pq.write_table(
+        pa.Table.from_pandas(sample().head(2), preserve_index=False), tmp_path / "a.parquet"
+    )
+    run_job(config("/nonexistent/model", [str(tmp_path)], str(tmp_path / "o"), dry_run=True))
+    assert log.propagate and log.handlers == []
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+    assert not [key for key in QUIET_ENV if key != "TRANSFORMERS_VERBOSITY" and key in os.environ]
+
+
 def test_a_run_from_the_command_line_prints_only_its_own_lines(ray_local, tiny_student, tmp_path):
     """Quiet by default: no Ray core-worker lines, no progress bars, no worker tracebacks;
     every line is localnat's (`[localnat] ...`) or the summary."""
