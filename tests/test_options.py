@@ -257,6 +257,10 @@ def test_options_declare_what_they_change():
         "select_by": "global",
         "race_epsilon": 0.02,
         "race_delta": 0.05,
+        "rank_teachers": True,
+        "max_prompts": 20,
+        "rank_block": 4,
+        "rank_delta": 0.1,
         "seed": 7,
         "min_matched_share": 0.9,
         "actors": 3,
@@ -297,7 +301,8 @@ def test_options_declare_what_they_change():
         if o.owner is ScoreConfig:
             cfg = replace(base, score=replace(base.score, **{o.field: other[o.field]}))
         else:
-            cfg = replace(base, **{o.field: other[o.field]})
+            ranking = {"rank_teachers": True} if o.field in ("max_prompts", "rank_block") else {}
+            cfg = replace(base, **ranking, **{o.field: other[o.field]})
         kind = o.meta["affects"]
         assert (namespace(replace(cfg, cache="c"), student) != ns) == (kind == SCORES), o.key
         assert (run_identity([], cfg, student) != resume) == (kind in (SCORES, ROWS)), o.key
