@@ -29,6 +29,7 @@ from localnat.scoring.reference import (
 from localnat.scoring.schema import SCORING_VERSION
 from localnat.scoring.steps import segment
 from localnat.testing import PROMPTS, RESPONSES, sample_tokenizer
+from localnat.testing.students import STUDENT_SHAPES
 
 GOLDEN = Path(__file__).with_name("golden.json")
 TOL = 1e-4
@@ -39,17 +40,8 @@ COLUMN_STEPS = [0, 28, 56]  # offsets into RESPONSES[0] for the column segmenter
 def student(vocab_size: int) -> LlamaForCausalLM:
     """A tiny Llama whose weights come from numpy's seeded generator (not torch's init,
     which a library version may change)."""
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        attn_implementation="eager",
-    )
+    shape = {**STUDENT_SHAPES["tiny"], "vocab_size": vocab_size, "tie_word_embeddings": False}
+    config = LlamaConfig(**shape, attn_implementation="eager")
     model = LlamaForCausalLM(config).eval()
     rng = np.random.default_rng(2510_03988)
     with torch.no_grad():
