@@ -39,42 +39,47 @@ def ranked(run: Run) -> tuple[Executed, Reduced, dict]:
     every block scored, and what the ranking did (`ranking` in the manifest)."""
     cfg = run.cfg
     rows = prompt_rows(run.plan, cfg)
-    blocks = prompt_blocks(rows, cfg)
-    n_prompts = rows["prompt_id"].nunique()  # every prompt of the inputs (ids, not nulls)
-    size = block_size(cfg, n_prompts)
-    tests = looks(cfg, n_prompts)
-    done, parts, test = [], [], {}
-    for b, block in enumerate(blocks):
+    done, parts = [], []
+
+    def scored(b: int, block: list[str]) -> Reduced:
         executed = run.execute(rank_pass(cfg, run.dir, b, block_rows(rows, block, b == 0)))
         done.append(executed)
-        parts += executed.parts
-        reduced = reduce(cfg, run.dir, parts, run.student.family)
-        scored = sum(len(x) for x in blocks[: b + 1])
-        test = separation(
-            reduced.df,
-            reduced.board,
-            cfg.select_by,
-            cfg.rank_delta,
-            tests,
-            scored / max(n_prompts, 1),
-        )
-        LOG.info(f"ranking, block {b + 1} ({scored} of {n_prompts} prompts): {_said(test)}")
-        limit = cfg.max_prompts is not None and scored >= cfg.max_prompts
+        parts.extend(executed.parts)
+        return reduce(cfg, run.dir, parts, run.student.family)
+
+    reduced, record = rank_until_separated(rows, cfg, scored)
+    return merged(done), reduced, record
+
+
+def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple[Reduced, dict]:
+    """The stopping loop over `rows` (`prompt_rows`): `scored(b, block)` scores block b and
+    returns the reduce over every block so far; after each, `separation` decides. The
+    reduce at the stop and the `ranking` record."""
+    blocks = prompt_blocks(rows, cfg)
+    n_prompts = rows["prompt_id"].nunique()  # every prompt of the inputs (ids, not nulls)
+    tests = looks(cfg, n_prompts)
+    for b, block in enumerate(blocks):
+        reduced = scored(b, block)
+        n = sum(len(x) for x in blocks[: b + 1])
+        board, signal = reduced.board, cfg.select_by
+        test = separation(reduced.df, board, signal, cfg.rank_delta, tests, n / max(n_prompts, 1))
+        LOG.info(f"ranking, block {b + 1} ({n} of {n_prompts} prompts): {_said(test)}")
+        limit = cfg.max_prompts is not None and n >= cfg.max_prompts
         if test["separated"] or limit or b == len(blocks) - 1:
             stopped = "separated" if test["separated"] else "max_prompts" if limit else "all"
             break
     record = {
         "stopped": stopped,
         "prompts": n_prompts,
-        "prompts_scored": scored,
+        "prompts_scored": n,
         "blocks": b + 1,
-        "block_prompts": size,
+        "block_prompts": block_size(cfg, n_prompts),
         "tests": tests,
         "rows": len(rows),
         **test,
         "settings": ranking_settings(cfg),
     }
-    return merged(done), reduced, record
+    return reduced, record
 
 
 def ranking_settings(cfg: CurateConfig) -> dict:
