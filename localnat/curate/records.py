@@ -107,8 +107,9 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     teacher = rec.get(cols["teacher"])
     if teacher is None or str(teacher).strip() == "":
         reasons.append(f"teacher ({cols['teacher']!r}) is missing")
-    pid = _prompt_id(rec.get(cols["prompt_id"]), texts.get("prompt"))
-    for role, value in (("prompt_id", pid), ("teacher", teacher)):
+    raw_id = rec.get(cols["prompt_id"])
+    pid = _prompt_id(raw_id, texts.get("prompt"))
+    for role, value in (("prompt_id", raw_id), ("teacher", teacher)):
         if isinstance(value, str) and not _encodable(value):
             reasons.append(f"{role} is not valid UTF-8 (unpaired surrogate)")
     correct = None

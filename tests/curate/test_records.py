@@ -80,3 +80,12 @@ def test_prompt_ids_are_one_id_by_value_across_parquet_arrow_and_jsonl(tmp_path,
     chosen = select(table, "local")
     assert len(chosen) == 5 and chosen["prompt_id"].is_unique  # 1, 2, 3, Q4's hash, 1.5
     assert chosen.set_index("prompt_id")["n_candidates"].loc[["1", "2", "3"]].tolist() == [3] * 3
+
+
+def test_a_prompt_id_that_is_not_valid_utf8_rejects_its_row():
+    from localnat.curate.config import CurateConfig
+    from localnat.curate.records import normalize
+
+    rec = {"prompt_id": "bad\udc80id", "prompt": "Q?", "response": "A.", "teacher": "t"}
+    (row,) = normalize([(0, rec)], "x.jsonl", 0, {}, CurateConfig()).to_pylist()
+    assert row["reject_reason"] == "prompt_id is not valid UTF-8 (unpaired surrogate)"
