@@ -179,6 +179,11 @@ def parse_args(argv):
         help="with --sampling: racing tolerances (nats per token), a racing row each",
     )
     ap.add_argument("--race-delta", type=float, default=0.01, help="with --sampling")
+    ap.add_argument(
+        "--no-local-exact",
+        action="store_true",
+        help="with --sampling: leave out the exact --signals local run (its share of the tokens)",
+    )
     return ap.parse_args(argv)
 
 
@@ -224,6 +229,7 @@ def main(argv=None) -> int:
             args.sampling,
             args.race_epsilon,
             args.race_delta,
+            local_exact=not args.no_local_exact,
         )
         return 0
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype

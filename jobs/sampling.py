@@ -117,10 +117,12 @@ def raced(rows, exact, sampled, scorer, epsilon: float, delta: float) -> dict:
     }
 
 
-def run(cfg, model, tok, rows: list[dict], fractions, epsilons=(0.02,), delta=0.01) -> None:
-    """Score the rows exactly (every signal, and LN alone), then at each fraction without
-    racing and racing to each epsilon; print a table row for each, model tokens against the
-    exact run's."""
+def run(
+    cfg, model, tok, rows: list[dict], fractions, epsilons=(0.02,), delta=0.01, local_exact=True
+) -> None:
+    """Score the rows exactly (every signal, and LN alone unless not `local_exact`), then at
+    each fraction without racing and racing to each epsilon; print a table row for each,
+    model tokens against the exact run's."""
 
     def score(config):
         scorer = Scorer(config, model=model, tokenizer=tok)
@@ -128,14 +130,18 @@ def run(cfg, model, tok, rows: list[dict], fractions, epsilons=(0.02,), delta=0.
         return out.to_pylist(), scorer.stats["tokens"], scorer
 
     exact, exact_tokens, _ = score(cfg)
-    local, local_tokens, _ = score(replace(cfg, signals=("local",)))
-    drift = max(abs(a["local_nat"] - b["local_nat"]) for a, b in zip(exact, local))
-    print(
+    said = (
         f"{len(rows)} rows, {len({r['prompt_id'] for r in rows})} prompts, "
-        f"{len({r['teacher'] for r in rows})} teachers; exact: {exact_tokens:,} model tokens; "
-        f"--signals local: {local_tokens:,} ({100 * local_tokens / exact_tokens:.0f}%), LN "
-        f"within {drift:.1e} of every signal's"
+        f"{len({r['teacher'] for r in rows})} teachers; exact: {exact_tokens:,} model tokens"
     )
+    if local_exact:
+        local, local_tokens, _ = score(replace(cfg, signals=("local",)))
+        drift = max(abs(a["local_nat"] - b["local_nat"]) for a, b in zip(exact, local))
+        said += (
+            f"; --signals local: {local_tokens:,} ({100 * local_tokens / exact_tokens:.0f}%), "
+            f"LN within {drift:.1e} of every signal's"
+        )
+    print(said, flush=True)
     print(
         "| F | signals | model tokens vs exact | tau-b vs exact | calibration (2 se) | "
         "pick within epsilon | same pick |"
@@ -150,12 +156,14 @@ def run(cfg, model, tok, rows: list[dict], fractions, epsilons=(0.02,), delta=0.
             print(
                 f"| {fraction:g} | {names} | {100 * tokens / exact_tokens:.0f}% | "
                 f"{c['tau_b']:.3f} | {calibration} of {c['sampled_rows']} sampled rows | | "
-                f"{100 * c['same_selection']:.0f}% |"
+                f"{100 * c['same_selection']:.0f}% |",
+                flush=True,
             )
             for epsilon in epsilons:
                 r = raced(rows, exact, sampled, scorer, epsilon, delta)
                 print(
                     f"| {fraction:g} + racing (E={epsilon:g}, D={delta:g}) | {names} | "
                     f"{100 * (tokens + r['tokens']) / exact_tokens:.0f}% | | rows per round "
-                    f"{r['per_round']} | {100 * r['within']:.0f}% | {100 * r['same']:.0f}% |"
+                    f"{r['per_round']} | {100 * r['within']:.0f}% | {100 * r['same']:.0f}% |",
+                    flush=True,
                 )
