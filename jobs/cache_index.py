@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 def synthetic(ns: Path, keys: int, seed: int = 0) -> None:
     """One part of `keys` random keys (and a score column), then a forced compaction."""
-    from localnat.curate.cache import KEY, declare, keys_array
+    from localnat.curate.cache.namespace import KEY, declare, keys_array
 
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True)
@@ -49,13 +49,13 @@ class Reader:
     """A reading actor, as a Prepare actor is: its memory before and after its Lookup."""
 
     def __init__(self):
-        import localnat.curate.lookup  # noqa: F401 - modules loaded before memory is taken
+        import localnat.curate.cache.lookup  # noqa: F401 - modules loaded before memory is taken
 
     def measure(self, shared, private: bool, probes: np.ndarray) -> dict:
         import gc
 
-        from localnat.curate.cache import keys_array
-        from localnat.curate.lookup import Lookup, build_index
+        from localnat.curate.cache.lookup import Lookup, build_index
+        from localnat.curate.cache.namespace import keys_array
 
         keys = keys_array(probes)
         gc.collect()
@@ -86,9 +86,9 @@ def main(argv=None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from localnat.curate.cache import view
-    from localnat.curate.compact import compact
-    from localnat.curate.lookup import build_index, shared_view
+    from localnat.curate.cache.compact import compact
+    from localnat.curate.cache.lookup import build_index, shared_view
+    from localnat.curate.cache.namespace import view
 
     with tempfile.TemporaryDirectory() as tmp:
         ns = Path(tmp) / "v1-bench"

@@ -34,7 +34,7 @@ def drop_cache(path: Path) -> None:
 def hash_times(directory: Path, memo_root: Path) -> tuple[float, float, int]:
     """(cold s, memoized s, bytes) of hashing `directory` as the job does."""
     os.environ["LOCALNAT_CACHE"] = str(memo_root)
-    from localnat.curate import identity
+    from localnat.curate.run import identity
 
     files = [directory / n for n in identity.student_files(directory)]
     for f in files:

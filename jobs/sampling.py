@@ -36,7 +36,7 @@ def load_rows(path: str, n: int, max_chars: int) -> list[dict]:
 def frame(rows: list[dict], scored: list[dict]) -> pd.DataFrame:
     """The rows and their scores as the job's reduce sees them (row_id = the row's index;
     every candidate competes, as in an exact selection)."""
-    from localnat.curate.columns import REDUCE_COLUMNS
+    from localnat.curate.signals import REDUCE_COLUMNS
 
     df = pd.DataFrame(
         {
@@ -55,7 +55,7 @@ def frame(rows: list[dict], scored: list[dict]) -> pd.DataFrame:
 
 def teacher_means(rows: list[dict], scored: list[dict]) -> dict[str, float]:
     """Per teacher its LN score: the leaderboard's (docs/method.md §7)."""
-    from localnat.curate.leaderboard import leaderboard
+    from localnat.curate.choose.leaderboard import leaderboard
 
     board = leaderboard(frame(rows, scored), n_boot=1, min_share=0.0)
     return {t: board["per_teacher"][t]["local"]["mean"] for t in board["teachers"]}
@@ -63,7 +63,7 @@ def teacher_means(rows: list[dict], scored: list[dict]) -> dict[str, float]:
 
 def best_per_prompt(rows: list[dict], scored: list[dict]) -> dict[str, int]:
     """Per prompt the row `select` keeps by LN (ties: the smallest row_id, the first)."""
-    from localnat.curate.selection import select
+    from localnat.curate.choose.selection import select
 
     chosen = select(frame(rows, scored), "local")
     return dict(zip(chosen["prompt_id"], chosen["row_id"]))
@@ -71,7 +71,7 @@ def best_per_prompt(rows: list[dict], scored: list[dict]) -> dict[str, int]:
 
 def compare(rows, exact: list[dict], sampled: list[dict]) -> dict:
     """The sampled run's agreement with the exact one."""
-    from localnat.curate.leaderboard import kendall_tau_b
+    from localnat.curate.choose.leaderboard import kendall_tau_b
 
     ln_exact = np.array([r["local_nat"] for r in exact])
     ln = np.array([r["local_nat"] for r in sampled])
@@ -95,8 +95,8 @@ def raced(rows, exact, sampled, scorer, epsilon: float, delta: float) -> dict:
     process (the job's loop): the share of prompts whose pick is within epsilon of the best
     exact LN, the share with the very pick of the exact run, the rows advanced per round and
     the rounds' model tokens."""
-    from localnat.curate.racing import in_process
-    from localnat.curate.selection import race, race_pick, race_rounds
+    from localnat.curate.choose.racing import in_process
+    from localnat.curate.choose.selection import race, race_pick, race_rounds
 
     items = [scorer.prepare(r["prompt"], r["response"]) for r in rows]
     before = scorer.stats["tokens"]

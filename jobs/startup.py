@@ -23,7 +23,8 @@ def mark(what: str) -> None:
 
 def main(argv: list[str]) -> int:
     from localnat.cli import main as cli
-    from localnat.curate import progress, run
+    from localnat.curate.run import directory as run
+    from localnat.curate.run import progress
 
     mark("imports")
 

@@ -82,7 +82,7 @@ def main(argv=None) -> None:
             f"| {key} | {_f(s['auc'])} ({_f(lo)}, {_f(hi)}) | {_f(s['top1_accuracy'])} | "
             f"{_f(s['length_spearman'])} | {_f(s['teacher_tau_vs_accuracy'])} |"
         )
-    from localnat.curate.validation import verdict
+    from localnat.curate.choose.validation import verdict
 
     for line in verdict(v, args.select_by):
         print(line)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def curate(argv: list[str]) -> int:
     from .curate.job import run_job
-    from .curate.progress import Terminated
+    from .curate.run.progress import Terminated
     from .logs import LOG
     from .options import parse_config
 
@@ -90,7 +90,7 @@ def _parser(prog: str, description: str, where: str) -> argparse.ArgumentParser:
 
 
 def show(argv: list[str]) -> int:
-    from .curate.runs import show_run
+    from .curate.report.show import show_run
 
     p = _parser("show", USAGE.splitlines()[4], "RUN_DIR_OR_URI")
     print(show_run(p.parse_args(argv).run_dir_or_uri))
@@ -98,7 +98,7 @@ def show(argv: list[str]) -> int:
 
 
 def plot(argv: list[str]) -> int:
-    from .curate.runs import plot_prompt
+    from .curate.report.show import plot_prompt
 
     p = _parser(
         "plot",
@@ -114,8 +114,8 @@ def plot(argv: list[str]) -> int:
 
 
 def cache(argv: list[str]) -> int:
-    from .curate.cache import PART_BOUND
-    from .curate.compact import compact_all
+    from .curate.cache.compact import compact_all
+    from .curate.cache.namespace import PART_BOUND
 
     p = _parser(
         "cache compact",

@@ -14,7 +14,7 @@ import typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-from .curate.config import CurateConfig
+from .curate.job_config import CurateConfig
 from .fields import OptionError, flag_name
 from .scoring.config import ScoreConfig
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localnat.curate.commit import run_identity
-from localnat.curate.config import CurateConfig
-from localnat.curate.identity import StudentIdentity
+from localnat.curate.job_config import CurateConfig
+from localnat.curate.run.commit import run_identity
+from localnat.curate.run.identity import StudentIdentity
 from localnat.fields import OptionError
 from localnat.options import all_options, build_config, options_markdown, parse_config
 from localnat.scoring.config import ScoreConfig
@@ -234,8 +234,8 @@ def test_options_declare_what_they_change():
     """Each option's declared class decides the resume identity and the cache namespace:
     a SCORES option changes both, a ROWS option only the resume, the others neither."""
 
-    from localnat.curate.cache import namespace
-    from localnat.curate.config import CurateConfig
+    from localnat.curate.cache.namespace import namespace
+    from localnat.curate.job_config import CurateConfig
     from localnat.fields import ROWS, SCORES
     from localnat.options import all_options
     from localnat.scoring.config import ScoreConfig
@@ -347,7 +347,8 @@ def test_actors_beyond_the_cluster_stop_before_ray_starts(tmp_path, monkeypatch)
 def test_a_new_scoring_version_is_a_new_namespace_and_a_new_run(monkeypatch):
     """An upgrade that changes what a number means never reuses a number of the version
     before: not from the cache, not by resuming a run."""
-    from localnat.curate import cache, commit
+    from localnat.curate.cache import namespace as cache
+    from localnat.curate.run import commit
 
     cfg = CurateConfig(cache="c")
     student = StudentIdentity("s", {"w": "a"})

@@ -3,7 +3,7 @@
 import pytest
 from s3server import SECRET_KEY
 
-from localnat.curate.config import CurateConfig
+from localnat.curate.job_config import CurateConfig
 from localnat.options import parse_config
 from localnat.redact import redact
 

@@ -4,15 +4,15 @@
     plan -> Pass("rank-0") -> reduce -> Pass("rank-1") -> reduce ... -> report
                                      (--rank-teachers, until the top teacher stands apart)
 
-Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run.py):
+Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run/directory.py):
     scores/ rejects/       the scores pass's parts (f000012-c000003-<uuid>.parquet)
-    _run.json _lease/ _done/   identity, lease, commit markers (commit.py, lease.py)
-    race/                  racing's rounds, when it runs (racing.py)
-    rank/                  a teacher ranking's blocks, in its place of scores/ (ranking.py)
-    selected/              one row per prompt, original columns + scores (selected.py)
+    _run.json _lease/ _done/   identity, lease, commit markers (run/commit.py, run/lease.py)
+    race/                  racing's rounds, when it runs (choose/racing.py)
+    rank/                  a teacher ranking's blocks, in its place of scores/ (choose/ranking.py)
+    selected/              one row per prompt, original columns + scores (choose/dataset.py)
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
-    manifest.json          written last: its presence marks a complete run (manifest.py)
+    manifest.json          written last: its presence marks a complete run (report/manifest.py)
 """
 
 from __future__ import annotations
@@ -29,22 +29,22 @@ import pandas as pd
 import pyarrow as pa
 
 from ..logs import LOG, scoped
-from .compact import compact
-from .config import CurateConfig
-from .dryrun import dry_run
-from .inputs import plan
-from .manifest import Outcome, finish
-from .passes import scores_pass
-from .progress import check_cpus
-from .racing import raced_selection, racing
-from .ranking import ranked, ranking_settings
-from .reduce import reduce
-from .run import Run
-from .runs import show_run
-from .selected import write_selected
-from .selection import select
+from .cache.compact import compact
+from .choose.dataset import write_selected
+from .choose.racing import raced_selection, races
+from .choose.ranking import ranked, ranking_settings
+from .choose.reduce import reduce
+from .choose.selection import select
+from .inputs.plan import plan
+from .job_config import CurateConfig
+from .report.dry_run import dry_run
+from .report.manifest import Outcome, finish
+from .report.show import show_run
+from .run.directory import Run
+from .run.passes import scores_pass
+from .run.progress import check_cpus
+from .run.student_checks import identify_student
 from .storage import delete, join, read_text
-from .student import identify_student
 
 DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
 
@@ -110,7 +110,7 @@ def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dic
         chosen, written = reduced.df.iloc[:0], {"renamed": {}, "as_text": []}
         LOG.info(f"ranking: {reduced.board['n_prompts']} prompts ranked, none selected")
         return chosen, raced, written
-    if racing(cfg):  # sampled LN: more steps where the bounds cannot decide yet
+    if races(cfg):  # sampled LN: more steps where the bounds cannot decide yet
         t = time.time()
         chosen, raced = raced_selection(run, reduced.df, scored)
         timings["race"] = time.time() - t

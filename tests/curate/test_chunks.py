@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate.chunks import read_files
-from localnat.curate.config import CurateConfig
+from localnat.curate.inputs.chunks import read_files
+from localnat.curate.job_config import CurateConfig
 from localnat.testing.jobs import sample
 
 
@@ -66,7 +66,7 @@ def test_a_truncated_gzip_keeps_the_rows_it_could_read(tmp_path):
 
 
 def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path, monkeypatch):
-    import localnat.curate.chunks as chunks
+    import localnat.curate.inputs.chunks as chunks
 
     def rows_then(err):
         def read_rows(uri, fmt, cols, n, only=None):
@@ -97,7 +97,7 @@ def test_only_reads_just_the_rows_asked_for_in_every_format(tmp_path):
     count blank and broken JSONL lines, Arrow files are sliced into chunks as Parquet is."""
     import pyarrow.feather as feather
 
-    from localnat.curate.formats import read_rows
+    from localnat.curate.inputs.formats import read_rows
 
     rows = pa.Table.from_pandas(sample(200), preserve_index=False).to_pylist()
     table = pa.Table.from_pylist([{**r, "n": i} for i in range(30) for r in rows])  # 600 rows
@@ -124,7 +124,7 @@ def test_files_are_read_by_their_bytes_not_their_names(tmp_path):
     truncated gzip does (a storage error would be retried forever)."""
     import pyarrow.feather as feather
 
-    from localnat.curate.formats import read_rows
+    from localnat.curate.inputs.formats import read_rows
 
     records = [{"prompt": f"Q{i}?", "response": f"A {i}.", "teacher": "t"} for i in range(300)]
     text = "\n".join(json.dumps(r) for r in records)
@@ -158,6 +158,6 @@ def test_files_are_read_by_their_bytes_not_their_names(tmp_path):
 
 
 def rows_of(path, only):
-    from localnat.curate.formats import read_rows
+    from localnat.curate.inputs.formats import read_rows
 
     return [r for c in read_rows(str(path), "auto", None, 64, only=only) for r in c]

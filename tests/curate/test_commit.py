@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat import ScoreConfig
-from localnat.curate.commit import RunMismatch, check_same_run, run_identity
-from localnat.curate.config import CurateConfig
-from localnat.curate.identity import StudentIdentity
-from localnat.curate.lease import Lease, RunBusy
+from localnat.curate.job_config import CurateConfig
+from localnat.curate.run.commit import RunMismatch, check_same_run, run_identity
+from localnat.curate.run.identity import StudentIdentity
+from localnat.curate.run.lease import Lease, RunBusy
 from localnat.curate.storage import write_text
 
 STUDENT = StudentIdentity("s", {"model.safetensors": "a"})
@@ -51,7 +51,7 @@ def test_the_identity_holds_everything_that_changes_a_result(tmp_path):
 
 
 def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_complete(tmp_path):
-    from localnat.curate.commit import completed_files
+    from localnat.curate.run.commit import completed_files
 
     run_dir = str(tmp_path / "run")
     (tmp_path / "run" / "_lease").mkdir(parents=True)
@@ -76,7 +76,7 @@ def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_comple
 
 
 def test_overwrite_deletes_the_manifest_first_and_run_json_last(tmp_path, monkeypatch):
-    import localnat.curate.commit as commit
+    import localnat.curate.run.commit as commit
 
     run = tmp_path / "r"
     for name in ("_done/f000000-c000000.json", "_run.json", "manifest.json", "scores/p.parquet"):

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate import cache
-from localnat.curate.cache import KEY, keys_array, view
-from localnat.curate.compact import compact, reading
-from localnat.curate.lookup import Lookup, build_index
+from localnat.curate.cache import namespace as cache
+from localnat.curate.cache.compact import compact, reading
+from localnat.curate.cache.lookup import Lookup, build_index
+from localnat.curate.cache.namespace import KEY, keys_array, view
 from localnat.curate.storage import list_files
 
 COLUMNS = ["local_nat", "n_response_tokens", "step_logprobs"]
@@ -227,7 +227,7 @@ def test_cache_compact_says_what_is_wrong_in_one_line(tmp_path):
 
 
 def cache_compact_all(uri):
-    from localnat.curate.compact import compact_all
+    from localnat.curate.cache.compact import compact_all
 
     return compact_all(uri, bound=0)
 

@@ -3,9 +3,9 @@
 import pyarrow as pa
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.config import CurateConfig
-from localnat.curate.graph import Score, call_row
-from localnat.curate.passes import scores_pass
+from localnat.curate.job_config import CurateConfig
+from localnat.curate.run.graph import Score, call_row
+from localnat.curate.run.passes import scores_pass
 
 
 def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):

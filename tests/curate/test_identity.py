@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from localnat.curate import identity
-from localnat.curate.identity import StudentError, identify
+from localnat.curate.run import identity
+from localnat.curate.run.identity import StudentError, identify
 from localnat.testing import save_tiny_student
 
 NEW_TEMPLATE = (

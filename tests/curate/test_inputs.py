@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from localnat.curate.formats import input_columns
-from localnat.curate.inputs import hive_columns, list_inputs
+from localnat.curate.inputs.formats import input_columns
+from localnat.curate.inputs.plan import hive_columns, list_inputs
 from localnat.testing.jobs import sample
 
 
@@ -70,8 +70,8 @@ def test_outputs_behind_a_symlink_in_the_input_are_not_read_back(tmp_path):
 
 def rows_read(uri: str, cfg=None) -> list[dict]:
     """The working rows a run reads from one file (validated, in order)."""
-    from localnat.curate.chunks import read_files
-    from localnat.curate.config import CurateConfig
+    from localnat.curate.inputs.chunks import read_files
+    from localnat.curate.job_config import CurateConfig
 
     pieces = list(read_files([{"file_index": 0, "uri": uri, "root": uri}], cfg or CurateConfig()))
     keep = ["row_number", "prompt_id", "teacher", "prompt", "response", "reject_reason"]
@@ -135,7 +135,7 @@ def test_jsonl_rows_are_counted_or_estimated_for_the_eta(tmp_path):
 
 
 def test_the_progress_line_marks_an_estimated_total():
-    from localnat.curate.progress import Progress
+    from localnat.curate.run.progress import Progress
 
     progress = Progress(1, 1000, print, exact=False)
     progress.add(10, 0, 100)
@@ -144,7 +144,7 @@ def test_the_progress_line_marks_an_estimated_total():
 
 
 def test_small_files_are_grouped_in_order_and_large_ones_stand_alone():
-    from localnat.curate.inputs import GROUP_BYTES, GROUP_FILES, SMALL_FILE, file_groups
+    from localnat.curate.inputs.plan import GROUP_BYTES, GROUP_FILES, SMALL_FILE, file_groups
 
     small = SMALL_FILE // 4
     sizes = [small] * 3 + [SMALL_FILE] + [None] + [small] * (GROUP_FILES + 5)
@@ -170,8 +170,8 @@ def test_a_correctness_column_that_is_not_one_stops_the_run_before_any_work(tmp_
     is its row's reject, not the run's."""
     import pytest
 
-    from localnat.curate.config import CurateConfig
-    from localnat.curate.inputs import InputError, plan
+    from localnat.curate.inputs.plan import InputError, plan
+    from localnat.curate.job_config import CurateConfig
 
     rows = [{"prompt": "Q?", "response": f"A{i}.", "teacher": "t"} for i in range(6)]
     labels = ["correct", "wrong", "correct", "wrong", "yes", "no"]

@@ -6,8 +6,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from localnat.curate.columns import SIGNALS
-from localnat.curate.leaderboard import kendall_tau_b, leaderboard
+from localnat.curate.choose.leaderboard import kendall_tau_b, leaderboard
+from localnat.curate.signals import SIGNALS
 from localnat.testing.jobs import HAND_ROWS as ROWS
 from localnat.testing.jobs import SIGNAL_ROWS
 from localnat.testing.jobs import score_table as table
@@ -69,7 +69,7 @@ def test_one_sparse_teacher_cannot_collapse_the_leaderboard():
     assert s["local"]["rank"] is None and s["local"]["mean"] == pytest.approx(-0.1)
     assert s["n_prompts"] == 1
     # reports list S apart, after the ranked teachers
-    from localnat.curate.report import markdown, ordered
+    from localnat.curate.report.render import markdown, ordered
 
     assert ordered(board)[-1] == "S" and set(ordered(board)[:3]) == set("ABC")
     assert "not ranked, too few shared prompts" in markdown(board, "x")

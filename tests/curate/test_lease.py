@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from localnat.curate.lease import Lease, RunBusy
+from localnat.curate.run.lease import Lease, RunBusy
 from localnat.curate.storage import list_files, write_text
 
 

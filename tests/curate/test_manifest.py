@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-PEAK = "from localnat.curate.manifest import peak_rss_mb; print(peak_rss_mb())"
+PEAK = "from localnat.curate.report.manifest import peak_rss_mb; print(peak_rss_mb())"
 
 
 def test_the_driver_peak_rss_is_its_own_not_its_parents():

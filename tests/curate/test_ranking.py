@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student_t
 
-from localnat.curate.config import CurateConfig
-from localnat.curate.ranking import (
+from localnat.curate.choose.ranking import (
     MIN_PROMPTS,
     block_rows,
     looks,
     prompt_blocks,
     separation,
 )
+from localnat.curate.job_config import CurateConfig
 from localnat.fields import OptionError
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from localnat.curate.config import CurateConfig
-from localnat.curate.records import normalize
+from localnat.curate.inputs.records import normalize
+from localnat.curate.job_config import CurateConfig
 
 
 def test_missing_or_nan_prompt_ids_fall_back_to_the_prompt_hash():
@@ -21,7 +21,7 @@ def test_missing_or_nan_prompt_ids_fall_back_to_the_prompt_hash():
 
 
 def test_correctness_values_are_true_false_or_unknown_never_guessed():
-    from localnat.curate.records import as_bool
+    from localnat.curate.inputs.records import as_bool
 
     ok = (True, False, 1, 0, 1.0, 0.0, "true", " FALSE ", "1", "0", "Yes", "no ", None)
     assert [as_bool(v) for v in ok + (float("nan"),)] == [True, False] * 6 + [None, None]
@@ -39,9 +39,9 @@ def test_prompt_ids_are_one_id_by_value_across_parquet_arrow_and_jsonl(tmp_path,
     import pyarrow.feather as feather
     import pyarrow.parquet as pq
 
-    from localnat.curate.chunks import read_files
-    from localnat.curate.inputs import plan
-    from localnat.curate.selection import select
+    from localnat.curate.choose.selection import select
+    from localnat.curate.inputs.chunks import read_files
+    from localnat.curate.inputs.plan import plan
 
     def rows(teacher):
         return [

@@ -4,9 +4,9 @@ leaderboard; and what it says of the data on the way."""
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from localnat.curate.columns import REDUCE_COLUMNS
-from localnat.curate.config import CurateConfig
-from localnat.curate.reduce import reduce
+from localnat.curate.choose.reduce import reduce
+from localnat.curate.job_config import CurateConfig
+from localnat.curate.signals import REDUCE_COLUMNS
 from localnat.testing.jobs import HAND_ROWS, score_table
 
 

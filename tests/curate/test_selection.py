@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from localnat.curate.selection import duplicates, race_pick, race_round, race_rounds, select
+from localnat.curate.choose.selection import duplicates, race_pick, race_round, race_rounds, select
 from localnat.testing.jobs import HAND_ROWS as ROWS
 from localnat.testing.jobs import score_table as table
 

@@ -7,14 +7,14 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from localnat.curate.commit import (
+from localnat.curate.run.commit import (
     commit_chunk,
     committed_chunks,
     committed_parts,
     remove_uncommitted,
 )
-from localnat.curate.passes import race_pass
-from localnat.curate.sink import CALL_COSTS, Sink, merge_parts
+from localnat.curate.run.passes import race_pass
+from localnat.curate.run.sink import CALL_COSTS, Sink, merge_parts
 
 
 def call(rows: range, rejected: set, call_id: str) -> pa.Table:

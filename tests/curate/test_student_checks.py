@@ -5,20 +5,20 @@ import time
 import pytest
 
 from localnat import ScoreConfig
-from localnat.curate.config import CurateConfig
-from localnat.curate.inputs import InputError
-from localnat.curate.student import check_student
+from localnat.curate.job_config import CurateConfig
+from localnat.curate.run.identity import StudentError
+from localnat.curate.run.student_checks import check_student
 
 
 def test_a_missing_or_broken_student_is_one_clear_line_before_any_ray_work(tmp_path):
     start = time.time()
-    with pytest.raises(InputError, match="cannot load the student") as err:
+    with pytest.raises(StudentError, match="cannot load the student") as err:
         check_student(ScoreConfig(student=str(tmp_path / "nope")))
     assert "\n" not in str(err.value)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    with pytest.raises(InputError, match="cannot load the student"):
+    with pytest.raises(StudentError, match="cannot load the student"):
         check_student(ScoreConfig(student=str(broken)))
     assert time.time() - start < 30
 
@@ -27,7 +27,7 @@ def test_a_known_student_is_not_loaded_again_to_render_its_probe(tmp_path, monke
     """The probe is remembered under the student's digest, the system prompt and the
     renderers' versions: a night with a known student loads no tokenizer; a new system
     prompt, or changed files, renders it again."""
-    from localnat.curate import student as students
+    from localnat.curate.run import student_checks as students
     from localnat.testing import save_tiny_student
 
     monkeypatch.setenv("LOCALNAT_CACHE", str(tmp_path / "cache"))
@@ -49,7 +49,7 @@ def test_a_known_student_is_not_loaded_again_to_render_its_probe(tmp_path, monke
 
 
 def test_reading_actors_fit_a_small_machine(monkeypatch):
-    from localnat.curate.progress import reading_actors
+    from localnat.curate.run.progress import reading_actors
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)

@@ -1,13 +1,13 @@
 """Tokenizing rows: a response over --max-response-tokens is a reject with a reason."""
 
 from localnat import ScoreConfig
-from localnat.curate.config import CurateConfig
-from localnat.curate.records import normalize
+from localnat.curate.inputs.records import normalize
+from localnat.curate.job_config import CurateConfig
 from localnat.testing.jobs import sample
 
 
 def test_max_response_tokens_rejects_longer_responses_with_a_reason(tiny_student):
-    from localnat.curate.tokens import Tokenize
+    from localnat.curate.run.tokens import Tokenize
 
     df = sample(300).head(3)
     table = normalize(list(enumerate(df.to_dict("records"))), "f.parquet", 0, {}, CurateConfig())

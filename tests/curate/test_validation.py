@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from localnat.curate.columns import SIGNALS
-from localnat.curate.leaderboard import leaderboard
-from localnat.curate.reduce import split_conflicts
-from localnat.curate.selection import duplicates, select
-from localnat.curate.student import family
-from localnat.curate.validation import validation, verdict
+from localnat.curate.choose.leaderboard import leaderboard
+from localnat.curate.choose.reduce import split_conflicts
+from localnat.curate.choose.selection import duplicates, select
+from localnat.curate.choose.validation import validation, verdict
+from localnat.curate.run.student_checks import family
+from localnat.curate.signals import SIGNALS
 
 # (row_id, prompt, teacher, correct, local_nat, global_nat, rsr, entropy, tokens)
 ROWS = [

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
-from localnat.curate.cache import KEY, namespace
-from localnat.curate.identity import StudentIdentity
+from localnat.curate.cache.namespace import KEY, namespace
 from localnat.curate.job import run_job
+from localnat.curate.run.identity import StudentIdentity
 from localnat.curate.storage import list_files
 from localnat.scoring.windows import Window
 from localnat.testing.jobs import assert_same_outputs, config, corpus, outputs, shards
@@ -228,7 +228,7 @@ def test_runs_sharing_an_s3_cache_at_once_agree_and_keep_no_secret(
 def test_a_night_over_the_bound_ends_with_a_compaction(nights, tmp_path, monkeypatch):
     import shutil
 
-    from localnat.curate import cache as cache_module
+    from localnat.curate.cache import namespace as cache_module
 
     cache = tmp_path / "cache"
     shutil.copytree(nights["cache"], cache)
@@ -254,7 +254,7 @@ def test_compaction_racing_a_reading_night_keeps_every_key_once(nights, tmp_path
     view (a generation and parts) stays readable to its end, every key once."""
     import shutil
 
-    from localnat.curate.compact import compact
+    from localnat.curate.cache.compact import compact
 
     cache = tmp_path / "cache"
     shutil.copytree(nights["cache"], cache)

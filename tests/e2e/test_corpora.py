@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.inputs import InputError
 from localnat.curate.job import run_job
+from localnat.curate.run.student_checks import GpusUnavailable
 from localnat.curate.storage import list_files, read_parquet_dir, read_text
 from localnat.testing.jobs import SAMPLE, config, sample
 
@@ -47,7 +47,7 @@ def test_odd_names_types_and_values_never_stop_a_run(ray_local, s3, tiny_student
     def broken_png(board, student):
         raise RuntimeError("no renderer")
 
-    monkeypatch.setattr("localnat.curate.manifest.png", broken_png)  # a report that fails
+    monkeypatch.setattr("localnat.curate.report.manifest.png", broken_png)  # a report that fails
     planned = run_job(config(tiny_student, ["s3://traps/corpus/"], "s3://traps/o", dry_run=True))
     manifest = run_job(cfg)
     c = manifest["counts"]
@@ -79,7 +79,7 @@ def test_gpus_asked_of_a_cluster_without_gpus_fail_fast(ray_local, tiny_student,
         gpus_per_actor=1,
         device="cpu",
     )
-    with pytest.raises(InputError, match="the Ray cluster has 0 GPUs"):
+    with pytest.raises(GpusUnavailable, match="the Ray cluster has 0 GPUs"):
         run_job(cfg)
 
 

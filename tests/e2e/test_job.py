@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.commit import RunMismatch
-from localnat.curate.inputs import InputError
+from localnat.curate.inputs.plan import InputError
 from localnat.curate.job import run_job
-from localnat.curate.runs import plot_prompt, show_run
+from localnat.curate.report.show import plot_prompt, show_run
+from localnat.curate.run.commit import RunMismatch
 from localnat.curate.storage import read_parquet_dir, read_text
 from localnat.testing.jobs import config, outputs, sample, write_corpus
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from localnat.curate.commit import RunMismatch
-from localnat.curate.identity import StudentChanged
 from localnat.curate.job import run_job
+from localnat.curate.run.commit import RunMismatch
+from localnat.curate.run.identity import StudentChanged
 from localnat.curate.storage import read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing import save_tiny_student

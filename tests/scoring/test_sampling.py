@@ -209,8 +209,8 @@ def test_racing_picks_within_epsilon_of_the_exact_best(model, tok):
     """Sample at F = 0.2, race round by round (the job's loop, its rounds scored in this
     process): every prompt's pick is within epsilon of its best candidate's exact LN; a
     wider epsilon settles in fewer rounds."""
-    from localnat.curate.racing import in_process
-    from localnat.curate.selection import race, race_pick, race_rounds
+    from localnat.curate.choose.racing import in_process
+    from localnat.curate.choose.selection import race, race_pick, race_rounds
 
     prompts = [f"Question {q}?" for q in range(4) for _ in range(3)]
     texts = [response(1 + q + 4 * c, 16 + 4 * c) for q in range(4) for c in range(3)]

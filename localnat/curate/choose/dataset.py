@@ -1,0 +1,199 @@
+"""Writing `selected/`: the chosen input rows read back from the inputs, with all their
+original columns plus the selection's scores, a part per input file or group of small
+files, by Ray tasks; then every part brought to one schema so the directory loads as one
+dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ...redact import redact
+from ..inputs.formats import READ_CHUNK_ROWS, read_rows
+from ..inputs.plan import InputPlan, file_groups, hive_columns
+from ..inputs.records import content, missing
+from ..job_config import CurateConfig
+from ..run.commit import InputChanged
+from ..run.progress import unwrapped
+from ..signals import SELECTED_COLUMNS
+from ..storage import delete, filesystem, join, list_files, write_table
+from .reduce import Reduced
+
+
+def write_selected(inputs: InputPlan, chosen, reduced: Reduced, cfg: CurateConfig, run_dir: str):
+    """Read the selected rows back from the inputs with all their columns and the scores,
+    one part per group of input files (`file_groups`: a file of its own unless it is small;
+    10,000 small files are not 10,000 parts), selected/fNNNNNN.parquet named by the group's
+    first file, by Ray tasks (TASKS of them at most); then bring every part to one schema
+    so the directory loads as one dataset. A row read back must be the row scored (its
+    content hash and prompt text's hash), else the run stops naming the file (InputChanged).
+    Returns the input columns renamed because they carry one of our names (`row_id` ->
+    `input_row_id`) and those written as text."""
+    scored = reduced.df[["row_id", "file_index", "row_number", "content_hash", "prompt_key"]]
+    where = chosen.merge(scored, on="row_id")
+    where["prompt_key"] = reduced.prompt_keys[where["prompt_key"].to_numpy()]
+    where = where.rename(
+        columns={"row_number": "_row", "content_hash": "_content", "prompt_key": "_prompt"}
+    )
+    wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
+    for file_index, rows in where.groupby("file_index"):
+        wanted[int(file_index)] = pa.Table.from_pandas(
+            rows[["_row", "_content", "_prompt", *chosen.columns]], preserve_index=False
+        )
+    for old in list_files(join(run_dir, "selected")):
+        delete(old)
+    files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
+    out = join(run_dir, "selected")
+    groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
+    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, cfg)}
+    renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
+    as_text = sorted({c for _, _, t in results.values() for c in t})
+    schemas = {part: schema for part, (schema, _, _) in results.items()}
+    if not schemas:
+        return {"renamed": renamed, "as_text": as_text}
+    schema, conflicting = common_schema(list(schemas.values()))
+    others = [(part, schema) for part, s in schemas.items() if s != schema]
+    _in_tasks(_conform_parts, others, None)
+    return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
+
+
+TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per batch
+
+
+def _in_tasks(fn, jobs: list, cfg) -> list:
+    """`fn(batch, cfg)` over `jobs` in at most TASKS Ray tasks; the results in job order."""
+    import ray
+
+    size = max(1, -(-len(jobs) // TASKS))
+    task = ray.remote(num_cpus=1)(fn)
+    refs = [task.remote(jobs[k : k + size], cfg) for k in range(0, len(jobs), size)]
+    try:
+        return [r for batch in ray.get(refs) for r in batch]
+    except Exception as err:
+        if unwrapped(err) is not err:
+            raise unwrapped(err) from None  # ours says what is wrong, in a line
+        raise
+
+
+def _write_parts(groups: list, cfg: CurateConfig) -> list:
+    """A part per group of files: [(part, schema, renamed, as_text)]."""
+    out = []
+    for directory, files in groups:
+        records, renamed = [], {}
+        for _, uri, root, chosen in files:
+            mine, names = selected_records(uri, root, chosen, cfg)
+            records += mine
+            renamed |= names
+        table, as_text = _table(records)
+        part = join(directory, f"f{files[0][0]:06d}.parquet")
+        write_table(table, part)
+        out.append((part, table.schema, renamed, as_text))
+    return out
+
+
+def _conform_parts(jobs: list, _cfg) -> list:
+    return [conform_part(part, schema) for part, schema in jobs]
+
+
+def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
+    """One schema for all parts: each column's types promoted where Arrow can (int + float,
+    null + anything), else the column as text (a passthrough column that is an int in one
+    file and a string in another). Returns the schema and the columns made text."""
+    types: dict[str, list] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, []).append(f.type)
+    fields, as_text = [], []
+    for name, kinds in types.items():
+        try:
+            one = [pa.schema([(name, k)]) for k in kinds]
+            fields.append(pa.unify_schemas(one, promote_options="permissive").field(name))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            fields.append(pa.field(name, pa.string()))
+            as_text.append(name)
+    return pa.schema(fields), as_text
+
+
+def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
+    """The input rows at the row numbers `chosen` lists (`_row`), all their columns plus the
+    selection's scores, as records; and the input columns renamed because they carry one of
+    our names (ours are the contract; theirs are kept as `input_<name>`). A row whose content
+    is not what was scored (`_content`, `_prompt`), or that is gone, raises InputChanged."""
+    rows = {r.pop("_row"): r for r in chosen.to_pylist()}
+    hive = hive_columns(uri, root)
+    records, renamed = [], {}
+    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS, only=rows):
+        for index, rec in chunk:
+            s = rows[index]
+            if not isinstance(rec, dict) or content(rec, hive, cfg) != (
+                s.pop("_content"),
+                s.pop("_prompt"),
+            ):
+                raise InputChanged(_changed(uri, f"row {index} is not the row it scored"))
+            rec = {**hive, **rec}
+            if missing(rec.get(cfg.prompt_id_column)):
+                rec[cfg.prompt_id_column] = s["prompt_id"]
+            for name in SELECTED_COLUMNS:
+                if name in rec:
+                    new = _free_name(f"input_{name}", rec)
+                    rec[new] = rec.pop(name)
+                    renamed[name] = new
+            records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+    if len(records) < len(rows):
+        raise InputChanged(_changed(uri, f"{len(rows) - len(records)} rows it scored are gone"))
+    return records, renamed
+
+
+def _changed(uri: str, what: str) -> str:
+    return (
+        f"input {redact(uri)} changed since the run read it ({what}): selected/ would hold "
+        "text that was never scored; rerun with a new --run-id (or --overwrite)"
+    )
+
+
+def _table(records: list[dict]) -> tuple[pa.Table, list[str]]:
+    """Records -> a table; a column whose values Arrow cannot put in one type (JSONL rows
+    with a number here and a string there) is written as text (JSON for non-strings)."""
+    names = list(dict.fromkeys(k for r in records for k in r))  # every record's keys
+    columns, as_text = {}, []
+    for name in names:
+        values = [r.get(name) for r in records]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+            columns[name] = pa.array([_text(v) for v in values], pa.string())
+            if any(v is not None and not isinstance(v, str) for v in values):
+                as_text.append(name)
+    return pa.table(columns), as_text
+
+
+def _text(value):
+    """A value as text: JSON for non-strings; unpaired surrogates escaped, never a crash."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _free_name(name: str, rec: dict) -> str:
+    while name in rec:
+        name = f"input_{name}"
+    return name
+
+
+def conform_part(uri: str, schema: pa.Schema) -> None:
+    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
+    fs, path = filesystem(uri)
+    table = pq.read_table(path, filesystem=fs)
+    for name in schema.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if column.type != field.type and pa.types.is_string(field.type):
+            column = pa.array([_text(v) for v in column.to_pylist()], pa.string())
+        columns.append(column.cast(field.type))
+    write_table(pa.table(columns, schema=schema), uri)

@@ -1,0 +1,248 @@
+"""The Ray Data graph of one scoring pass, top to bottom in the order data flows:
+
+    input files (one block each)
+      -> Prepare (CPU actors): read + validate in commit chunks, look rows up in the score
+         cache (hits are written at once, through the sink), tokenize + segment the rest,
+         pack them into calls of at most --call-tokens estimated model tokens
+      -> one call per block
+      -> Score (one student per actor): score a call, write it through the sink
+      -> per-chunk counts, which the driver commits (directory.py)
+
+Building the graph has no side effects; iterating it runs the pass. Every stage keeps every
+row: a bad row carries `reject_reason` to the sink, which puts it in rejects/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ...logs import setup as setup_logs
+from ...scoring.student import load_tokenizer
+from ..cache.lookup import Lookup
+from ..cache.namespace import HIT_CALL_TOKENS
+from ..inputs.chunks import read_files
+from ..inputs.plan import file_groups
+from ..job_config import CurateConfig
+from .cost import row_costs
+from .identity import StudentIdentity, checked_load
+from .passes import Pass
+from .progress import reading_actors
+from .sink import CALL_COSTS, Sink
+from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
+
+
+def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=None, sizes=None):
+    """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each) by
+    `student` (its StudentIdentity: what the actors load and check); `skip`: file index ->
+    chunks already committed; `cache`: the score cache's shared view (`lookup.shared_view`);
+    `sizes`: file index -> bytes, to read small files in groups."""
+    import ray.data
+
+    items = []
+    for i, uri, root in files:
+        picked = None if pass_.rows is None else pass_.rows[i]
+        items.append(
+            {"file_index": i, "uri": uri, "root": root, "skip": skip.get(i, []), "rows": picked}
+        )
+    sizes = sizes or {}
+    groups = [items[g] for g in file_groups([sizes.get(i) for i, _, _ in files])]
+    ds = ray.data.from_items(
+        [{"files": json.dumps(g)} for g in groups],
+        override_num_blocks=max(1, len(groups)),  # one block per group of files
+    )
+    ds = ds.map_batches(
+        Prepare,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "student": student, "cache": cache},
+        num_cpus=0.5,
+        # Scale reading and tokenizing with the students so they never wait.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg)),
+    )
+    # One call per block: a Score task is one call, so its rows are written (and their
+    # chunks committed) as soon as it returns, and the actors share the calls.
+    ds = ds.repartition(target_num_rows_per_block=1)
+    return ds.map_batches(
+        Score,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={
+            "cfg": cfg,
+            "pass_": pass_,
+            "student": student,
+            "cache": cache and cache[0].namespace,
+        },
+        # One call in flight per actor: a long call never holds short ones in its queue.
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
+        # Ray Data's actor defaults restart a killed actor and retry its call.
+        num_gpus=cfg.gpus_per_actor or None,
+        num_cpus=cfg.cpus_per_actor,
+    )
+
+
+class Prepare:
+    """CPU stage, one group of input files per call: their rows read (`read_files`), looked
+    up in the cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads
+    nothing) and packed into calls by estimated tokens (a larger row goes alone). A call is
+    emitted as one row holding its rows as Arrow IPC bytes; cache hits are written here,
+    through the sink, and only their counts flow on: a night of hits moves no rows between
+    actors."""
+
+    def __init__(self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache=None):
+        setup_logs(cfg.verbose)
+        self.cfg, self.pass_, self.student = cfg, pass_, student
+        self.sink = Sink(pass_)
+        self._tokenize: Tokenize | None = None
+        if cache is not None:
+            cache = Lookup.open(cache, list(pass_.results), cfg.max_response_tokens)
+        self.lookup = cache
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        pending, tokens = [], 0
+        hits, hit_tokens = [], 0
+        files = [f for row in batch.column("files").to_pylist() for f in json.loads(row)]
+        for piece in read_files(files, self.cfg):
+            if self.lookup is not None:
+                found, piece = self.lookup.split(piece)
+                if found.num_rows:
+                    hits.append(found.append_column("reused", pa.array([True] * found.num_rows)))
+                    hit_tokens += pc.sum(found.column("n_response_tokens")).as_py()
+                if hit_tokens >= HIT_CALL_TOKENS:
+                    yield self._write_hits(hits)
+                    hits, hit_tokens = [], 0
+                if not piece.num_rows:
+                    continue
+            piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
+            piece = self.tokenize(piece)
+            start = 0
+            for i, cost in enumerate(row_costs(piece, self.cfg.score.windows)):
+                if tokens and tokens + cost > self.cfg.call_tokens:
+                    pending.append(piece.slice(start, i - start))
+                    yield call_row(pending, tokens)
+                    pending, tokens, start = [], 0, i
+                tokens += cost
+            pending.append(piece.slice(start))
+        if any(t.num_rows for t in pending):
+            yield call_row(pending, tokens)
+        if hits:
+            yield self._write_hits(hits)
+
+    def tokenize(self, piece: pa.Table) -> pa.Table:
+        if self._tokenize is None:  # transformers and the tokenizer take seconds to load
+            score = self.student.pinned(self.cfg.score)
+            self._tokenize = Tokenize(
+                self.cfg, checked_load(self.student, lambda: load_tokenizer(score))
+            )
+        return self._tokenize(piece)
+
+    def _write_hits(self, hits: list[pa.Table]) -> pa.Table:
+        table = pa.concat_tables(hits)
+        call_id = uuid.uuid4().hex[:12]
+        n = table.num_rows
+        for name in CALL_COSTS:  # hits cost the student nothing
+            table = table.append_column(name, pa.array([0] * n, pa.int64()))
+        table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
+        table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
+        return call_row([self.sink.write(table, "cache")], 0, cached=True, call_id=call_id)
+
+
+class Score:
+    """GPU (or CPU) stage: one student per actor, loaded in the background from the start
+    (the actor takes calls at once: a night of cache hits never waits for a student); scores
+    one call with the pass's method and writes it through the sink, returning the per-chunk
+    counts."""
+
+    def __init__(
+        self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache: str | None = None
+    ):
+        setup_logs(cfg.verbose)
+        self.cfg, self.pass_, self.student, self.scorer = cfg, pass_, student, None
+        self.sink = Sink(pass_, cache)
+        self._loading = ThreadPoolExecutor(1).submit(self._load)
+
+    def _load(self) -> None:
+        import torch
+
+        cfg = self.cfg
+        if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
+            # Ray sets OMP threads to the actor's (fractional) CPUs; use the machine's share.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
+        from ...scoring.api import Scorer  # torch: only in the actors that score
+
+        score = self.student.pinned(cfg.score)
+        self._use(checked_load(self.student, lambda: Scorer(score)), self.pass_, self.sink.cache)
+
+    def _use(self, scorer, pass_: Pass, cache: str | None = None) -> None:
+        self.scorer, self.pass_ = scorer, pass_
+        self.method = partial(pass_.method.of(scorer), **pass_.options)
+        self.sink = Sink(pass_, cache)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if batch.column("cached")[0].as_py():
+            return read_call(batch)  # hits, written by Prepare: their counts
+        actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
+        return self.sink.write(self.score(batch), actor)
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        """One call (see `Prepare`) -> its rows with the pass's results, or reasons."""
+        if getattr(self, "_loading", None) is not None:
+            self._loading.result()  # loaded (a load that failed raises here)
+        table = read_call(batch)
+        items = prepared_items(table)
+        before = {name: self.scorer.stats[stat] for name, stat in CALL_COSTS.items()}
+        try:
+            results = self.method(items)
+        except Exception:  # noqa: BLE001 - find the row that fails, keep the others
+            results = [self._score_one(item) for item in items]
+        scores = pa.Table.from_pylist(results, schema=self.pass_.schema)
+        table = set_reasons(
+            table.drop_columns(list(TOKEN_COLUMNS)), [r.get("error") for r in results]
+        )
+        for name in self.pass_.results:
+            table = table.append_column(name, scores.column(name))
+        for name, stat in CALL_COSTS.items():  # the call's, on its first row
+            spent = self.scorer.stats[stat] - before[name]
+            column = ([spent] + [0] * (table.num_rows - 1))[: table.num_rows]
+            table = table.append_column(name, pa.array(column, pa.int64()))
+        for name in ("call_id", "est_tokens"):  # each row says which call scored it
+            value = batch.column(name)[0]
+            table = table.append_column(
+                name, pa.array([value.as_py()] * table.num_rows, value.type)
+            )
+        return table
+
+    def _score_one(self, item) -> dict:
+        try:
+            return self.method([item])[0]
+        except Exception as err:  # noqa: BLE001
+            return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
+
+
+def call_row(tables: list[pa.Table], tokens: int, cached: bool = False, call_id=None) -> pa.Table:
+    """A call as one row: its rows as Arrow IPC bytes; `cached`: counts of hits written."""
+    table = pa.concat_tables([t for t in tables if t.num_rows])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return pa.table(
+        {
+            "call_id": [call_id or uuid.uuid4().hex[:12]],
+            "est_tokens": [tokens],
+            "call": pa.array([sink.getvalue().to_pybytes()], pa.large_binary()),
+            "cached": [cached],
+        }
+    )
+
+
+def read_call(batch: pa.Table) -> pa.Table:
+    with pa.ipc.open_stream(batch.column("call")[0].as_py()) as reader:
+        return reader.read_all()

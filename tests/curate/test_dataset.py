@@ -1,0 +1,51 @@
+"""selected/ keeps every input column, whatever its values."""
+
+
+def test_selected_rows_keep_every_column_and_survive_surrogates():
+    from localnat.curate.choose.dataset import _table
+
+    table, as_text = _table([{"a": 1}, {"a": 2, "answer": "x"}, {"a": 3, "s": "bad\udc80"}])
+    assert table.column_names == ["a", "answer", "s"]  # not only the first record's keys
+    assert table.column("answer").to_pylist() == [None, "x", None]
+    assert table.column("s").to_pylist()[2] == "bad\\udc80" and as_text == []
+    table, as_text = _table([{"v": 1}, {"v": "one"}])
+    assert table.column("v").to_pylist() == ["1", "one"] and as_text == ["v"]
+
+
+def test_a_row_read_back_must_be_the_row_scored(tmp_path):
+    """selected/ reads chosen rows back by number: a row whose text changed, or that is
+    gone, stops the run naming the file, never selecting text that was not scored."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+
+    from localnat.curate.choose.dataset import selected_records
+    from localnat.curate.inputs.records import content
+    from localnat.curate.job_config import CurateConfig
+    from localnat.curate.run.commit import InputChanged
+    from localnat.curate.signals import SELECTED_COLUMNS
+
+    cfg = CurateConfig()
+    rows = [
+        {"prompt": f"Q{i}?", "response": f"A {i}.", "teacher": "t", "prompt_id": i}
+        for i in range(4)
+    ]
+    uri = str(tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), uri)
+    scored = [content(rows[i], {}, cfg) for i in (1, 3)]
+    chosen = pa.Table.from_pylist(
+        [
+            {"_row": i, "_content": c, "_prompt": p, "prompt_id": str(i)}
+            | {name: i for name in SELECTED_COLUMNS}
+            for i, (c, p) in zip((1, 3), scored)
+        ]
+    )
+    records, _ = selected_records(uri, uri, chosen, cfg)
+    assert [r["response"] for r in records] == ["A 1.", "A 3."]
+    rows[3]["response"] = "A different answer."
+    pq.write_table(pa.Table.from_pylist(rows), uri)
+    with pytest.raises(InputChanged, match="a.parquet changed .*row 3 is not the row it scored"):
+        selected_records(uri, uri, chosen, cfg)
+    pq.write_table(pa.Table.from_pylist(rows[:2]), uri)
+    with pytest.raises(InputChanged, match="1 rows it scored are gone"):
+        selected_records(uri, uri, chosen, cfg)
