@@ -22,10 +22,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from localnat import ScoreConfig, Scorer
-from localnat.curate.config import CurateConfig
-from localnat.curate.leaderboard import leaderboard
-from localnat.curate.ranking import rank_until_separated
-from localnat.curate.reduce import Reduced
+from localnat.curate.choose.leaderboard import leaderboard
+from localnat.curate.choose.ranking import rank_until_separated
+from localnat.curate.choose.reduce import Reduced
+from localnat.curate.job_config import CurateConfig
 
 from .sampling import frame
 
