@@ -91,7 +91,7 @@ def main(argv=None) -> None:
             taken.extend(block)
             part = table[table["prompt_id"].isin(taken)]
             board = leaderboard(
-                part, job.seed, signals=cfg.signals, min_share=job.min_matched_share
+                part, seed=job.seed, signals=cfg.signals, min_share=job.min_matched_share
             )
             return Reduced(part, part.iloc[:0], board)
 

@@ -232,6 +232,16 @@ class CurateConfig:
                 f"run-id: one path segment of letters, digits, '.', '_', '-' that starts with "
                 f"a letter or digit, got {self.run_id!r}"
             )
+        self._check_uris()
+        if self.select_by not in (*self.score.signals, "length", "random"):
+            raise OptionError(
+                f"select-by: {self.select_by} is not among the signals computed "
+                f"(--signals {','.join(self.score.signals)}); add it, or select by one of them"
+            )
+        if self.score.step_column and self.score.step_column in self.columns.values():
+            raise OptionError("segmenter: the step column must differ from the other columns")
+
+    def _check_uris(self) -> None:
         if any(not uri.strip() for uri in self.inputs):
             raise OptionError("input: an empty URI")
         if not self.output.strip():
@@ -248,13 +258,6 @@ class CurateConfig:
                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the cloud identity) in the "
                     "environment instead"
                 )
-        if self.select_by not in (*self.score.signals, "length", "random"):
-            raise OptionError(
-                f"select-by: {self.select_by} is not among the signals computed "
-                f"(--signals {','.join(self.score.signals)}); add it, or select by one of them"
-            )
-        if self.score.step_column and self.score.step_column in self.columns.values():
-            raise OptionError("segmenter: the step column must differ from the other columns")
 
     def _check_ranking(self) -> None:
         if not self.rank_teachers:

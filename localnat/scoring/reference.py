@@ -23,7 +23,7 @@ def token_logprobs(model, ids: list[int]) -> torch.Tensor:
     return logp[:-1].gather(1, torch.tensor(ids[1:], device=device)[:, None])[:, 0].cpu()
 
 
-def encoded(model, tok, prompt, response, segmenter, steps, max_tokens):
+def encoded(model, tok, prompt, response, *, segmenter, steps, max_tokens):
     """(prompt ids, response ids, step bounds, the global pass's log-probs) of one pair: §1,
     §2 and the global pass of §5, cut at `max_tokens` (§6)."""
     prompt_ids = encode_prompt(tok, prompt)
@@ -40,7 +40,7 @@ def reference_scores(
 ):
     """Return (GN, {window: LN}, {window: [l_i]}) for one pair; windows as (kind, value)."""
     prompt_ids, resp, bounds, glob = encoded(
-        model, tok, prompt, response, segmenter, steps, max_tokens
+        model, tok, prompt, response, segmenter=segmenter, steps=steps, max_tokens=max_tokens
     )
     P = len(prompt_ids)
     gn = glob.mean().item()
@@ -68,7 +68,7 @@ def reference_nofirst(
     tests' responses are short); a one-token step is left out of LN; GN is the mean over
     the global pass's tokens but each step's first. None where no token is left."""
     prompt_ids, resp, bounds, glob = encoded(
-        model, tok, prompt, response, segmenter, steps, max_tokens
+        model, tok, prompt, response, segmenter=segmenter, steps=steps, max_tokens=max_tokens
     )
     P = len(prompt_ids)
     firsts = set(bounds[:-1])

@@ -39,7 +39,7 @@ def board(teachers) -> dict:
 def test_the_bound_is_a_student_t_bound_on_paired_differences_shrunk_by_the_sample_share():
     means = {"a": -1.0, "b": -1.3, "c": -1.2}
     df = table(means, 30, noise=0.2)
-    got = separation(df, board(means), "local", delta=0.05, tests=4, fraction=0.3)
+    got = separation(df, board(means), signal="local", delta=0.05, tests=4, fraction=0.3)
     assert got["top"] == "a" and got["matched_prompts"] == 30
     wide = df.pivot(index="prompt_id", columns="teacher", values="local_nat")
     for other in ("b", "c"):
@@ -54,19 +54,30 @@ def test_the_bound_is_a_student_t_bound_on_paired_differences_shrunk_by_the_samp
 def test_a_clear_lead_stops_only_from_the_least_prompts_on_and_a_tie_never():
     means = {"a": 0.0, "b": -1.0, "c": -2.0}
     for n in (MIN_PROMPTS - 1, MIN_PROMPTS):
-        got = separation(table(means, n, 0.05), board(means), "local", 0.05, 10, n / 1000)
+        got = separation(
+            table(means, n, 0.05),
+            board(means),
+            signal="local",
+            delta=0.05,
+            tests=10,
+            fraction=n / 1000,
+        )
         assert got["separated"] == (n >= MIN_PROMPTS)
     tie = {"a": 0.0, "b": 0.0}
-    got = separation(table(tie, 500, 0.3), board(tie), "local", 0.05, 10, 0.5)
+    got = separation(
+        table(tie, 500, 0.3), board(tie), signal="local", delta=0.05, tests=10, fraction=0.5
+    )
     assert not got["separated"]
     # every prompt scored: the full ranking itself, whatever the count
-    got = separation(table(means, 3, 0.05), board(means), "local", 0.05, 10, 1.0)
+    got = separation(
+        table(means, 3, 0.05), board(means), signal="local", delta=0.05, tests=10, fraction=1.0
+    )
     assert got["separated"] and got["top"] == "a"
 
 
 def test_a_lower_is_better_signal_ranks_its_lowest_first():
     df = table({"a": 0.0, "b": -1.0}, 20, 0.01).rename(columns={"local_nat": "global_entropy"})
-    got = separation(df, board("ab"), "entropy", 0.05, 1, 0.1)
+    got = separation(df, board("ab"), signal="entropy", delta=0.05, tests=1, fraction=0.1)
     assert got["top"] == "b" and got["separated"]
 
 
@@ -74,7 +85,7 @@ def test_only_prompts_every_ranked_teacher_answered_count():
     means = {"a": 0.0, "b": -1.0}
     df = table(means, 12, 0.01)
     df = df[~((df["teacher"] == "b") & df["prompt_id"].isin(["p0", "p1", "p2"]))]
-    got = separation(df, board(means), "local", 0.05, 1, 0.1)
+    got = separation(df, board(means), signal="local", delta=0.05, tests=1, fraction=0.1)
     assert got["matched_prompts"] == 9 and not got["separated"]  # fewer than MIN_PROMPTS
 
 

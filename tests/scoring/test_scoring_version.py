@@ -67,7 +67,9 @@ def outputs() -> list[dict]:
     cases.append((PROMPTS[0], RESPONSES[0], "column:steps", COLUMN_STEPS))
     out = []
     for prompt, response, segmenter, given in cases:
-        _, ids, bounds, _ = encoded(model, tok, prompt, response, segmenter, given, 10_000)
+        _, ids, bounds, _ = encoded(
+            model, tok, prompt, response, segmenter=segmenter, steps=given, max_tokens=10_000
+        )
         gn, ln, per_step = reference_scores(
             model, tok, prompt, response, WINDOWS, segmenter=segmenter, steps=given
         )

@@ -144,7 +144,7 @@ def _fold(ns: str, previous: dict | None, parts: list[str], schema: pa.Schema, b
         rows += files[keep][1]
     rewritten = [f for i, f in enumerate(files[keep:], keep) if i not in bad]
     written = f"{home}/data-{keep:05d}.parquet"
-    new_keys = _write_data(ns, written, rewritten, parts, fresh_rows, schema)
+    new_keys = _write_data(ns, written, rewritten, parts, fresh_rows=fresh_rows, schema=schema)
     mine = old_file < keep  # index entries of the data files kept as they are
     keys = np.concatenate([old_keys[mine], new_keys])
     file = np.concatenate([old_file[mine], np.full(len(new_keys), keep, np.int32)])
@@ -206,7 +206,7 @@ def _fresh_rows(parts: list[str], known: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(k) for k in np.split(keep, cuts)]
 
 
-def _write_data(ns, name, rewritten, parts, fresh_rows, schema) -> np.ndarray:
+def _write_data(ns, name, rewritten, parts, *, fresh_rows, schema) -> np.ndarray:
     """One data file: the rows of the data files rewritten (streamed by row group), then the
     parts' fresh rows, in order, in row groups of ROW_GROUP; returns its keys in row order."""
     fs, path = filesystem(join(ns, name))

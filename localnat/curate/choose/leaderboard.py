@@ -45,7 +45,7 @@ def ranked_teachers(answered: pd.DataFrame, min_share: float) -> list[str]:
 
 
 def leaderboard(
-    df: pd.DataFrame, seed: int = 0, n_boot: int = 1000, min_share=0.5, family=None, signals=None
+    df: pd.DataFrame, *, seed: int = 0, n_boot: int = 1000, min_share=0.5, family=None, signals=None
 ) -> dict:
     """Teacher scores on matched prompts (answered by every ranked teacher, see
     `ranked_teachers`), responses averaged within a prompt first; mean, bootstrap 95% CI over
@@ -55,19 +55,7 @@ def leaderboard(
     `signals`: the signals the run computed (`--signals`; length always): only those are
     reported (`signals_computed`)."""
     keys = computed(signals)
-    # every signal's [prompt, teacher] means by counting into cells of integer codes (a
-    # million rows: the string keys are factorized once; no grouped copies of the rows)
-    p_code, prompts = pd.factorize(df["prompt_id"], sort=True)
-    t_code, teachers = pd.factorize(df["teacher"], sort=True)
-    teachers = list(teachers)
-    cell, shape = p_code * len(teachers) + t_code, (len(prompts), len(teachers))
-    per_prompt = {  # a signal the table lacks, or no row has (local_nofirst under step
-        # sampling): all NaN
-        key: pd.DataFrame(
-            _cell_means(df, SIGNALS[key].column, cell, shape), index=prompts, columns=teachers
-        )
-        for key in keys
-    }
+    teachers, per_prompt = _per_prompt(df, keys)
     answered = per_prompt["length"].notna()  # every scored row has its length
     ranked = ranked_teachers(answered, min_share)
     apart = [t for t in teachers if t not in ranked]
@@ -93,10 +81,7 @@ def leaderboard(
             for t in teachers
         },
     }
-    if df["is_correct"].notna().any():
-        acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
-        for t in teachers:
-            out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
+    _accuracy(df, out)
 
     def table(key, who, own_prompts=False):  # one signal's [prompts, teachers], when needed
         if own_prompts or not matched:
@@ -121,14 +106,44 @@ def leaderboard(
     out["student_family"] = family
     for t in teachers:  # its label names the student's family: a likelihood signal favours it
         out["per_teacher"][t]["same_family_as_student"] = bool(family and family in t.lower())
-    # Oriented means: +1 always says two signals order the teachers alike.
+    _rank_correlation(out, oriented)
+    return out
+
+
+def _per_prompt(df: pd.DataFrame, keys) -> tuple[list[str], dict]:
+    """The teachers, and per signal its [prompt, teacher] means (NaN where a cell holds no
+    value, or the table lacks the signal: local_nofirst under step sampling), by counting
+    into cells of integer codes: a million rows' string keys are factorized once, with no
+    grouped copies of the rows."""
+    p_code, prompts = pd.factorize(df["prompt_id"], sort=True)
+    t_code, teachers = pd.factorize(df["teacher"], sort=True)
+    teachers = list(teachers)
+    cell, shape = p_code * len(teachers) + t_code, (len(prompts), len(teachers))
+    return teachers, {
+        key: pd.DataFrame(
+            _cell_means(df, SIGNALS[key].column, cell, shape), index=prompts, columns=teachers
+        )
+        for key in keys
+    }
+
+
+def _accuracy(df: pd.DataFrame, out: dict) -> None:
+    if df["is_correct"].notna().any():
+        acc = df.groupby("teacher")["is_correct"].apply(lambda s: s.dropna().astype(float).mean())
+        for t in out["teachers"]:
+            out["per_teacher"][t]["accuracy"] = _num(acc.get(t))
+
+
+def _rank_correlation(out: dict, oriented: dict) -> None:
+    """Kendall tau-b between each pair of signals' oriented teacher means: +1 always says
+    two signals order the teachers alike."""
+    keys = list(oriented)
     out["rank_correlation"] = [
         {"a": a, "b": b, "kendall_tau_b": _num(kendall_tau_b(oriented[a], oriented[b]))}
         for a, b in combinations(keys, 2)
     ]
     both = {"local", "global"} <= set(keys)
     out["kendall_tau_b"] = out["rank_correlation"][0]["kendall_tau_b"] if both else None
-    return out
 
 
 def computed(signals=None) -> list[str]:

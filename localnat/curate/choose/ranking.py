@@ -62,7 +62,10 @@ def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple
         reduced = scored(b, block)
         n = sum(len(x) for x in blocks[: b + 1])
         board, signal = reduced.board, cfg.select_by
-        test = separation(reduced.df, board, signal, cfg.rank_delta, tests, n / max(n_prompts, 1))
+        fraction = n / max(n_prompts, 1)
+        test = separation(
+            reduced.df, board, signal=signal, delta=cfg.rank_delta, tests=tests, fraction=fraction
+        )
         LOG.info(f"ranking, block {b + 1} ({n} of {n_prompts} prompts): {_said(test)}")
         limit = cfg.max_prompts is not None and n >= cfg.max_prompts
         if test["separated"] or limit or b == len(blocks) - 1:
@@ -148,7 +151,7 @@ def looks(cfg: CurateConfig, n_prompts: int) -> int:
 
 
 def separation(
-    df: pd.DataFrame, board: dict, signal: str, delta: float, tests: int, fraction: float
+    df: pd.DataFrame, board: dict, *, signal: str, delta: float, tests: int, fraction: float
 ) -> dict:
     """Whether the top teacher by `signal` (its mean over the matched prompts, as the
     leaderboard ranks) is ahead of every other ranked teacher at confidence 1 - `delta`

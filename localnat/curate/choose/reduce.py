@@ -51,7 +51,7 @@ def reduce(cfg: CurateConfig, run_dir: str, parts: list[str], family: str | None
         write_table(table, join(run_dir, "duplicates.parquet"))
         df = df[~df["row_id"].isin(dups["row_id"])]
     board = leaderboard(
-        df, cfg.seed, min_share=cfg.min_matched_share, family=family, signals=cfg.score.signals
+        df, seed=cfg.seed, min_share=cfg.min_matched_share, family=family, signals=cfg.score.signals
     )
     if cfg.correct_column:
         board["validation"] = validation(df, board, cfg.seed)

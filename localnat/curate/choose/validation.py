@@ -49,14 +49,14 @@ def validation(df: pd.DataFrame, board: dict, seed: int = 0, n_boot: int = 1000)
             known,
             sign * rows[signal.column].astype(float),
             sign * known[signal.column].astype(float),
-            seed,
-            n_boot,
+            seed=seed,
+            n_boot=n_boot,
         )
         out["signals"][key]["teacher_tau_vs_accuracy"] = _tau(board, key, sign)
     return out
 
 
-def _signal(rows, known, oriented: pd.Series, oriented_all: pd.Series, seed, n_boot) -> dict:
+def _signal(rows, known, oriented: pd.Series, oriented_all: pd.Series, *, seed, n_boot) -> dict:
     aucs, tops = _per_prompt(rows, oriented)
     ok = ~np.isnan(aucs)
     lengths = known["n_response_tokens"].astype(float)

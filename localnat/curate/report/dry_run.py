@@ -70,28 +70,33 @@ def dry_run(plan: InputPlan, cfg: CurateConfig, run_dir: str) -> dict:
         **cost,
         **(_cache(cfg, student, keys) if cfg.cache and student else {}),
         "longest_responses": [{"source": redact(src), "chars": n} for n, src in longest],
-        "plan": {
-            "student": cfg.score.student or DEFAULT_STUDENT,
-            "windows": [w.name for w in cfg.score.windows],
-            "segmenter": cfg.score.segmenter,
-            "actors": cfg.actors,
-            "gpus_per_actor": cfg.gpus_per_actor,
-            "call_tokens": cfg.call_tokens,
-            "select_by": cfg.select_by,
-            "sample_steps": cfg.score.sample_steps,
-            # racing's rounds after the sampled pass: their tokens depend on its outcome
-            "race": {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta} if races(cfg) else None,
-            # a ranking's blocks: model_tokens above are every prompt's, its most
-            "rank": {
-                "prompts": len(prompts),
-                "block_prompts": block_size(cfg, len(prompts)),
-                "max_prompts": cfg.max_prompts,
-                "delta": cfg.rank_delta,
-            }
-            if cfg.rank_teachers
-            else None,
-            "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
-        },
+        "plan": _plan(cfg, run_dir, len(prompts)),
+    }
+
+
+def _plan(cfg: CurateConfig, run_dir: str, n_prompts: int) -> dict:
+    """The settings that decide what the run would do."""
+    return {
+        "student": cfg.score.student or DEFAULT_STUDENT,
+        "windows": [w.name for w in cfg.score.windows],
+        "segmenter": cfg.score.segmenter,
+        "actors": cfg.actors,
+        "gpus_per_actor": cfg.gpus_per_actor,
+        "call_tokens": cfg.call_tokens,
+        "select_by": cfg.select_by,
+        "sample_steps": cfg.score.sample_steps,
+        # racing's rounds after the sampled pass: their tokens depend on its outcome
+        "race": {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta} if races(cfg) else None,
+        # a ranking's blocks: the predicted model_tokens are every prompt's, a ranking's most
+        "rank": {
+            "prompts": n_prompts,
+            "block_prompts": block_size(cfg, n_prompts),
+            "max_prompts": cfg.max_prompts,
+            "delta": cfg.rank_delta,
+        }
+        if cfg.rank_teachers
+        else None,
+        "already_done_files": len(completed_files(committed_chunks(run_dir, clean=False))),
     }
 
 

@@ -307,24 +307,7 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
         f"{c['selected']} selected; {c['duplicates']} duplicates",
-        *(
-            [
-                f"score cache: {c['cache_misses']} rows scored by the student, "
-                f"{c['cache_hits']} reused"
-            ]
-            if "cache_misses" in c
-            else []
-        ),
-        *(
-            [
-                f"racing: {c['race_rounds']} rounds over {c['race_rows_per_round']} rows; "
-                f"prompts settled per round {c['prompts_settled_per_round']}"
-                + (f"; {c['race_failed']} rows failed a round" if c["race_failed"] else "")
-            ]
-            if "race_rounds" in c
-            else []
-        ),
-        *([f"ranking: {ranking_note(manifest['ranking'])}"] if "ranking" in manifest else []),
+        *_passes_lines(manifest),
         f"throughput: {manifest['throughput']['response_tokens_per_s'] or 'n/a (none scored)'} "
         "response tokens/s",
     ]
@@ -342,6 +325,24 @@ def summary_table(board: dict, manifest: dict) -> str:
         f"outputs: {manifest['run_dir']}/ ({scores}, teachers.md, teachers.png, manifest.json)"
     ]
     return "\n".join(lines)
+
+
+def _passes_lines(manifest: dict) -> list[str]:
+    """What the cache, racing and a ranking did, when they ran."""
+    c, lines = manifest["counts"], []
+    if "cache_misses" in c:
+        lines.append(
+            f"score cache: {c['cache_misses']} rows scored by the student, {c['cache_hits']} reused"
+        )
+    if "race_rounds" in c:
+        lines.append(
+            f"racing: {c['race_rounds']} rounds over {c['race_rows_per_round']} rows; "
+            f"prompts settled per round {c['prompts_settled_per_round']}"
+            + (f"; {c['race_failed']} rows failed a round" if c["race_failed"] else "")
+        )
+    if "ranking" in manifest:
+        lines.append(f"ranking: {ranking_note(manifest['ranking'])}")
+    return lines
 
 
 def ranking_note(ranking: dict) -> str:
