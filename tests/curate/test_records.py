@@ -83,8 +83,8 @@ def test_prompt_ids_are_one_id_by_value_across_parquet_arrow_and_jsonl(tmp_path,
 
 
 def test_a_prompt_id_that_is_not_valid_utf8_rejects_its_row():
-    from localnat.curate.job_config import CurateConfig
     from localnat.curate.inputs.records import normalize
+    from localnat.curate.job_config import CurateConfig
 
     rec = {"prompt_id": "bad\udc80id", "prompt": "Q?", "response": "A.", "teacher": "t"}
     (row,) = normalize([(0, rec)], "x.jsonl", 0, {}, CurateConfig()).to_pylist()
