@@ -180,3 +180,27 @@ def options_markdown() -> str:
 
 if __name__ == "__main__":  # regenerate the README table: python -m localnat.options
     print(options_markdown(), end="")
+
+
+def as_command(cfg: CurateConfig, prog: str = "localnat curate") -> str:
+    """The command line that makes `cfg`: every option off its default (a policy the config
+    resolved, like --call-tokens, as the value it resolved to), URIs redacted."""
+    import shlex
+
+    from .redact import redact
+    from .scoring.windows import Window
+
+    words = [prog]
+    for o in all_options():
+        value = getattr(cfg.score if o.owner is ScoreConfig else cfg, o.field)
+        if value == o.default or (o.repeatable and not value):
+            continue
+        if isinstance(value, bool):
+            words.append(f"--{o.key}" if value else f"--no-{o.key}")
+            continue
+        for one in value if o.repeatable else (value,):
+            if isinstance(one, Window):
+                one = one.k if one.k is not None else one.w
+            text = str(one)
+            words += [f"--{o.key}", shlex.quote(redact(text))]
+    return " ".join(words)

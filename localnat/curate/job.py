@@ -9,7 +9,8 @@ Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run/directory.py):
     _run.json _lease/ _done/   identity, lease, commit markers (run/commit.py, run/lease.py)
     race/                  racing's rounds, when it runs (choose/racing.py)
     rank/                  a teacher ranking's blocks, in its place of scores/ (choose/ranking.py)
-    selected/              one row per prompt, original columns + scores (choose/dataset.py)
+    selected/              one row per prompt: its columns, scores, messages (choose/dataset.py)
+    README.md              the dataset card (report/card.py): load_dataset(RUN_DIR) is selected/
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
     manifest.json          written last: its presence marks a complete run (report/manifest.py)

@@ -49,3 +49,37 @@ def test_a_row_read_back_must_be_the_row_scored(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows[:2]), uri)
     with pytest.raises(InputChanged, match="1 rows it scored are gone"):
         selected_records(uri, uri, chosen, cfg)
+
+
+def test_a_selected_row_is_also_its_conversation_verbatim(tmp_path):
+    """`messages`: [system,] user, assistant, each the text scored, verbatim; an input column
+    named `messages` is kept, renamed."""
+    from dataclasses import replace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from localnat.curate.choose.dataset import selected_records
+    from localnat.curate.inputs.records import content
+    from localnat.curate.job_config import CurateConfig
+    from localnat.curate.signals import SELECTED_COLUMNS
+
+    row = {"prompt": " Q?\n", "response": "Step 1.\n\nSo 4. ", "teacher": "t", "prompt_id": 0}
+    row["messages"] = "theirs"
+    uri = str(tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([row]), uri)
+    cfg = CurateConfig()
+    c, p = content(row, {}, cfg)
+    chosen = pa.Table.from_pylist(
+        [{"_row": 0, "_content": c, "_prompt": p} | {name: 0 for name in SELECTED_COLUMNS}]
+    )
+    (rec,), renamed = selected_records(uri, uri, chosen, cfg)
+    assert rec["messages"] == [
+        {"role": "user", "content": " Q?\n"},
+        {"role": "assistant", "content": "Step 1.\n\nSo 4. "},
+    ]
+    assert rec["input_messages"] == "theirs" and renamed == {"messages": "input_messages"}
+    cfg = replace(cfg, score=replace(cfg.score, system_prompt="Think step by step."))
+    (rec,), _ = selected_records(uri, uri, chosen, cfg)
+    assert rec["messages"][0] == {"role": "system", "content": "Think step by step."}
+    assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]

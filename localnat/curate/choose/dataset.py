@@ -1,7 +1,7 @@
 """Writing `selected/`: the chosen input rows read back from the inputs, with all their
-original columns plus the selection's scores, a part per input file or group of small
-files, by Ray tasks; then every part brought to one schema so the directory loads as one
-dataset."""
+original columns plus the selection's scores and the row as a chat (`messages`), a part per
+input file or group of small files, by Ray tasks; then every part brought to one schema so
+the directory loads as one dataset."""
 
 from __future__ import annotations
 
@@ -116,10 +116,27 @@ def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
     return pa.schema(fields), as_text
 
 
+# Ours in selected/: the scores and the row as a conversation, the column SFT trainers
+# (TRL, axolotl, LLaMA-Factory) read; an input column of one of these names is kept renamed.
+OURS = [*SELECTED_COLUMNS, "messages"]
+
+
+def messages(prompt: str, response: str, system: str | None) -> list[dict]:
+    """The row as a chat: [system,] user (the prompt, verbatim), assistant (the response,
+    verbatim): the turns the student was scored on (--system-prompt: the system turn it was
+    scored with; an empty one is none, as for the scorer's `encode_prompt`)."""
+    turns = [{"role": "system", "content": system}] if system else []
+    return turns + [
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": response},
+    ]
+
+
 def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
     """The input rows at the row numbers `chosen` lists (`_row`), all their columns plus the
-    selection's scores, as records; and the input columns renamed because they carry one of
-    our names (ours are the contract; theirs are kept as `input_<name>`). A row whose content
+    selection's scores and the row as `messages`, as records; and the input columns renamed
+    because they carry one of our names (ours are the contract; theirs are kept as
+    `input_<name>`). A row whose content
     is not what was scored (`_content`, `_prompt`), or that is gone, raises InputChanged."""
     rows = {r.pop("_row"): r for r in chosen.to_pylist()}
     hive = hive_columns(uri, root)
@@ -135,12 +152,15 @@ def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
             rec = {**hive, **rec}
             if missing(rec.get(cfg.prompt_id_column)):
                 rec[cfg.prompt_id_column] = s["prompt_id"]
-            for name in SELECTED_COLUMNS:
+            turns = messages(
+                rec[cfg.prompt_column], rec[cfg.response_column], cfg.score.system_prompt
+            )
+            for name in OURS:
                 if name in rec:
                     new = _free_name(f"input_{name}", rec)
                     rec[new] = rec.pop(name)
                     renamed[name] = new
-            records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}})
+            records.append({**rec, **{c: s[c] for c in SELECTED_COLUMNS}, "messages": turns})
     if len(records) < len(rows):
         raise InputChanged(_changed(uri, f"{len(rows) - len(records)} rows it scored are gone"))
     return records, renamed

@@ -1,5 +1,6 @@
 """What a complete run leaves for people and for the next run: teachers.json, teachers.md,
-teachers.png and, written last, manifest.json (its presence marks the run complete)."""
+teachers.png, the dataset card README.md (when it selected rows) and, written last,
+manifest.json (its presence marks the run complete)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from ... import __version__
 from ...logs import LOG
+from ...options import as_command
 from ...redact import redact
 from ...scoring.student import DEFAULT_STUDENT
 from ..choose.reduce import Reduced
@@ -20,7 +22,8 @@ from ..inputs.records import row_source
 from ..run.commit import counts
 from ..run.directory import Executed, Run
 from ..signals import SIGNALS
-from ..storage import join, write_bytes, write_text
+from ..storage import delete, join, write_bytes, write_text
+from .card import dataset_card
 from .render import markdown, png, summary_table
 
 
@@ -58,6 +61,11 @@ def finish(run: Run, outcome: Outcome) -> dict:
             errors.append(f"{report}: {type(err).__name__}: {err}")
             LOG.warning(f"{report} not written: {type(err).__name__}: {err}")
     manifest = _manifest(run, outcome, name, errors)
+    card = join(run.dir, "README.md")
+    if len(outcome.chosen):  # selected/ as a dataset: what loads it and what chose it
+        write_text(card, dataset_card(manifest, markdown(board, name), as_command(run.cfg)))
+    else:
+        delete(card)  # a ranking continued over a run's directory selects nothing
     write_text(join(run.dir, "manifest.json"), json.dumps(manifest, indent=2))
     LOG.info(f"run {run.id} complete")
     return {**manifest, "report": summary_table(board, manifest)}
@@ -66,8 +74,8 @@ def finish(run: Run, outcome: Outcome) -> dict:
 def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
     cfg, scored, reduced = run.cfg, outcome.scored, outcome.reduced
     rows = counts(scored.chunks, len(run.plan.files))
-    for name in ("model_tokens", "padded_tokens"):  # every pass's
-        rows[name] += outcome.raced.get(f"race_{name}", 0)
+    for cost in ("model_tokens", "padded_tokens"):  # every pass's
+        rows[cost] += outcome.raced.get(f"race_{cost}", 0)
     if cfg.cache:
         rows["cache_misses"] = rows["scored"] - rows["cache_hits"]
     uris = {i: uri for i, uri, _ in run.plan.files}

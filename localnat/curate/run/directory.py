@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ...logs import LOG, native_noise_dropped
 from ..cache.compact import reading
@@ -35,6 +35,7 @@ from .commit import (
 )
 from .identity import StudentIdentity
 from .lease import Lease
+from .nodes import check_every_node_sees, witnesses
 from .passes import Pass
 from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
 from .sink import CALL_COSTS, merge_parts
@@ -128,14 +129,18 @@ class Run:
         start_ray(cfg)
         wait_for_gpus(cfg)
         with ExitStack() as stack:
-            cache = None
+            cache, leases = None, {"output": self._lease}
             if cfg.cache:  # registered as its reader first: a compaction keeps what it reads
                 ns, columns = open_namespace(
                     cfg, self.student, columns=list(pass_.results), tag=pass_.cache_tag
                 )
-                stack.enter_context(reading(ns))
+                leases["cache"] = stack.enter_context(reading(ns))
                 cache = shared_view(view(ns, columns))
                 self.namespaces.add(ns)
+            # Before any actor writes: every node sees where they write, and so must any
+            # node that joins later (its actors check, graph.py).
+            pass_ = replace(pass_, seen=witnesses(leases))
+            check_every_node_sees(pass_.seen)
             return self._graph(pass_, todo, chunks, cache)
 
     def _graph(self, pass_: Pass, todo, chunks, cache) -> tuple[int, dict]:

@@ -168,6 +168,7 @@ class Score:
         self.cfg, self.pass_, self.student, self.scorer = cfg, pass_, student, None
         self.sink = Sink(pass_, cache)
         self._loading = ThreadPoolExecutor(1).submit(self._load)
+        self.name = actor_name()  # which student scored a call (the manifest's rows_per_actor)
 
     def _load(self) -> None:
         import torch
@@ -189,8 +190,7 @@ class Score:
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
             return read_call(batch)  # hits, written by Prepare: their counts
-        actor = f"{socket.gethostname()}:{os.getpid()}"  # which student scored the call
-        return self.sink.write(self.score(batch), actor)
+        return self.sink.write(self.score(batch), self.name)
 
     def score(self, batch: pa.Table) -> pa.Table:
         """One call (see `Prepare`) -> its rows with the pass's results, or reasons."""
@@ -225,6 +225,14 @@ class Score:
             return self.method([item])[0]
         except Exception as err:  # noqa: BLE001
             return {"status": "error", "error": f"scoring failed: {type(err).__name__}: {err}"}
+
+
+def actor_name() -> str:
+    """`<node id>/<host>:<pid>`: the Ray node (several may share a host) and the process."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "-"
+    return f"{node}/{socket.gethostname()}:{os.getpid()}"
 
 
 def call_row(tables: list[pa.Table], tokens: int, cached: bool = False, call_id=None) -> pa.Table:

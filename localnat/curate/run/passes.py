@@ -48,6 +48,7 @@ class Pass:
             of every file.
         identity: what a resume of this pass must match besides the run's identity (None:
             the run's alone).
+        seen: what an actor must see before it writes (`nodes.witnesses`), set by the run.
     """
 
     name: str
@@ -59,6 +60,7 @@ class Pass:
     rows: dict[int, list[int]] | None = None
     identity: dict | None = None
     options: dict = field(default_factory=dict)
+    seen: dict = field(default_factory=dict)
 
     @property
     def cache_tag(self) -> str:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from ..cache.namespace import append
 from ..signals import REJECT_COLUMNS
 from ..storage import join, read_parquet_files, write_table
+from .nodes import check_this_node_sees
 from .passes import Pass
 
 # A call's costs as the scorer counts them (column -> `Scorer.stats` key), carried on the
@@ -34,6 +35,7 @@ class Sink:
 
     def __init__(self, pass_: Pass, cache: str | None = None):
         self.pass_, self.cache = pass_, cache
+        check_this_node_sees(pass_.seen)  # a node that joined late may write to its own disk
 
     def write(self, table: pa.Table, actor: str) -> pa.Table:
         """Write the rows (each with its chunk, `reused` and the call's id and estimate);
