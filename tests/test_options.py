@@ -264,7 +264,7 @@ def test_options_declare_what_they_change():
         "seed": 7,
         "min_matched_share": 0.9,
         "actors": 3,
-        "gpus_per_actor": 2.0,
+        "gpus_per_actor": 0.5,
         "cpus_per_actor": 2.0,
         "call_tokens": 99,
         "gpu_wait": 1.0,
@@ -321,6 +321,7 @@ def test_options_declare_what_they_change():
         ["--attn-implementation", "flash_attention_2", "--gpus-per-actor", "1"],  # no package
         ["--signals", "local", "--select-by", "global"],  # a signal it does not compute
         ["--signals", "gn"],
+        ["--gpus-per-actor", "2"],  # one whole student per GPU: a second would idle
     ],
 )
 def test_values_knowable_before_ray_are_one_line_errors(capsys, flags):

@@ -144,7 +144,10 @@ class CurateConfig:
     )
     actors: int = option(1, "scoring actors, one student each", group=_RAY)
     gpus_per_actor: float = option(
-        0.0, "1 per GPU; 0.5 packs two small students per GPU", group=_RAY
+        0.0,
+        "1 per GPU; 0.5 packs two small students per GPU; at most 1 (one whole student per "
+        "GPU: README 'Big students')",
+        group=_RAY,
     )
     cpus_per_actor: float | None = option(
         None,
@@ -209,6 +212,13 @@ class CurateConfig:
             raise OptionError("min-matched-share: must be in [0, 1]")
         if self.gpus_per_actor < 0:
             raise OptionError("gpus-per-actor: must be >= 0")
+        if self.gpus_per_actor > 1:
+            raise OptionError(
+                f"gpus-per-actor: {self.gpus_per_actor:g} would hold GPUs the student never "
+                "uses: an actor loads one whole student on one GPU (a split over GPUs is not "
+                "built). Use 1 (a student that fits one GPU with --batch-tokens: README "
+                "'Big students'), or 0.5 to pack two small ones"
+            )
         if self.call_tokens is None:
             object.__setattr__(self, "call_tokens", 1_000_000 if self.gpus_per_actor else 8192)
         if self.max_response_tokens is not None and self.max_response_tokens < 1:

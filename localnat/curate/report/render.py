@@ -320,7 +320,7 @@ def summary_table(board: dict, manifest: dict) -> str:
         if costly
         else []
     )
-    scores = "rank/" if "ranking" in manifest else "scores/, rejects/, selected/"
+    scores = "rank/" if "ranking" in manifest else "scores/, rejects/, selected/ + README.md"
     lines += [
         f"outputs: {manifest['run_dir']}/ ({scores}, teachers.md, teachers.png, manifest.json)"
     ]

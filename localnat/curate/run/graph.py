@@ -152,7 +152,8 @@ class Prepare:
             table = table.append_column(name, pa.array([0] * n, pa.int64()))
         table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
         table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
-        return call_row([self.sink.write(table, "cache")], 0, cached=True, call_id=call_id)
+        counts = self.sink.write(table, f"cache {actor_name()}")  # hits: which node served them
+        return call_row([counts], 0, cached=True, call_id=call_id)
 
 
 class Score:

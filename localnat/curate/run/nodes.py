@@ -81,10 +81,10 @@ def _blind_nodes(nodes: list[dict], seen: dict) -> dict[str, list]:
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=ANSWER_S)
     blind: dict[str, list] = {}
     for node, ref in refs.items():
-        try:  # a node that does not answer (or is lost meanwhile) sees nothing
-            ok = ray.get(ref) if ref in ready else {}
-        except Exception:  # noqa: BLE001
-            ok = {}
+        try:
+            ok = ray.get(ref) if ref in ready else {}  # silent for minutes: it cannot tell
+        except ray.exceptions.RayError:
+            continue  # a node lost since it was listed runs no actor: nothing to check
         for name in seen:
             if not ok.get(name):
                 blind.setdefault(name, []).append(node)
