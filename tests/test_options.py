@@ -358,3 +358,22 @@ def test_a_new_scoring_version_is_a_new_namespace_and_a_new_run(monkeypatch):
     monkeypatch.setattr(commit, "SCORING_VERSION", commit.SCORING_VERSION + 1)
     assert cache.namespace(cfg, student) != before[0]
     assert run_identity([], cfg, student) != before[1]
+
+
+def test_a_notebook_passes_the_options_by_their_flags_names():
+    """`CurateConfig.from_options`: the keys of a config file (dashes or underscores), the
+    same config as the flags; a field name that is not an option's is refused by name."""
+    from localnat.curate import CurateConfig, run_job
+
+    cfg = CurateConfig.from_options(
+        input=["a.parquet", "s3://b/c/"],
+        student="s",
+        window=[4, 0.25],
+        select_by="global",
+        **{"call-tokens": 100},
+    )
+    flags = ["--input", "a.parquet", "--input", "s3://b/c/", "--student", "s", "--window", "4"]
+    flags += ["--window", "0.25", "--select-by", "global", "--call-tokens", "100"]
+    assert cfg == parse_config(flags) and callable(run_job)
+    with pytest.raises(OptionError, match="unknown options \\['inputs'\\]"):
+        CurateConfig.from_options(inputs=["a.parquet"])

@@ -251,6 +251,15 @@ class CurateConfig:
         if self.score.step_column and self.score.step_column in self.columns.values():
             raise OptionError("segmenter: the step column must differ from the other columns")
 
+    @classmethod
+    def from_options(cls, **options) -> CurateConfig:
+        """The config from options named as the flags and a config file name them (`input=
+        [...]`, `student=...`, `window=[4, 0.25]`; dashes or underscores), validated as the
+        CLI validates them."""
+        from ..options import build_config
+
+        return build_config({key.replace("_", "-"): value for key, value in options.items()})
+
     def _check_uris(self) -> None:
         if any(not uri.strip() for uri in self.inputs):
             raise OptionError("input: an empty URI")
