@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 def synthetic(ns: Path, keys: int, seed: int = 0) -> None:
     """One part of `keys` random keys (and a score column), then a forced compaction."""
-    from localnat.curate.cache.namespace import KEY, declare, keys_array
+    from localnat.curate.cache.keys import KEY
+    from localnat.curate.cache.namespace import declare, keys_array
 
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True)

@@ -128,21 +128,6 @@ def read_config_file(path: str) -> dict:
     return {str(k).replace("_", "-"): v for k, v in data.items()}
 
 
-def build_config(values: dict) -> CurateConfig:
-    """Option key -> value (already typed: config-file values or parsed flags) -> config."""
-    options = {o.key: o for o in all_options()}
-    unknown = sorted(set(values) - set(options))
-    if unknown:
-        raise OptionError(f"unknown options {unknown}; known: {sorted(options)}")
-    kwargs: dict[type, dict] = {CurateConfig: {}, ScoreConfig: {}}
-    for key, value in values.items():
-        o = options[key]
-        if o.repeatable and isinstance(value, (list, tuple)) and not value:
-            raise OptionError(f"{key}: an empty list (leave the option out for its default)")
-        kwargs[o.owner][o.field] = value
-    return CurateConfig(**kwargs[CurateConfig], score=ScoreConfig(**kwargs[ScoreConfig]))
-
-
 def parse_config(argv: list[str] | None = None, prog: str = "localnat curate") -> CurateConfig:
     """Flags (and the config file they name) -> a validated CurateConfig; exits with a usage
     error naming the option on a bad value."""
@@ -153,11 +138,11 @@ def parse_config(argv: list[str] | None = None, prog: str = "localnat curate") -
     if path:
         try:
             values = read_config_file(path)
-            build_config(values)  # the file must be valid on its own
+            CurateConfig.from_options(**values)  # the file must be valid on its own
         except (OptionError, OSError, ValueError) as err:
             parser.error(f"{path}: {err}")
     try:
-        return build_config({**values, **args})
+        return CurateConfig.from_options(**{**values, **args})
     except (OptionError, ValueError) as err:
         parser.error(str(err))
 

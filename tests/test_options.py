@@ -16,7 +16,7 @@ from localnat.curate.job_config import CurateConfig
 from localnat.curate.run.commit import run_identity
 from localnat.curate.run.identity import StudentIdentity
 from localnat.fields import OptionError
-from localnat.options import all_options, build_config, options_markdown, parse_config
+from localnat.options import all_options, options_markdown, parse_config
 from localnat.scoring.config import ScoreConfig
 from localnat.scoring.student import load_model, load_tokenizer
 from localnat.scoring.windows import Window
@@ -113,7 +113,7 @@ def test_unknown_keys_and_empty_lists_are_errors(tmp_path, capsys):
         from_file(tmp_path, {"batch_tokenz": 8})
     assert "batch-tokenz" in capsys.readouterr().err
     with pytest.raises(OptionError, match="input: an empty list"):
-        build_config({"input": []})  # not silently the bundled sample
+        CurateConfig.from_options(input=[])  # not silently the bundled sample
 
 
 @pytest.mark.parametrize("run_id", ["..", ".", "a/b", "../x", "x\n", "", "-rf", ".hidden"])

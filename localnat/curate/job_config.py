@@ -6,9 +6,9 @@ the CLI, config files and `ray job submit` behave the same."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
-from ..fields import ROWS, OptionError, check_fields, declared, option
+from ..fields import ROWS, OptionError, check_fields, declared, flag_name, option
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
 from .inputs.formats import FORMATS
@@ -254,11 +254,25 @@ class CurateConfig:
     @classmethod
     def from_options(cls, **options) -> CurateConfig:
         """The config from options named as the flags and a config file name them (`input=
-        [...]`, `student=...`, `window=[4, 0.25]`; dashes or underscores), validated as the
-        CLI validates them."""
-        from ..options import build_config
-
-        return build_config({key.replace("_", "-"): value for key, value in options.items()})
+        [...]`, `student=...`, `window=[4, 0.25]`; dashes or underscores), typed and
+        validated once, as the CLI's are."""
+        owners = {
+            flag_name(f): (owner, f.name)
+            for owner in (cls, ScoreConfig)
+            for f in fields(owner)
+            if "help" in f.metadata
+        }
+        given = {key.replace("_", "-"): value for key, value in options.items()}
+        unknown = sorted(set(given) - set(owners))
+        if unknown:
+            raise OptionError(f"unknown options {unknown}; known: {sorted(owners)}")
+        kwargs: dict[type, dict] = {cls: {}, ScoreConfig: {}}
+        for key, value in given.items():
+            if isinstance(value, (list, tuple)) and not value:
+                raise OptionError(f"{key}: an empty list (leave the option out for its default)")
+            owner, name = owners[key]
+            kwargs[owner][name] = value
+        return cls(**kwargs[cls], score=ScoreConfig(**kwargs[ScoreConfig]))
 
     def _check_uris(self) -> None:
         if any(not uri.strip() for uri in self.inputs):

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from localnat.curate.cache.keys import KEY
 from localnat.curate.cache.lookup import Lookup, build_index, shared_view
-from localnat.curate.cache.namespace import KEY, view
+from localnat.curate.cache.namespace import view
 
 
 def found(lookup: Lookup, keys: pa.Array) -> list:

@@ -23,17 +23,17 @@ from localnat.testing.jobs import assert_same_outputs, sample, shards, wait_for
 from localnat.testing.jobs import driver as start
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-ROWS_PER_FILE = 15  # four input files of over 64 KiB: four reading calls
+ROWS_PER_FILE = 10  # four input files of over 64 KiB: four reading calls
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, tiny_student):
-    """60 rows (4 files), all distinct, and what the API scores them."""
+    """40 rows (4 files), all distinct, and what the API scores them."""
     d = tmp_path_factory.mktemp("multinode")
     df = sample(300)
-    df = df.loc[df.index.repeat(3)].reset_index(drop=True)
-    df["prompt_id"] = [f"{p}-{i % 3}" for i, p in enumerate(df["prompt_id"])]
-    df["pad"] = [os.urandom(6000).hex() for _ in range(len(df))]  # each file read alone
+    df = df.loc[df.index.repeat(2)].reset_index(drop=True)
+    df["prompt_id"] = [f"{p}-{i % 2}" for i, p in enumerate(df["prompt_id"])]
+    df["pad"] = [os.urandom(8000).hex() for _ in range(len(df))]  # each file read alone
     shards(d / "in", df, ROWS_PER_FILE)
     api = Scorer(ScoreConfig(student=tiny_student, device="cpu")).score(
         df.prompt.tolist(), df.response.tolist()

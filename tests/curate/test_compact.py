@@ -16,8 +16,9 @@ import pytest
 
 from localnat.curate.cache import namespace as cache
 from localnat.curate.cache.compact import compact, reading
+from localnat.curate.cache.keys import KEY
 from localnat.curate.cache.lookup import Lookup, build_index
-from localnat.curate.cache.namespace import KEY, keys_array, view
+from localnat.curate.cache.namespace import keys_array, view
 from localnat.curate.storage import list_files
 
 COLUMNS = ["local_nat", "n_response_tokens", "step_logprobs"]

@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
-from localnat.curate.cache.namespace import KEY, namespace
+from localnat.curate.cache.keys import KEY
+from localnat.curate.cache.namespace import namespace
 from localnat.curate.job import run_job
 from localnat.curate.run.identity import StudentIdentity
 from localnat.curate.storage import list_files

@@ -38,9 +38,8 @@ from ...redact import redact
 from ..run.lease import Lease, RunBusy, holders
 from ..storage import delete, filesystem, join, list_files, move, write_text
 from . import namespace as cache
+from .keys import KEY, as_numpy, file_keys, member
 from .namespace import (
-    KEY,
-    as_numpy,
     bad_data_files,
     declared_schema,
     index_whole,
@@ -189,19 +188,14 @@ def _age(uri: str) -> float:
 def _fresh_rows(parts: list[str], known: np.ndarray) -> list[np.ndarray]:
     """Per part (in name order), the rows whose key neither an earlier part nor the previous
     generation holds."""
-    keys = []
-    for uri in parts:
-        fs, path = filesystem(uri)
-        keys.append(as_numpy(pq.read_table(path, filesystem=fs, columns=[KEY]).column(KEY)))
+    keys = [file_keys(uri) for uri in parts]
     if not keys:
         return []
     every = np.concatenate(keys)
     _, first = np.unique(every, return_index=True)
     keep = np.zeros(len(every), bool)
     keep[first] = True
-    if len(known):
-        at = np.minimum(np.searchsorted(known, every), len(known) - 1)
-        keep &= known[at] != every
+    keep &= ~member(every, known)[0]
     cuts = np.cumsum([len(k) for k in keys])[:-1]
     return [np.flatnonzero(k) for k in np.split(keep, cuts)]
 

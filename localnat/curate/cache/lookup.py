@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from ...logs import LOG
 from ...redact import redact
 from ..storage import filesystem
-from .namespace import KEY, View, as_numpy, load_index, row_keys
+from .keys import KEY, as_numpy, file_keys, member
+from .namespace import View, load_index, row_keys
 
 HELD = 16  # row groups (or parts) an actor keeps read
 
@@ -52,8 +53,7 @@ def build_index(view: View) -> Index:
 
     def part_keys(uri: str) -> np.ndarray:
         try:
-            fs, path = filesystem(uri)
-            return as_numpy(pq.read_table(path, filesystem=fs, columns=[KEY]).column(KEY))
+            return file_keys(uri)
         except Exception as err:  # noqa: BLE001 - its rows are misses
             LOG.warning(f"cache part {redact(uri)} is unreadable ({type(err).__name__})")
             return np.empty(0, "S16")
@@ -71,19 +71,12 @@ def build_index(view: View) -> Index:
     order = np.argsort(p_keys, kind="stable")
     p_keys, pick = np.unique(p_keys[order], return_index=True)
     p_source, p_row = p_source[order][pick], p_row[order][pick]
-    fresh = ~_member(p_keys, keys)  # the generation's copy wins
+    fresh = ~member(p_keys, keys)[0]  # the generation's copy wins
     p_keys, p_source, p_row = p_keys[fresh], p_source[fresh], p_row[fresh]
     at = np.searchsorted(keys, p_keys)
     return Index(
         np.insert(keys, at, p_keys), np.insert(source, at, p_source), np.insert(row, at, p_row)
     )
-
-
-def _member(wanted: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    if not len(sorted_keys):
-        return np.zeros(len(wanted), bool)
-    at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
-    return sorted_keys[at] == wanted
 
 
 class Lookup:
@@ -118,9 +111,7 @@ class Lookup:
         valid = np.flatnonzero(pc.is_valid(keys).to_numpy(zero_copy_only=False))
         if not len(valid) or not len(self.index.keys):
             return found, where
-        wanted = as_numpy(keys.take(pa.array(valid)))
-        at = np.minimum(np.searchsorted(self.index.keys, wanted), len(self.index.keys) - 1)
-        hit = self.index.keys[at] == wanted
+        hit, at = member(as_numpy(keys.take(pa.array(valid))), self.index.keys)
         found[valid[hit]] = True
         where[valid[hit]] = at[hit]
         return found, where

@@ -47,9 +47,9 @@ from ..job_config import CurateConfig
 from ..run.identity import StudentIdentity
 from ..signals import result_columns
 from ..storage import filesystem, join, list_files, read_json, read_text, write_table, write_text
+from .keys import KEY, as_numpy, file_keys
 
 VERSION = "v1"
-KEY = "cache_key"
 PART_BOUND = 64  # parts a namespace holds before the night's end folds them (compact.py)
 # A call of cache hits carries about this many response tokens: writing them is cheap.
 HIT_CALL_TOKENS = 2_000_000
@@ -258,8 +258,7 @@ def rebuilt_index(ns: str, generation: dict, bad=frozenset()):
     for number, (name, _) in enumerate(generation["files"]):
         if number in bad:
             continue
-        fs, path = filesystem(join(ns, name))
-        held = as_numpy(pq.read_table(path, filesystem=fs, columns=[KEY]).column(KEY))
+        held = file_keys(join(ns, name))
         keys.append(held)
         file.append(np.full(len(held), number, np.int32))
         row.append(np.arange(len(held), dtype=np.int64))
@@ -282,16 +281,6 @@ def row_keys(table: pa.Table) -> pa.Array:
         text = json.dumps([prompt, response, steps], ensure_ascii=False)
         out.append(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
     return pa.array(out, pa.binary(16))
-
-
-def as_numpy(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Non-null fixed 16-byte keys -> a numpy 'S16' array (sortable, searchable)."""
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    if keys.null_count:
-        keys = keys.drop_null()
-    data = keys.buffers()[1]
-    return np.frombuffer(data, dtype="S16", count=len(keys), offset=keys.offset * 16)
 
 
 def keys_array(keys: np.ndarray) -> pa.Array:

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 
 from ...redact import redact
 from ...scoring.student import DEFAULT_STUDENT
-from ..cache.namespace import KEY, as_numpy, index_whole, open_namespace, row_keys, view
+from ..cache.keys import KEY, as_numpy, member
+from ..cache.namespace import index_whole, open_namespace, row_keys, view
 from ..choose.racing import races
 from ..choose.ranking import block_size
 from ..inputs.chunks import read_files
@@ -147,9 +148,8 @@ def _cache(cfg: CurateConfig, student, keys: list) -> dict:
     unique, inverse = np.unique(wanted, return_inverse=True)
     held = np.zeros(len(unique), bool)
     for batch in _cache_keys(current):
-        at = np.minimum(np.searchsorted(unique, batch), max(len(unique) - 1, 0))
-        if len(unique):
-            held[at[unique[at] == batch]] = True
+        found, at = member(batch, unique)
+        held[at[found]] = True
     hits = int(held[inverse].sum())
     return {
         "cache": redact(ns),
