@@ -114,3 +114,8 @@ def result_columns(score: ScoreConfig) -> list[str]:
 
 def score_columns(score: ScoreConfig) -> list[str]:
     return ID_COLUMNS + result_columns(score)
+
+
+def number(x, digits: int = 3) -> str:
+    """A signal's figure as the reports print it: fixed digits, `n/a` where there is none."""
+    return "n/a" if x is None else f"{x:.{digits}f}"

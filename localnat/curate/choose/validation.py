@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..signals import SIGNALS
+from ..signals import SIGNALS, number
 from .leaderboard import kendall_tau_b, resampled_means
 
 MIN_PROMPTS = 10  # informative prompts below which no verdict is drawn
@@ -153,8 +153,8 @@ def verdict(validation: dict | None, select_by: str) -> list[str]:
     lines = [
         f"On {n} informative prompts (a correct and an incorrect answer each), {best} "
         f"separates correct from incorrect answers best: AUC {s['auc']:.2f} (95% CI "
-        f"{_f(lo)}-{_f(hi)}), top-1 accuracy {_f(s['top1_accuracy'])} against "
-        f"{_f(random)} for a random pick."
+        f"{number(lo, 2)}-{number(hi, 2)}), top-1 accuracy {number(s['top1_accuracy'], 2)} against "
+        f"{number(random, 2)} for a random pick."
     ]
     if best != "length" and length is not None:
         beats = lo is not None and lo > length
@@ -174,16 +174,14 @@ def verdict(validation: dict | None, select_by: str) -> list[str]:
         if (c_lo is None or c_lo <= 0.5) and (not worse or chosen["top1_accuracy"] <= random):
             lines.append(
                 f"Warning: --select-by {select_by} does no better than random on this data "
-                f"(AUC {chosen['auc']:.2f}, CI {_f(c_lo)}-{_f(chosen['auc_ci95'][1])}; top-1 "
-                f"{_f(chosen['top1_accuracy'])} vs {_f(random)} random): the natural answer "
+                f"(AUC {chosen['auc']:.2f}, CI {number(c_lo, 2)}-"
+                f"{number(chosen['auc_ci95'][1], 2)}; top-1 "
+                f"{number(chosen['top1_accuracy'], 2)} vs {number(random, 2)} random): the "
+                "natural answer "
                 "is not the correct one here; consider --select-by "
                 f"{best if best != select_by else 'random'}."
             )
     return lines
-
-
-def _f(x, digits: int = 2) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def _num(x):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ..signals import SIGNALS
+from ..signals import SIGNALS, number
 
 # A signal the run did not compute (`--signals`), where a table has a column for it.
 NOT_COMPUTED = {"mean": None, "ci95": [None, None], "median": None, "rank": None, "win_rate": {}}
@@ -19,7 +19,7 @@ def markdown(board: dict, student: str) -> str:
         f"{board['n_matched_prompts']} matched prompts (answered by every teacher) of "
         f"{board['n_prompts']}; 95% CI: seeded bootstrap over prompts "
         f"({board['bootstrap']['n']} resamples, seed {board['bootstrap']['seed']}). "
-        f"Kendall tau-b between the local and global rankings: {_f(board['kendall_tau_b'])}.",
+        f"Kendall tau-b between the local and global rankings: {number(board['kendall_tau_b'])}.",
         "",
     ]
     if board.get("warning"):
@@ -41,11 +41,11 @@ def markdown(board: dict, student: str) -> str:
         ln, gn = s.get("local", NOT_COMPUTED), s.get("global", NOT_COMPUTED)
         name = cell(t) + (" [same family]" if s.get("same_family_as_student") else "")
         row = (
-            f"| {_r(ln['rank'])} | {name} | {_f(ln['mean'])} ({_f(ln['ci95'][0])}, "
-            f"{_f(ln['ci95'][1])}) | {_f(ln['median'])} | {_r(gn['rank'])} | {_f(gn['mean'])} "
-            f"({_f(gn['ci95'][0])}, {_f(gn['ci95'][1])}) |"
+            f"| {_r(ln['rank'])} | {name} | {number(ln['mean'])} ({number(ln['ci95'][0])}, "
+            f"{number(ln['ci95'][1])}) | {number(ln['median'])} | {_r(gn['rank'])} | "
+            f"{number(gn['mean'])} ({number(gn['ci95'][0])}, {number(gn['ci95'][1])}) |"
         )
-        row += f" {_f(s.get('accuracy'), 2)} |" if has_acc else ""
+        row += f" {number(s.get('accuracy'), 2)} |" if has_acc else ""
         lines.append(row + f" {s['n_responses']} |")
     lines += ["", *signals_table(board, teachers), "", *correlation_table(board)]
     lines += validation_section(board)
@@ -59,7 +59,7 @@ def markdown(board: dict, student: str) -> str:
         wins = board["per_teacher"][t].get("local", NOT_COMPUTED)["win_rate"]
         lines.append(
             f"| {cell(t)} | "
-            + " | ".join("-" if o == t else _f(wins.get(o), 2) for o in teachers)
+            + " | ".join("-" if o == t else number(wins.get(o), 2) for o in teachers)
             + " |"
         )
     return "\n".join(lines) + "\n"
@@ -79,7 +79,7 @@ def validation_section(board: dict) -> list[str]:
     lines += [
         "",
         f"{v['informative_prompts']} informative prompts ({v['candidates']} candidates); a "
-        f"random pick is correct {_f(v['random_top1_accuracy'], 2)} of the time. AUC: P(a "
+        f"random pick is correct {number(v['random_top1_accuracy'], 2)} of the time. AUC: P(a "
         "correct answer outscores an incorrect one), 0.5 = chance; each signal oriented so "
         "higher is better.",
         "",
@@ -90,9 +90,9 @@ def validation_section(board: dict) -> list[str]:
     for key, s in v["signals"].items():
         lo, hi = s["auc_ci95"]
         lines.append(
-            f"| {key} | {_f(s['auc'], 2)} ({_f(lo, 2)}, {_f(hi, 2)}) | "
-            f"{_f(s['top1_accuracy'], 2)} | {_f(s['length_spearman'], 2)} | "
-            f"{_f(s['teacher_tau_vs_accuracy'], 2)} |"
+            f"| {key} | {number(s['auc'], 2)} ({number(lo, 2)}, {number(hi, 2)}) | "
+            f"{number(s['top1_accuracy'], 2)} | {number(s['length_spearman'], 2)} | "
+            f"{number(s['teacher_tau_vs_accuracy'], 2)} |"
         )
     return lines
 
@@ -145,7 +145,8 @@ def signals_table(board: dict, teachers: list[str]) -> list[str]:
         for k in others:
             s = board["per_teacher"][t][k]
             cells.append(
-                f" {_r(s['rank'])} | {_f(s['mean'])} ({_f(s['ci95'][0])}, {_f(s['ci95'][1])}) |"
+                f" {_r(s['rank'])} | {number(s['mean'])} ({number(s['ci95'][0])}, "
+                f"{number(s['ci95'][1])}) |"
             )
         lines.append(f"| {cell(t)} |" + "".join(cells))
     return lines
@@ -166,7 +167,7 @@ def correlation_table(board: dict) -> list[str]:
     ]
     for a in keys:
         lines.append(
-            f"| {a} | " + " | ".join("1" if a == b else _f(tau[a, b]) for b in keys) + " |"
+            f"| {a} | " + " | ".join("1" if a == b else number(tau[a, b]) for b in keys) + " |"
         )
     return lines
 
@@ -289,8 +290,8 @@ def summary_table(board: dict, manifest: dict) -> str:
         ln, gn = s.get("local", NOT_COMPUTED), s.get("global", NOT_COMPUTED)
         acc = s.get("accuracy")
         lines.append(
-            f"{t:<{width}}  {_r(ln['rank']):>7}  {_f(ln['mean']):>9}  "
-            f"{_r(gn['rank']):>7}  {_f(gn['mean']):>10}  "
+            f"{t:<{width}}  {_r(ln['rank']):>7}  {number(ln['mean']):>9}  "
+            f"{_r(gn['rank']):>7}  {number(gn['mean']):>10}  "
             f"{'' if acc is None else f'{acc:.2f}':>8}"
         )
     c = manifest["counts"]
@@ -303,7 +304,7 @@ def summary_table(board: dict, manifest: dict) -> str:
     )
     lines += [
         *_verdict_lines(board),
-        f"Kendall tau-b (LN vs GN ranking): {_f(board['kendall_tau_b'])}; "
+        f"Kendall tau-b (LN vs GN ranking): {number(board['kendall_tau_b'])}; "
         f"{c['matched_prompts']} matched prompts of {c['prompts']}",
         f"rows: {c['input_rows']} in = {c['scored']} scored + {c['rejected']} rejected; "
         f"{c['selected']} selected; {c['duplicates']} duplicates",
@@ -367,7 +368,3 @@ def _verdict_lines(board: dict) -> list[str]:
         f"signals: {line}"
         for line in verdict(board.get("validation"), board.get("select_by", "local"))
     ]
-
-
-def _f(x, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
