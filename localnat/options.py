@@ -8,6 +8,7 @@ key, lists included.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import types
 import typing
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from .curate.job_config import CurateConfig
 from .fields import OptionError, flag_name
+from .redact import redact
 from .scoring.config import ScoreConfig
+from .scoring.windows import Window
 
 GROUPS = ("input and output", "columns", "scoring", "selection", "ray")
 
@@ -163,18 +166,9 @@ def options_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # regenerate the README table: python -m localnat.options
-    print(options_markdown(), end="")
-
-
 def as_command(cfg: CurateConfig, prog: str = "localnat curate") -> str:
     """The command line that makes `cfg`: every option off its default (a policy the config
     resolved, like --call-tokens, as the value it resolved to), URIs redacted."""
-    import shlex
-
-    from .redact import redact
-    from .scoring.windows import Window
-
     words = [prog]
     for o in all_options():
         value = getattr(cfg.score if o.owner is ScoreConfig else cfg, o.field)
@@ -189,3 +183,7 @@ def as_command(cfg: CurateConfig, prog: str = "localnat curate") -> str:
             text = str(one)
             words += [f"--{o.key}", shlex.quote(redact(text))]
     return " ".join(words)
+
+
+if __name__ == "__main__":  # regenerate the README table: python -m localnat.options
+    print(options_markdown(), end="")

@@ -62,10 +62,14 @@ def finish(run: Run, outcome: Outcome) -> dict:
             LOG.warning(f"{report} not written: {type(err).__name__}: {err}")
     manifest = _manifest(run, outcome, name, errors)
     card = join(run.dir, "README.md")
-    if len(outcome.chosen):  # selected/ as a dataset: what loads it and what chose it
-        write_text(card, dataset_card(manifest, markdown(board, name), as_command(run.cfg)))
-    else:
-        delete(card)  # a ranking continued over a run's directory selects nothing
+    try:  # selected/ as a dataset: what loads it and what chose it; like the reports above
+        if len(outcome.chosen):
+            write_text(card, dataset_card(manifest, markdown(board, name), as_command(run.cfg)))
+        else:
+            delete(card)  # a ranking continued over a run's directory selects nothing
+    except Exception as err:  # noqa: BLE001
+        errors.append(f"README.md: {type(err).__name__}: {err}")  # the manifest's list
+        LOG.warning(f"README.md not written: {type(err).__name__}: {err}")
     write_text(join(run.dir, "manifest.json"), json.dumps(manifest, indent=2))
     LOG.info(f"run {run.id} complete")
     return {**manifest, "report": summary_table(board, manifest)}

@@ -41,12 +41,15 @@ def check_every_node_sees(seen: dict[str, tuple[str, str]]) -> None:
     if len(nodes) < 2 or not seen:
         return
     blind = _blind_nodes(nodes, seen)
-    for name, where in blind.items():
+    if blind:
         raise NotShared(
-            f"--{name}: {redact(_directory(seen[name][0]))} is a local path that {len(where)} "
-            f"of {len(nodes)} nodes do not see ({', '.join(where)}): their actors would write "
-            "where the driver never reads; use an s3:// or gs:// URI, or a path on a mount "
-            "every node shares"
+            "; ".join(
+                f"--{name}: {redact(_directory(seen[name][0]))} is a local path that "
+                f"{len(where)} of {len(nodes)} nodes do not see ({', '.join(where)})"
+                for name, where in blind.items()
+            )
+            + ": their actors would write where the driver never reads; use an s3:// or gs:// "
+            "URI, or a path on a mount every node shares"
         )
 
 
