@@ -14,10 +14,11 @@ import typing
 from dataclasses import field, fields
 
 # What an option can change, declared on its field (`option(affects=...)`): the one list the
-# resume identity and the cache namespace both derive from (docs/method.md §10). Options
-# that declare neither change speed, placement or the reports, which every run recomputes.
+# resume identity, the cache namespace and a complete run's answer derive from
+# (docs/method.md §10). Options that declare none change speed, placement or logging only.
 SCORES = "scores"  # a row's scores: the cache namespace and the run identity
 ROWS = "rows"  # which rows are scored, rejected or committed together: the run identity
+CHOICE = "choice"  # what is chosen and reported from the scores: a complete run chooses again
 
 
 class OptionError(ValueError):
@@ -39,8 +40,8 @@ def option(
 
     `flag` overrides the flag/key name (default: the field name with dashes); `default_text`
     says what a None default means (a policy, e.g. "2048 CPU / 32768 CUDA"); `affects`:
-    SCORES or ROWS, what a change of it changes (None: neither)."""
-    assert affects in (None, SCORES, ROWS), affects
+    SCORES, ROWS or CHOICE, what a change of it changes (None: none of them)."""
+    assert affects in (None, SCORES, ROWS, CHOICE), affects
     meta = {
         "affects": affects,
         "help": help,

@@ -29,11 +29,12 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from ..fields import CHOICE
 from ..logs import LOG, scoped
 from .cache.compact import compact
 from .choose.dataset import write_selected
 from .choose.racing import raced_selection, races
-from .choose.ranking import ranked, ranking_settings
+from .choose.ranking import ranked
 from .choose.reduce import reduce
 from .choose.selection import select
 from .inputs.plan import plan
@@ -65,11 +66,7 @@ def _run_job(cfg: CurateConfig) -> dict:
     now = datetime.now(timezone.utc)
     output = cfg.output.replace("{date}", now.strftime("%Y-%m-%d"))
     run_dir = join(output, cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ"))
-    previous = _manifest(run_dir)
-    if previous and not cfg.overwrite and not cfg.dry_run and _answers(previous, cfg):
-        LOG.info(f"run {previous['run_id']} is complete at {run_dir} (use --overwrite to redo it)")
-        return {**previous, "report": show_run(run_dir)}
-
+    previous = None if cfg.overwrite or cfg.dry_run else _manifest(run_dir)
     if not cfg.dry_run:
         check_cpus(cfg)  # before any work: actors Ray can never place would wait forever
     inputs = plan(cfg, output)
@@ -78,11 +75,16 @@ def _run_job(cfg: CurateConfig) -> dict:
     student = identify_student(cfg)  # the actors load exactly this (its real dir or commit)
     timings = {"plan": time.time() - started}
 
-    with Run(cfg, run_dir, inputs, student) as run:
+    with Run(cfg, run_dir, inputs, student) as run:  # of other inputs or student: refused
+        if previous:
+            changed = _rechosen(previous, cfg)
+            if not changed:
+                LOG.info(f"run {run.id} is complete at {run_dir} (use --overwrite to redo it)")
+                return {**previous, "report": show_run(run_dir)}
+            LOG.info(f"run {run.id} is complete, chosen otherwise ({changed}): choosing again")
+            delete(join(run.dir, "manifest.json"))  # complete again once the choice is written
         ranking = {}
         if cfg.rank_teachers:  # prompts block by block until the top teacher stands apart
-            if previous:
-                delete(join(run.dir, "manifest.json"))  # a ranking continued: not complete
             scored, reduced, ranking = ranked(run)
             timings["score"] = scored.seconds
         else:
@@ -163,14 +165,16 @@ def _compact(ns: str) -> dict:
         return {"namespace": ns, "error": f"{type(err).__name__}: {err}"}
 
 
-def _answers(manifest: dict, cfg: CurateConfig) -> bool:
-    """Whether a complete run answers this request: a ranking asked with other settings
-    (a higher --max-prompts, say) continues it, from its blocks; a full run over a ranking's
-    directory scores the rest."""
-    ranking = manifest.get("ranking")
-    if not cfg.rank_teachers:
-        return ranking is None
-    return ranking is not None and ranking.get("settings") == ranking_settings(cfg)
+def _rechosen(manifest: dict, cfg: CurateConfig) -> str:
+    """The choice settings (`CHOICE`) in which this request differs from a complete run's,
+    as flags: its scores stay, and the choice is made again (a ranking asked for more
+    prompts continues from its blocks; a full run over a ranking's directory scores the
+    rest). Empty: the complete run answers it."""
+    before, now = manifest.get("choice"), cfg.settings(CHOICE)
+    if not isinstance(before, dict):
+        return "a choice not recorded"
+    changed = [k for k, v in now.items() if before.get(k) != v]
+    return ", ".join(f"--{k.replace('_', '-')} {before.get(k)!r} -> {now[k]!r}" for k in changed)
 
 
 def _manifest(run_dir: str) -> dict | None:

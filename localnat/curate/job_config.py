@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 
-from ..fields import ROWS, OptionError, check_fields, declared, flag_name, option
+from ..fields import CHOICE, ROWS, OptionError, check_fields, declared, flag_name, option
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
 from .inputs.formats import FORMATS
@@ -96,6 +96,7 @@ class CurateConfig:
         "(longest), or `random` (seeded); all through the same code path (docs/method.md §8)",
         group=_SEL,
         choices=(*SIGNALS, "random"),
+        affects=CHOICE,
     )
     race_epsilon: float = option(
         0.0,
@@ -104,12 +105,14 @@ class CurateConfig:
         "with probability 1 - --race-delta (docs/method.md §5.2)",
         group=_SEL,
         metavar="E",
+        affects=CHOICE,
     )
     race_delta: float = option(
         0.01,
         "racing's error probability per prompt, over all its candidates and rounds",
         group=_SEL,
         metavar="D",
+        affects=CHOICE,
     )
     rank_teachers: bool = option(
         False,
@@ -118,15 +121,21 @@ class CurateConfig:
         "probability 1 - --rank-delta, or --max-prompts; writes the leaderboard, no "
         "selected/ (docs/method.md §7.2)",
         group=_SEL,
+        affects=CHOICE,
     )
     max_prompts: int | None = option(
-        None, "with --rank-teachers: the most prompts it scores", group=_SEL, default_text="all"
+        None,
+        "with --rank-teachers: the most prompts it scores",
+        group=_SEL,
+        default_text="all",
+        affects=CHOICE,
     )
     rank_block: int | None = option(
         None,
         "with --rank-teachers: prompts per block; the ranking is tested after each",
         group=_SEL,
         default_text="2% of the prompts, at least 5",
+        affects=CHOICE,
     )
     rank_delta: float = option(
         0.05,
@@ -134,13 +143,17 @@ class CurateConfig:
         "the one over every prompt, every block's test together",
         group=_SEL,
         metavar="D",
+        affects=CHOICE,
     )
-    seed: int = option(0, "bootstrap, random selection and the ranking's prompt order", group=_SEL)
+    seed: int = option(
+        0, "bootstrap, random selection and the ranking's prompt order", group=_SEL, affects=CHOICE
+    )
     min_matched_share: float = option(
         0.5,
         "teachers are left out of the ranking (listed apart) until the prompts every ranked "
         "teacher answered are at least this share of all prompts (docs/method.md §7)",
         group=_SEL,
+        affects=CHOICE,
     )
     actors: int = option(1, "scoring actors, one student each", group=_RAY)
     gpus_per_actor: float = option(
@@ -310,8 +323,9 @@ class CurateConfig:
             raise OptionError("select-by random ranks nothing: rank by a signal (--rank-teachers)")
 
     def settings(self, *kinds: str) -> dict:
-        """The options declared to change `kinds` (SCORES, ROWS), the job's and the scorer's,
-        with dtype `auto` resolved as the actors resolve it (bf16 on CUDA, fp32 on CPU)."""
+        """The options declared to change `kinds` (SCORES, ROWS, CHOICE), the job's and the
+        scorer's, with dtype `auto` resolved as the actors resolve it (bf16 on CUDA, fp32 on
+        CPU)."""
         out = {**declared(self, kinds), **declared(self.score, kinds)}
         if out.get("dtype") == "auto":
             cuda = self.gpus_per_actor > 0 or self.score.device.startswith("cuda")

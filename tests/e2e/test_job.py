@@ -179,6 +179,29 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     assert again["report"] == first["report"]  # the short summary, not teachers.md
     assert "longest responses (tokens):" in again["report"]
 
+    # another signal asked of the complete run: chosen again from its scores, none rescored
+    rechosen = run_job(replace(cfg, select_by="global"))
+    scores = pq.read_table(run_dir / "scores").to_pandas()
+    correct = scores[scores["is_correct"]]
+    best = correct.sort_values("global_nat", ascending=False).groupby("prompt_id").head(1)
+    selected = pq.read_table(run_dir / "selected").to_pandas()
+    assert (
+        set(selected["row_id"])
+        == set(best["row_id"])
+        != set(
+            correct.sort_values("local_nat", ascending=False).groupby("prompt_id").head(1)["row_id"]
+        )
+    )
+    assert (selected["selected_by"] == "global").all()
+    assert rechosen["choice"]["select_by"] == "global" != first["choice"]["select_by"]
+    assert rechosen["counts"]["files_resumed"] == len(first["inputs"])
+    assert run_job(replace(cfg, select_by="global"))["finished_utc"] == rechosen["finished_utc"]
+    # a complete run of other scoring settings is refused, as a resume is
+    other = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1", window=2)
+    with pytest.raises(RunMismatch, match="other inputs, student or scoring settings.*--window"):
+        run_job(other)
+    first = run_job(cfg)  # by LN again: the run as it first was
+
     # an interrupted run: manifest never written, one file not marked done, stray parts
     (run_dir / "manifest.json").unlink()
     (run_dir / "_done" / "f000001-c000000.json").unlink()

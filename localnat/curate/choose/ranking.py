@@ -80,15 +80,8 @@ def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple
         "tests": tests,
         "rows": len(rows),
         **test,
-        "settings": ranking_settings(cfg),
     }
     return reduced, record
-
-
-def ranking_settings(cfg: CurateConfig) -> dict:
-    """What a complete ranking answered: another value continues it (--max-prompts higher)."""
-    keys = ("select_by", "max_prompts", "rank_block", "rank_delta", "seed")
-    return {k: getattr(cfg, k) for k in keys}
 
 
 def prompt_rows(plan: InputPlan, cfg: CurateConfig) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from ... import __version__
+from ...fields import CHOICE
 from ...logs import LOG
 from ...options import as_command
 from ...redact import redact
@@ -91,6 +92,7 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
         "localnat_version": __version__,
         "finished_utc": datetime.now(timezone.utc).isoformat(),
         "config": json.loads(redact(json.dumps(asdict(cfg), default=str))),
+        "choice": cfg.settings(CHOICE),  # what a rerun must ask for to find this run complete
         "student": {
             "id": name,
             "revision": cfg.score.revision,
