@@ -131,7 +131,7 @@ def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dic
         f"{len(chosen)} selected by {cfg.select_by}, {len(reduced.duplicates)} duplicates"
     )
     t = time.time()
-    written = write_selected(run.plan, chosen, reduced, cfg, run.dir)
+    written = write_selected(run, chosen, reduced)
     timings["select"] = time.time() - t
     LOG.info(f"selected/ written in {timings['select']:.1f} s")
     return chosen, raced, written

@@ -83,3 +83,28 @@ def test_a_selected_row_is_also_its_conversation_verbatim(tmp_path):
     (rec,), _ = selected_records(uri, uri, chosen, cfg)
     assert rec["messages"][0] == {"role": "system", "content": "Think step by step."}
     assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
+
+
+def test_a_node_that_does_not_see_the_run_directory_writes_no_part(ray_local, tmp_path):
+    """selected/'s tasks run after the passes checked every node: a node that joined since
+    (an autoscaler's) and reads another disk stops the run before writing a part there."""
+    import json
+
+    import pytest
+
+    from localnat.curate.choose.dataset import _in_tasks
+    from localnat.curate.run.nodes import NotShared
+
+    def _parts(batch, _cfg):  # pickled by value: workers do not import the tests
+        return [f"part of {job}" for job in batch]
+
+    lease = tmp_path / "_lease" / "o1.json"
+    lease.parent.mkdir()
+    lease.write_text(json.dumps({"owner": "o1"}))
+    seen = {"output": (str(lease), "o1")}
+    assert _in_tasks(_parts, ["a", "b"], None, seen) == ["part of a", "part of b"]
+    blind = {"output": (str(tmp_path / "elsewhere" / "_lease" / "o1.json"), "o1")}
+    with pytest.raises(NotShared, match=r"does not see --output: .*elsewhere.*s3://"):
+        _in_tasks(_parts, ["a"], None, blind)
+    with pytest.raises(NotShared):  # another run's lease there: not this directory
+        _in_tasks(_parts, ["a"], None, {"output": (str(lease), "o2")})

@@ -12,17 +12,19 @@ import pyarrow.parquet as pq
 
 from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
-from ..inputs.plan import InputPlan, file_groups, hive_columns
+from ..inputs.plan import file_groups, hive_columns
 from ..inputs.records import content, missing
 from ..job_config import CurateConfig
 from ..run.commit import InputChanged
+from ..run.directory import Run
+from ..run.nodes import check_this_node_sees
 from ..run.progress import unwrapped
 from ..signals import SELECTED_COLUMNS
 from ..storage import delete, filesystem, join, list_files, write_table
 from .reduce import Reduced
 
 
-def write_selected(inputs: InputPlan, chosen, reduced: Reduced, cfg: CurateConfig, run_dir: str):
+def write_selected(run: Run, chosen, reduced: Reduced):
     """Read the selected rows back from the inputs with all their columns and the scores,
     one part per group of input files (`file_groups`: a file of its own unless it is small;
     10,000 small files are not 10,000 parts), selected/fNNNNNN.parquet named by the group's
@@ -31,6 +33,7 @@ def write_selected(inputs: InputPlan, chosen, reduced: Reduced, cfg: CurateConfi
     content hash and prompt text's hash), else the run stops naming the file (InputChanged).
     Returns the input columns renamed because they carry one of our names (`row_id` ->
     `input_row_id`) and those written as text."""
+    inputs, cfg, run_dir = run.plan, run.cfg, run.dir
     scored = reduced.df[["row_id", "file_index", "row_number", "content_hash", "prompt_key"]]
     where = chosen.merge(scored, on="row_id")
     where["prompt_key"] = reduced.prompt_keys[where["prompt_key"].to_numpy()]
@@ -47,7 +50,7 @@ def write_selected(inputs: InputPlan, chosen, reduced: Reduced, cfg: CurateConfi
     files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
     out = join(run_dir, "selected")
     groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
-    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, cfg)}
+    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, cfg, run.seen)}
     renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
     as_text = sorted({c for _, _, t in results.values() for c in t})
     schemas = {part: schema for part, (schema, _, _) in results.items()}
@@ -55,26 +58,32 @@ def write_selected(inputs: InputPlan, chosen, reduced: Reduced, cfg: CurateConfi
         return {"renamed": renamed, "as_text": as_text}
     schema, conflicting = common_schema(list(schemas.values()))
     others = [(part, schema) for part, s in schemas.items() if s != schema]
-    _in_tasks(_conform_parts, others, None)
+    _in_tasks(_conform_parts, others, None, run.seen)
     return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
 
 
 TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per batch
 
 
-def _in_tasks(fn, jobs: list, cfg) -> list:
-    """`fn(batch, cfg)` over `jobs` in at most TASKS Ray tasks; the results in job order."""
+def _in_tasks(fn, jobs: list, cfg, seen: dict) -> list:
+    """`fn(batch, cfg)` over `jobs` in at most TASKS Ray tasks, each on a node that sees the
+    run's directory (`seen`, `Run.seen`); the results in job order."""
     import ray
 
     size = max(1, -(-len(jobs) // TASKS))
-    task = ray.remote(num_cpus=1)(fn)
-    refs = [task.remote(jobs[k : k + size], cfg) for k in range(0, len(jobs), size)]
+    task = ray.remote(num_cpus=1)(_where_seen)
+    refs = [task.remote(fn, jobs[k : k + size], cfg, seen) for k in range(0, len(jobs), size)]
     try:
         return [r for batch in ray.get(refs) for r in batch]
     except Exception as err:
         if unwrapped(err) is not err:
             raise unwrapped(err) from None  # ours says what is wrong, in a line
         raise
+
+
+def _where_seen(fn, batch: list, cfg, seen: dict) -> list:
+    check_this_node_sees(seen)  # a node that joined after the passes checked every node
+    return fn(batch, cfg)
 
 
 def _write_parts(groups: list, cfg: CurateConfig) -> list:

@@ -82,6 +82,11 @@ class Run:
     def __exit__(self, *exc):
         return self._lease.__exit__(*exc)
 
+    @property
+    def seen(self) -> dict:
+        """What a node must read to write into this run's directory (`nodes.witnesses`)."""
+        return witnesses({"output": self._lease})
+
     def execute(self, pass_: Pass) -> Executed:
         """Run `pass_` over the files it still lacks; every one complete when it returns."""
         started = time.time()
