@@ -1,10 +1,10 @@
-"""The Score stage keeps every row of a call it cannot score whole."""
+"""The Score stage's calls keep every row of a call they cannot score whole."""
 
 import pyarrow as pa
 
 from localnat import ScoreConfig, Scorer
 from localnat.curate.job_config import CurateConfig
-from localnat.curate.run.graph import Score, call_row
+from localnat.curate.run.graph import Calls, call_row
 from localnat.curate.run.passes import scores_pass
 
 
@@ -28,8 +28,7 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
 
     bad = Preparer(tok, cfg)("Q?", poison)
     scorer.score_prepared = fragile
-    stage = Score.__new__(Score)
-    stage._use(scorer, scores_pass(CurateConfig(), "unused"))
+    stage = Calls(scorer, scores_pass(CurateConfig(), "unused"))
     prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
     table = pa.table(
         {
@@ -41,7 +40,7 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
             "step_ends": [[e for _, e in p.spans] for p in prep],
         }
     )
-    out = stage.score(call_row([table], 0)).to_pylist()
+    out = stage(call_row([table], 0)).to_pylist()
     assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
     assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
     assert out[0]["local_nat"] is not None

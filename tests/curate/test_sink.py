@@ -2,8 +2,6 @@
 a chunk spread over several calls is merged into one scores/ and one rejects/ part when it
 commits."""
 
-import json
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -14,7 +12,7 @@ from localnat.curate.run.commit import (
     remove_uncommitted,
 )
 from localnat.curate.run.passes import race_pass
-from localnat.curate.run.sink import CALL_COSTS, Sink, merge_parts
+from localnat.curate.run.sink import CALL_COSTS, Sink, merge_parts, shared_parts
 
 
 def call(rows: range, rejected: set, call_id: str) -> pa.Table:
@@ -119,11 +117,11 @@ def test_whole_chunks_of_a_call_share_a_part_that_counts_only_once_all_are_commi
     assert pq.read_table(scores[0]).num_rows == 22 and pq.read_table(rejects[0]).num_rows == 2
     for c in counts:
         assert len(c["parts"]) == 1 and c["scored"] + c["rejected"] == c["chunk_rows"] == 1
-        assert json.loads(c["shared"]) == {c["parts"][0]: 2 if c["rejected"] else 22}
+        assert shared_parts(c) == {c["parts"][0]: 2 if c["rejected"] else 22}
 
     def commit_all():
         for c in counts:
-            shared = json.loads(c["shared"])
+            shared = shared_parts(c)
             record = {k: c[k] for k in ("scored", "rejected", "parts", "last")}
             commit_chunk(
                 str(directory), c["file_index"], c["chunk"], "u", record | {"shared": shared}

@@ -38,7 +38,7 @@ from .lease import Lease
 from .nodes import check_every_node_sees, witnesses
 from .passes import Pass
 from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
-from .sink import CALL_COSTS, merge_parts
+from .sink import CALL_COSTS, merge_parts, shared_parts
 from .student_checks import wait_for_gpus
 
 
@@ -233,8 +233,8 @@ class _Commits:
         )
         for name in acc:
             acc[name] += row[name]
-        if row["shared"] != "{}":  # a whole chunk: one row, its parts shared with others
-            acc["shared"] = json.loads(row["shared"])
+        if row["shared"]:  # a whole chunk: one row, its parts shared with others
+            acc["shared"] = shared_parts(row)
         self.tokens += row["response_tokens"]
         self.progress.add(row["scored"], row["rejected"], row["response_tokens"], row["reused"])
         if row["chunk_rows"] is not None:

@@ -159,19 +159,18 @@ class Prepare:
 class Score:
     """GPU (or CPU) stage: one student per actor, loaded in the background from the start
     (the actor takes calls at once: a night of cache hits never waits for a student); scores
-    one call with the pass's method and writes it through the sink, returning the per-chunk
-    counts."""
+    one call (`Calls`) and writes it through the sink, returning the per-chunk counts."""
 
     def __init__(
         self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache: str | None = None
     ):
         setup_logs(cfg.verbose)
-        self.cfg, self.pass_, self.student, self.scorer = cfg, pass_, student, None
+        self.cfg, self.pass_, self.student = cfg, pass_, student
         self.sink = Sink(pass_, cache)
         self._loading = ThreadPoolExecutor(1).submit(self._load)
         self.name = actor_name()  # which student scored a call (the manifest's rows_per_actor)
 
-    def _load(self) -> None:
+    def _load(self) -> Calls:
         import torch
 
         cfg = self.cfg
@@ -181,22 +180,25 @@ class Score:
         from ...scoring.api import Scorer  # torch: only in the actors that score
 
         score = self.student.pinned(cfg.score)
-        self._use(checked_load(self.student, lambda: Scorer(score)), self.pass_, self.sink.cache)
-
-    def _use(self, scorer, pass_: Pass, cache: str | None = None) -> None:
-        self.scorer, self.pass_ = scorer, pass_
-        self.method = partial(pass_.method.of(scorer), **pass_.options)
-        self.sink = Sink(pass_, cache)
+        return Calls(checked_load(self.student, lambda: Scorer(score)), self.pass_)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
             return read_call(batch)  # hits, written by Prepare: their counts
-        return self.sink.write(self.score(batch), self.name)
+        calls = self._loading.result()  # loaded (a load that failed raises here)
+        return self.sink.write(calls(batch), self.name)
 
-    def score(self, batch: pa.Table) -> pa.Table:
-        """One call (see `Prepare`) -> its rows with the pass's results, or reasons."""
-        if getattr(self, "_loading", None) is not None:
-            self._loading.result()  # loaded (a load that failed raises here)
+
+class Calls:
+    """A call (see `Prepare`) -> its rows with the pass's results (`pass_.method` of the
+    scorer), or reasons: a call that fails whole is scored row by row, so one row that keeps
+    failing is rejected, not its call."""
+
+    def __init__(self, scorer, pass_: Pass):
+        self.scorer, self.pass_ = scorer, pass_
+        self.method = partial(pass_.method.of(scorer), **pass_.options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
         table = read_call(batch)
         items = prepared_items(table)
         before = {name: self.scorer.stats[stat] for name, stat in CALL_COSTS.items()}

@@ -6,7 +6,6 @@ commits them (commit.py)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import numpy as np
@@ -30,6 +29,35 @@ CALL_COSTS = {
 }
 
 
+# What a call's write returns to the driver, one row per (file, chunk) of the call: what its
+# commit counts, the parts holding its rows, and for a part several chunks of the call
+# share, how many chunks list it (commit.py keeps such a part only once all are committed).
+CHUNK_COUNTS = pa.schema(
+    [
+        ("file_index", pa.int64()),
+        ("chunk", pa.int64()),
+        ("scored", pa.int64()),
+        ("rejected", pa.int64()),
+        ("chunk_rows", pa.int64()),  # the chunk's rows, on the call holding its last row
+        ("last", pa.bool_()),  # the file's last chunk (known with chunk_rows)
+        ("reused", pa.int64()),
+        ("response_tokens", pa.int64()),
+        *[(name, pa.int64()) for name in CALL_COSTS],
+        ("parts", pa.list_(pa.string())),
+        ("shared", pa.list_(pa.struct([("part", pa.string()), ("chunks", pa.int64())]))),
+        ("call_id", pa.string()),
+        ("call_rows", pa.int64()),
+        ("call_tokens", pa.int64()),
+        ("actor", pa.string()),
+    ]
+)
+
+
+def shared_parts(counts: dict) -> dict[str, int]:
+    """A CHUNK_COUNTS row's shared parts: part -> the chunks listing it."""
+    return {s["part"]: s["chunks"] for s in counts["shared"] or ()}
+
+
 class Sink:
     """Writes a call's rows for `pass_`; `cache`: the namespace to append fresh scores to."""
 
@@ -43,17 +71,17 @@ class Sink:
         if self.cache is not None:  # before the parts: a retry rescoring a call is harmless
             append(self.cache, table, list(self.pass_.results))
         counts = _write_parts(table, self.pass_.directory, list(self.pass_.columns))
-        return counts.append_column("actor", pa.array([actor] * counts.num_rows, pa.string()))
+        return pa.Table.from_pylist([c | {"actor": actor} for c in counts], schema=CHUNK_COUNTS)
 
 
-def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Table:
+def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> list[dict]:
     """Per (file, chunk) of the call its counts and the parts holding its rows. The chunks
     whole in this call share one scores/ and one rejects/ part (a call of 512 one-row files
     writes two parts, not 1,024); a chunk whose rows span calls gets its own, merged when it
     commits. A shared part is an output only once every chunk listing it is committed
     (`shared` in each marker: part -> chunks listing it; commit.py)."""
     if not table.num_rows:
-        return pa.table({})
+        return []
     # sorted by (file, chunk), stably: each chunk is a slice (no filter per chunk)
     table = table.combine_chunks()
     files = table.column("file_index").to_numpy()
@@ -76,16 +104,16 @@ def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> pa.Tabl
     for i, c in enumerate(counts):
         if i in whole:
             c["parts"] = [part for kind, part in shared.items() if part and c[kind]]
-            c["shared"] = json.dumps({p: holders[p] for p in c["parts"] if holders[p] > 1})
+            c["shared"] = [{"part": p, "chunks": holders[p]} for p in c["parts"] if holders[p] > 1]
         else:
             c["parts"] = [p for p in _write_rows(slices[i], directory, columns).values() if p]
-            c["shared"] = "{}"
+            c["shared"] = []
         c |= {
             "call_id": table.column("call_id")[0].as_py(),
             "call_rows": table.num_rows,
             "call_tokens": table.column("est_tokens")[0].as_py(),
         }
-    return pa.Table.from_pylist(counts)
+    return counts
 
 
 def _write_rows(rows: pa.Table, directory: str, columns: list[str]) -> dict:
