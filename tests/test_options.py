@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from localnat.curate.job_config import CurateConfig
-from localnat.curate.run.commit import run_identity
 from localnat.curate.run.identity import StudentIdentity
+from localnat.curate.run.resume import run_identity
 from localnat.fields import OptionError
 from localnat.options import all_options, options_markdown, parse_config
 from localnat.scoring.config import ScoreConfig
@@ -349,13 +349,13 @@ def test_a_new_scoring_version_is_a_new_namespace_and_a_new_run(monkeypatch):
     """An upgrade that changes what a number means never reuses a number of the version
     before: not from the cache, not by resuming a run."""
     from localnat.curate.cache import namespace as cache
-    from localnat.curate.run import commit
+    from localnat.curate.run import resume
 
     cfg = CurateConfig(cache="c")
     student = StudentIdentity("s", {"w": "a"})
     before = cache.namespace(cfg, student), run_identity([], cfg, student)
     monkeypatch.setattr(cache, "SCORING_VERSION", cache.SCORING_VERSION + 1)
-    monkeypatch.setattr(commit, "SCORING_VERSION", commit.SCORING_VERSION + 1)
+    monkeypatch.setattr(resume, "SCORING_VERSION", resume.SCORING_VERSION + 1)
     assert cache.namespace(cfg, student) != before[0]
     assert run_identity([], cfg, student) != before[1]
 

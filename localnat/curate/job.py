@@ -6,7 +6,7 @@
 
 Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run/directory.py):
     scores/ rejects/       the scores pass's parts (f000012-c000003-<uuid>.parquet)
-    _run.json _lease/ _done/   identity, lease, commit markers (run/commit.py, run/lease.py)
+    _run.json _lease/ _done/   identity, lease, commit markers (run/outputs.py, run/lease.py)
     race/                  racing's rounds, when it runs (choose/racing.py)
     rank/                  a teacher ranking's blocks, in its place of scores/ (choose/ranking.py)
     selected/              one row per prompt: its columns, scores, messages (choose/dataset.py)
@@ -43,10 +43,11 @@ from .report.dry_run import dry_run
 from .report.manifest import Outcome, finish
 from .report.show import show_run
 from .run.directory import Run
+from .run.outputs import remove
 from .run.passes import scores_pass
 from .run.progress import check_cpus
 from .run.student_checks import identify_student
-from .storage import delete, join, read_text
+from .storage import join, read_text
 
 DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
 
@@ -82,7 +83,7 @@ def _run_job(cfg: CurateConfig) -> dict:
                 LOG.info(f"run {run.id} is complete at {run_dir} (use --overwrite to redo it)")
                 return {**previous, "report": show_run(run_dir)}
             LOG.info(f"run {run.id} is complete, chosen otherwise ({changed}): choosing again")
-            delete(join(run.dir, "manifest.json"))  # complete again once the choice is written
+            remove(run.dir, "manifest.json")  # complete again once the choice is written
         ranking = {}
         if cfg.rank_teachers:  # prompts block by block until the top teacher stands apart
             scored, reduced, ranking = ranked(run)

@@ -9,9 +9,10 @@ import pytest
 
 from localnat import ScoreConfig
 from localnat.curate.job_config import CurateConfig
-from localnat.curate.run.commit import RunMismatch, check_same_run, run_identity
 from localnat.curate.run.identity import StudentIdentity
 from localnat.curate.run.lease import Lease, RunBusy
+from localnat.curate.run.outputs import start
+from localnat.curate.run.resume import RunMismatch, check_same_run, run_identity
 from localnat.curate.storage import write_text
 
 STUDENT = StudentIdentity("s", {"model.safetensors": "a"})
@@ -24,8 +25,10 @@ def test_identity_uses_the_stores_version_on_s3(s3env, tmp_path):
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body)
     files = [(0, "s3://ident/in/a.jsonl", "s3://ident/in")]
     cfg = CurateConfig(inputs=("s3://ident/in",))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
-    check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))  # unchanged: fine
+    identity = run_identity(files, cfg, STUDENT)
+    assert check_same_run("s3://ident/runs/r", identity) is False  # a new run
+    start("s3://ident/runs/r", identity)
+    assert check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))  # unchanged
     client.put_object(Bucket="ident", Key="in/a.jsonl", Body=body.replace(b"abc", b"cba"))
     with pytest.raises(RunMismatch, match="changed: inputs"):
         check_same_run("s3://ident/runs/r", run_identity(files, cfg, STUDENT))
@@ -51,7 +54,7 @@ def test_the_identity_holds_everything_that_changes_a_result(tmp_path):
 
 
 def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_complete(tmp_path):
-    from localnat.curate.run.commit import completed_files
+    from localnat.curate.run.outputs import completed_files
 
     run_dir = str(tmp_path / "run")
     (tmp_path / "run" / "_lease").mkdir(parents=True)
@@ -76,14 +79,14 @@ def test_an_unreadable_lease_blocks_while_fresh_and_two_last_chunks_never_comple
 
 
 def test_overwrite_deletes_the_manifest_first_and_run_json_last(tmp_path, monkeypatch):
-    import localnat.curate.run.commit as commit
+    import localnat.curate.run.outputs as outputs
 
     run = tmp_path / "r"
     for name in ("_done/f000000-c000000.json", "_run.json", "manifest.json", "scores/p.parquet"):
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("{}")
     order = []
-    real = commit.delete
-    monkeypatch.setattr(commit, "delete", lambda uri: order.append(Path(uri).name) or real(uri))
-    commit.prepare_overwrite(str(run))
+    real = outputs.delete
+    monkeypatch.setattr(outputs, "delete", lambda uri: order.append(Path(uri).name) or real(uri))
+    outputs.prepare_overwrite(str(run))
     assert order[0] == "manifest.json" and order[-1] == "_run.json" and len(order) == 4

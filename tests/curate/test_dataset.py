@@ -22,7 +22,7 @@ def test_a_row_read_back_must_be_the_row_scored(tmp_path):
     from localnat.curate.choose.dataset import selected_records
     from localnat.curate.inputs.records import content
     from localnat.curate.job_config import CurateConfig
-    from localnat.curate.run.commit import InputChanged
+    from localnat.curate.run.resume import InputChanged
     from localnat.curate.signals import SELECTED_COLUMNS
 
     cfg = CurateConfig()

@@ -5,14 +5,15 @@ commits."""
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from localnat.curate.run.commit import (
+from localnat.curate.run.outputs import (
     commit_chunk,
     committed_chunks,
     committed_parts,
+    merge_parts,
     remove_uncommitted,
 )
 from localnat.curate.run.passes import race_pass
-from localnat.curate.run.sink import CALL_COSTS, Sink, merge_parts, shared_parts
+from localnat.curate.run.sink import CALL_COSTS, Sink, shared_parts
 
 
 def call(rows: range, rejected: set, call_id: str) -> pa.Table:

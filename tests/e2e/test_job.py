@@ -13,7 +13,7 @@ from localnat import ScoreConfig, Scorer
 from localnat.curate.inputs.plan import InputError
 from localnat.curate.job import run_job
 from localnat.curate.report.show import plot_prompt, show_run
-from localnat.curate.run.commit import RunMismatch
+from localnat.curate.run.resume import RunMismatch
 from localnat.curate.storage import read_parquet_dir, read_text
 from localnat.testing.jobs import config, outputs, sample, write_corpus
 

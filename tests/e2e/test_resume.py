@@ -11,8 +11,8 @@ import pytest
 
 from localnat import ScoreConfig, Scorer
 from localnat.curate.job import run_job
-from localnat.curate.run.commit import RunMismatch
 from localnat.curate.run.lease import RunBusy
+from localnat.curate.run.resume import RunMismatch
 from localnat.curate.storage import list_files, read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing.jobs import config, sample, shards, wait_for
@@ -158,7 +158,7 @@ def test_an_input_rewritten_during_the_run_stops_it_naming_the_file(
     at each commit); rewritten once scored: selected/ checks every row it reads back against
     the content scored. Either way the run stops naming the file, never selecting text it
     did not score."""
-    from localnat.curate.run.commit import InputChanged
+    from localnat.curate.run.resume import InputChanged
     from localnat.testing.jobs import OnLog
 
     df = sample(300).head(12)

@@ -13,8 +13,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from localnat.curate.job import run_job
-from localnat.curate.run.commit import RunMismatch
 from localnat.curate.run.identity import StudentChanged
+from localnat.curate.run.resume import RunMismatch
 from localnat.curate.storage import read_parquet_dir
 from localnat.options import parse_config
 from localnat.testing import save_tiny_student

@@ -15,12 +15,13 @@ from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import file_groups, hive_columns
 from ..inputs.records import content, missing
 from ..job_config import CurateConfig
-from ..run.commit import InputChanged
 from ..run.directory import Run
 from ..run.nodes import check_this_node_sees
+from ..run.outputs import remove, write
 from ..run.progress import unwrapped
+from ..run.resume import InputChanged
 from ..signals import SELECTED_COLUMNS
-from ..storage import delete, filesystem, join, list_files, write_table
+from ..storage import filesystem, join
 from .reduce import Reduced
 
 
@@ -45,8 +46,7 @@ def write_selected(run: Run, chosen, reduced: Reduced):
         wanted[int(file_index)] = pa.Table.from_pandas(
             rows[["_row", "_content", "_prompt", *chosen.columns]], preserve_index=False
         )
-    for old in list_files(join(run_dir, "selected")):
-        delete(old)
+    remove(run_dir, "selected")
     files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
     out = join(run_dir, "selected")
     groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
@@ -96,14 +96,16 @@ def _write_parts(groups: list, cfg: CurateConfig) -> list:
             records += mine
             renamed |= names
         table, as_text = _table(records)
-        part = join(directory, f"f{files[0][0]:06d}.parquet")
-        write_table(table, part)
+        part = write(directory, f"f{files[0][0]:06d}.parquet", table)
         out.append((part, table.schema, renamed, as_text))
     return out
 
 
 def _conform_parts(jobs: list, _cfg) -> list:
-    return [conform_part(part, schema) for part, schema in jobs]
+    for part, schema in jobs:
+        fs, path = filesystem(part)
+        write(*part.rsplit("/", 1), conformed(pq.read_table(path, filesystem=fs), schema))
+    return []
 
 
 def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:
@@ -212,10 +214,8 @@ def _free_name(name: str, rec: dict) -> str:
     return name
 
 
-def conform_part(uri: str, schema: pa.Schema) -> None:
-    """Rewrite a part with the columns and types of `schema` (missing columns as nulls)."""
-    fs, path = filesystem(uri)
-    table = pq.read_table(path, filesystem=fs)
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A part's table with the columns and types of `schema` (missing columns as nulls)."""
     for name in schema.names:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
@@ -225,4 +225,4 @@ def conform_part(uri: str, schema: pa.Schema) -> None:
         if column.type != field.type and pa.types.is_string(field.type):
             column = pa.array([_text(v) for v in column.to_pylist()], pa.string())
         columns.append(column.cast(field.type))
-    write_table(pa.table(columns, schema=schema), uri)
+    return pa.table(columns, schema=schema)

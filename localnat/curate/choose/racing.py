@@ -26,9 +26,10 @@ from ...logs import LOG
 from ...redact import redact
 from ...scoring.sampling import stratified
 from ..job_config import CurateConfig
-from ..run.commit import InputChanged, counts
 from ..run.directory import Executed, Run
+from ..run.outputs import counts
 from ..run.passes import race_pass
+from ..run.resume import InputChanged
 from ..signals import ROUND_COLUMNS
 from ..storage import join, read_parquet_files
 from .selection import candidates, race, race_pick, race_rounds

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from ...logs import LOG
 from ..inputs.plan import InputError
 from ..job_config import CurateConfig
 from ..signals import REDUCE_COLUMNS
-from ..storage import join, read_parquet_files, write_table
+from ..storage import join, read_parquet_files
 from .leaderboard import leaderboard
 from .selection import duplicates
 from .validation import validation
@@ -47,8 +46,6 @@ def reduce(cfg: CurateConfig, run_dir: str, parts: list[str], family: str | None
     df["prompt_key"] = codes.astype("int32")
     dups = duplicates(df)
     if len(dups):
-        table = pa.Table.from_pandas(dups, preserve_index=False)
-        write_table(table, join(run_dir, "duplicates.parquet"))
         df = df[~df["row_id"].isin(dups["row_id"])]
     board = leaderboard(
         df, seed=cfg.seed, min_share=cfg.min_matched_share, family=family, signals=cfg.score.signals

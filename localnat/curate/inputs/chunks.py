@@ -1,4 +1,4 @@
-"""Reading a pass's rows: each input file in order, validated, in commit chunks (run/commit.py),
+"""Reading a pass's rows: each input file in order, validated, in commit chunks (run/outputs.py),
 so a large file commits as it goes and a resumed run reads past the chunks already done."""
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from ..choose.ranking import block_size
 from ..inputs.chunks import read_files
 from ..inputs.plan import InputError, InputPlan, file_groups
 from ..job_config import CurateConfig
-from ..run.commit import committed_chunks, completed_files
 from ..run.cost import Predictor
 from ..run.identity import StudentError
+from ..run.outputs import committed_chunks, completed_files
 from ..run.student_checks import identify_student
 from ..storage import filesystem, join
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 import pandas as pd
+import pyarrow as pa
 
 from ... import __version__
 from ...fields import CHOICE
@@ -20,10 +21,9 @@ from ...redact import redact
 from ...scoring.student import DEFAULT_STUDENT
 from ..choose.reduce import Reduced
 from ..inputs.records import row_source
-from ..run.commit import counts
 from ..run.directory import Executed, Run
+from ..run.outputs import counts, remove, write
 from ..signals import SIGNALS
-from ..storage import delete, join, write_bytes, write_text
 from .card import dataset_card
 from .render import markdown, png, summary_table
 
@@ -52,26 +52,28 @@ def finish(run: Run, outcome: Outcome) -> dict:
     board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
     board["sample_steps"] = run.cfg.score.sample_steps  # LN estimated from sampled steps
     board["select_by"] = run.cfg.select_by  # the signal whose trust the validation weighs
-    write_text(join(run.dir, "teachers.json"), json.dumps(board, indent=2))
+    dups = outcome.reduced.duplicates
+    if len(dups):
+        write(run.dir, "duplicates.parquet", pa.Table.from_pandas(dups, preserve_index=False))
+    write(run.dir, "teachers.json", json.dumps(board, indent=2))
     errors = []
     for report, render in (("teachers.md", markdown), ("teachers.png", png)):
         try:  # a report that fails to render must not fail a run whose scores are written
-            out = render(board, name)
-            (write_text if isinstance(out, str) else write_bytes)(join(run.dir, report), out)
+            write(run.dir, report, render(board, name))
         except Exception as err:  # noqa: BLE001
             errors.append(f"{report}: {type(err).__name__}: {err}")
             LOG.warning(f"{report} not written: {type(err).__name__}: {err}")
     manifest = _manifest(run, outcome, name, errors)
-    card = join(run.dir, "README.md")
     try:  # selected/ as a dataset: what loads it and what chose it; like the reports above
         if len(outcome.chosen):
-            write_text(card, dataset_card(manifest, markdown(board, name), as_command(run.cfg)))
+            card = dataset_card(manifest, markdown(board, name), as_command(run.cfg))
+            write(run.dir, "README.md", card)
         else:
-            delete(card)  # a ranking continued over a run's directory selects nothing
+            remove(run.dir, "README.md")  # a ranking continued over a run's directory
     except Exception as err:  # noqa: BLE001
         errors.append(f"README.md: {type(err).__name__}: {err}")  # the manifest's list
         LOG.warning(f"README.md not written: {type(err).__name__}: {err}")
-    write_text(join(run.dir, "manifest.json"), json.dumps(manifest, indent=2))
+    write(run.dir, "manifest.json", json.dumps(manifest, indent=2))
     LOG.info(f"run {run.id} complete")
     return {**manifest, "report": summary_table(board, manifest)}
 

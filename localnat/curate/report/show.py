@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from ... import __version__
 from ...logs import LOG
 from ...redact import redact
-from ..run.commit import committed_chunks, committed_parts, completed_files
 from ..run.lease import holders
+from ..run.outputs import committed_chunks, committed_parts, completed_files
 from ..storage import filesystem, join, list_files, read_json, read_text
 from .render import label, summary_table
 
@@ -84,7 +84,7 @@ def show_run(run_dir: str) -> str:
 
 def listed_parts(run_dir: str, sub: str) -> list[str]:
     """The Parquet parts of `sub` (scores/ or rejects/) that a marker lists: a part no
-    marker lists is not an output (run/commit.py)."""
+    marker lists is not an output (run/outputs.py)."""
     _, chunks = run_state(run_dir)
     return [join(run_dir, p) for p in committed_parts(chunks, sub)]
 

@@ -1,6 +1,8 @@
 """A run owns its directory, OUTPUT/RUN_ID/: it holds the lease, checks the identity a
-resume must match, and executes scoring passes, committing each chunk of rows as soon as all
-its rows are written (the protocol: commit.py). Nothing outside the directory is touched.
+resume must match (resume.py), and executes scoring passes, committing each chunk of rows as
+soon as all its rows are written (the protocol and every write: outputs.py). Outside its
+directory it touches only the score cache, through the cache's own modules (cache/: its
+settings, the reader's lease, appends, the night's compaction).
 
     _run.json _lease/ _done/   identity, lease, the scores pass's markers
     scores/ rejects/           the scores pass's parts
@@ -9,7 +11,6 @@ its rows are written (the protocol: commit.py). Nothing outside the directory is
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -20,25 +21,25 @@ from ..cache.lookup import shared_view
 from ..cache.namespace import open_namespace, view
 from ..inputs.plan import InputPlan
 from ..job_config import CurateConfig
-from ..storage import delete, join, list_files, read_json, write_text
-from .commit import (
-    check_same_run,
-    check_unchanged,
+from ..storage import join
+from .identity import StudentIdentity
+from .lease import Lease
+from .nodes import check_every_node_sees, witnesses
+from .outputs import (
     commit_chunk,
     committed_chunks,
     committed_parts,
     completed_files,
-    input_versions,
+    merge_parts,
     prepare_overwrite,
     remove_uncommitted,
-    run_identity,
+    start,
+    start_pass,
 )
-from .identity import StudentIdentity
-from .lease import Lease
-from .nodes import check_every_node_sees, witnesses
 from .passes import Pass
 from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
-from .sink import CALL_COSTS, merge_parts, shared_parts
+from .resume import check_same_run, check_unchanged, input_versions, run_identity
+from .sink import CALL_COSTS, shared_parts
 from .student_checks import wait_for_gpus
 
 
@@ -72,7 +73,8 @@ class Run:
             if self.cfg.overwrite:
                 prepare_overwrite(self.dir)
             identity = run_identity(self.plan.files, self.cfg, self.student)
-            check_same_run(self.dir, identity)
+            if not check_same_run(self.dir, identity):
+                start(self.dir, identity)
             self.versions = input_versions(self.plan.files, identity)
         except BaseException:
             self._lease.__exit__(None, None, None)
@@ -91,7 +93,7 @@ class Run:
         """Run `pass_` over the files it still lacks; every one complete when it returns."""
         started = time.time()
         if pass_.identity is not None:
-            self._start_or_resume(pass_)
+            start_pass(pass_.directory, pass_.identity)
         chunks = committed_chunks(pass_.directory)
         remove_uncommitted(pass_.directory, chunks)
         done = completed_files(chunks)
@@ -117,16 +119,6 @@ class Run:
                 f"({out.tokens / out.seconds:.1f} response tokens/s)"
             )
         return out
-
-    def _start_or_resume(self, pass_: Pass) -> None:
-        """A pass with an identity of its own (racing's: its z and rows) resumes only the
-        pass it started; another one starts its directory, inside this run's, again."""
-        marker = join(pass_.directory, "_pass.json")
-        if read_json(marker) == pass_.identity:
-            return
-        for uri in list_files(pass_.directory):
-            delete(uri)
-        write_text(marker, json.dumps(pass_.identity))
 
     def _stream(self, pass_: Pass, todo, chunks) -> tuple[int, dict]:
         """The pass's Ray graph over `todo`; each chunk committed once all its rows are in."""

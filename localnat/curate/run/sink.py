@@ -1,8 +1,8 @@
-"""The one writer of a pass's parts: scores/ and rejects/ (per call, one part for the chunks
-whole in it and one per chunk that spans calls, named by file and chunk), and the score
-cache's appends. Both stages write through it (the Prepare stage its cache hits, the Score
-stage what it scored), so part names, columns and sizes are decided here; the driver
-commits them (commit.py)."""
+"""Where a call's rows go: scores/ and rejects/ parts (per call, one part for the chunks
+whole in it and one per chunk that spans calls, named by file and chunk; written by
+outputs.py), and the score cache's appends. Both stages write through it (the Prepare stage
+its cache hits, the Score stage what it scored), so part names, columns and sizes are
+decided here; the driver commits them (outputs.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 
 from ..cache.namespace import append
 from ..signals import REJECT_COLUMNS
-from ..storage import join, read_parquet_files, write_table
 from .nodes import check_this_node_sees
+from .outputs import write
 from .passes import Pass
 
 # A call's costs as the scorer counts them (column -> `Scorer.stats` key), carried on the
@@ -31,7 +31,7 @@ CALL_COSTS = {
 
 # What a call's write returns to the driver, one row per (file, chunk) of the call: what its
 # commit counts, the parts holding its rows, and for a part several chunks of the call
-# share, how many chunks list it (commit.py keeps such a part only once all are committed).
+# share, how many chunks list it (outputs.py keeps such a part only once all are committed).
 CHUNK_COUNTS = pa.schema(
     [
         ("file_index", pa.int64()),
@@ -79,7 +79,7 @@ def _write_parts(table: pa.Table, directory: str, columns: list[str]) -> list[di
     whole in this call share one scores/ and one rejects/ part (a call of 512 one-row files
     writes two parts, not 1,024); a chunk whose rows span calls gets its own, merged when it
     commits. A shared part is an output only once every chunk listing it is committed
-    (`shared` in each marker: part -> chunks listing it; commit.py)."""
+    (`shared` in each marker: part -> chunks listing it; outputs.py)."""
     if not table.num_rows:
         return []
     # sorted by (file, chunk), stably: each chunk is a slice (no filter per chunk)
@@ -128,11 +128,11 @@ def _write_rows(rows: pa.Table, directory: str, columns: list[str]) -> dict:
     scored = rows.filter(pc.invert(rejected))
     bad = rows.filter(rejected)
     if scored.num_rows:
-        write_table(scored.select(columns), join(directory, "scores", part))
         out["scored"] = f"scores/{part}"
+        write(directory, out["scored"], scored.select(columns))
     if bad.num_rows:
-        write_table(bad.select(REJECT_COLUMNS), join(directory, "rejects", part))
         out["rejected"] = f"rejects/{part}"
+        write(directory, out["rejected"], bad.select(REJECT_COLUMNS))
     return out
 
 
@@ -156,20 +156,3 @@ def _counts(rows: pa.Table) -> dict:
         or 0,
         **{name: pc.sum(rows.column(name)).as_py() or 0 for name in CALL_COSTS},
     }
-
-
-def merge_parts(directory: str, chunk: tuple[int, int], parts: list[str]) -> list[str]:
-    """A committed chunk's parts, at most one scores/ and one rejects/: several (one per call
-    that held rows of the chunk) are merged into a new one. Returns what the
-    marker lists; the parts merged stay until the pass's cleanup (no marker lists them)."""
-    out = []
-    for sub in ("scores", "rejects"):
-        mine = [p for p in parts if p.startswith(f"{sub}/")]
-        if len(mine) <= 1:
-            out += mine
-            continue
-        table = read_parquet_files([join(directory, p) for p in mine])
-        name = f"{sub}/f{chunk[0]:06d}-c{chunk[1]:06d}-{uuid.uuid4().hex[:12]}.parquet"
-        write_table(table, join(directory, name))
-        out.append(name)
-    return out

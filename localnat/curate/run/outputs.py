@@ -1,8 +1,11 @@
-"""The commit protocol of a run directory: who may write it, what makes written rows outputs,
-and resume.
+"""The one writer of a run's directory, OUTPUT/RUN_ID/: every file the run, its passes'
+actors, selected/'s tasks and the reports leave there is written or deleted here, and
+nowhere else (the lease's own file aside: lease.py), always by a path inside a directory of
+the run (`_inside`). Then the commit protocol that makes written rows outputs:
 
     _run.json                   the run's identity: input versions and the settings it started
-                                with; only a directory holding it is ever deleted (--overwrite)
+                                with (resume.py); only a directory holding it is ever deleted
+                                (--overwrite)
     _lease/<owner>.json         the run that holds the directory now (lease.py)
     _done/f000012-c000003.json  rows of chunk 3 of input file 12 are all written, in the parts
                                 it lists ("last": true on a file's final chunk; "shared":
@@ -23,108 +26,86 @@ lease, so it never deletes a part another live run may list.
 from __future__ import annotations
 
 import json
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 
-from ...fields import ROWS, SCORES, flag_name
+import pyarrow as pa
+
 from ...redact import redact
-from ...scoring.config import ScoreConfig
-from ...scoring.schema import SCORING_VERSION
-from ..job_config import CurateConfig
-from ..signals import score_columns
-from ..storage import delete, file_version, join, list_files, read_json, read_text, write_text
-from .identity import StudentIdentity, changes
+from ..storage import (
+    delete,
+    join,
+    list_files,
+    read_json,
+    read_parquet_files,
+    read_text,
+    write_bytes,
+    write_table,
+    write_text,
+)
+from .resume import RunMismatch
 
 
-class RunMismatch(ValueError):
-    """A resume whose inputs or settings differ from the run it would continue."""
+def write(directory: str, name: str, content: str | bytes | pa.Table) -> str:
+    """`content` (text, bytes or a Parquet table) as `name` inside `directory`, whole
+    (storage.py: never half a file); its URI."""
+    uri = _inside(directory, name)
+    if isinstance(content, pa.Table):
+        write_table(content, uri)
+    elif isinstance(content, str):
+        write_text(uri, content)
+    else:
+        write_bytes(uri, content)
+    return uri
 
 
-class InputChanged(RunMismatch):
-    """An input file changed while the run read it: rows read before and after the change
-    cannot be told apart, so nothing more of it is committed or selected."""
+def remove(directory: str, name: str) -> None:
+    """Delete the file `name` inside `directory`, or every file under it when it is a folder
+    (a stage written again: selected/, a pass restarted)."""
+    uri = _inside(directory, name)
+    delete(uri)
+    for inner in list_files(uri):
+        delete(inner)
 
 
-def input_versions(files, identity: dict) -> dict[int, dict]:
-    """File index -> the version the run identified it at (`run_identity`'s inputs)."""
-    return {i: version for (i, _, _), (_, version) in zip(files, identity["inputs"])}
+def start(run_dir: str, identity: dict) -> None:
+    """A new run's identity (resume.py), written before anything else of it."""
+    write(run_dir, "_run.json", json.dumps(identity, indent=2))
 
 
-def check_unchanged(uris: dict[int, str], versions: dict[int, dict]) -> None:
-    """Raise InputChanged, naming the files, when any of `uris` (index -> uri) is not at the
-    version the run started with (read in parallel: a HEAD per object-store file)."""
-    items = sorted(uris.items())
-    with ThreadPoolExecutor(16) as pool:
-        now = list(pool.map(lambda item: file_version(item[1]), items))
-    moved = [uri for (i, uri), v in zip(items, now) if v != versions[i]]
-    if moved:
-        raise InputChanged(
-            f"input files changed during the run: {', '.join(map(redact, moved[:5]))}"
-            f"{' ...' if len(moved) > 5 else ''}; rows read before and after a change cannot be "
-            "told apart: rerun with a new --run-id (or --overwrite) once they hold still"
-        )
-
-
-def run_identity(files, cfg: CurateConfig, student: StudentIdentity) -> dict:
-    """What a resume must match: the scoring code's version, every input file's version
-    (size + mtime/ETag), the student's identity (every file's digest and the prompt probe),
-    every setting declared to change a score or a row's fate (`CurateConfig.settings`), and
-    the score columns."""
-    with ThreadPoolExecutor(16) as pool:  # one HEAD per object-store file, in parallel
-        versions = list(pool.map(file_version, [uri for _, uri, _ in files]))
-    return {
-        "scoring_version": SCORING_VERSION,  # an upgrade that changes a number: a new run
-        "inputs": [[redact(uri), v] for (_, uri, _), v in zip(files, versions)],
-        "settings": json.loads(redact(json.dumps(cfg.settings(SCORES, ROWS), default=str))),
-        "student": student.record(),
-        # a resume by a version that writes other score columns would mix two schemas
-        "score_columns": score_columns(cfg.score),
-    }
-
-
-def check_same_run(run_dir: str, identity: dict) -> None:
-    """A resumed run must see the inputs, student and settings it started with: markers
-    refer to input files by position and rows by order, and mixing would mix scores."""
-    started = read_text(join(run_dir, "_run.json"))
-    if started is None:
-        write_text(join(run_dir, "_run.json"), json.dumps(identity, indent=2))
+def start_pass(directory: str, identity: dict) -> None:
+    """A pass with an identity of its own (racing's: its z and rows) resumes only the pass
+    it started; another one starts its directory, inside the run's, again."""
+    if read_json(join(directory, "_pass.json")) == identity:
         return
-    try:
-        previous = json.loads(started)
-    except ValueError:
-        raise RunMismatch(
-            f"{redact(run_dir)}/_run.json is unreadable, so this run's inputs cannot be "
-            "checked: use --overwrite to start it again, or a new --run-id"
-        ) from None
-    if previous != identity:
-        raise RunMismatch(
-            f"{redact(run_dir)} was started with other inputs, student or scoring settings "
-            f"(changed: {'; '.join(_changed(previous, identity))}); use a new --run-id, or "
-            "--overwrite to start this one again"
-        )
+    for uri in list_files(directory):
+        delete(uri)
+    write(directory, "_pass.json", json.dumps(identity))
 
 
-def _changed(before: dict, now: dict) -> list[str]:
+def merge_parts(directory: str, chunk: tuple[int, int], parts: list[str]) -> list[str]:
+    """A committed chunk's parts, at most one scores/ and one rejects/: several (one per call
+    that held rows of the chunk) are merged into a new one. Returns what the
+    marker lists; the parts merged stay until the pass's cleanup (no marker lists them)."""
     out = []
-    for key in sorted(set(before) | set(now)):
-        old, new = before.get(key), now.get(key)
-        if old == new:
+    for sub in ("scores", "rejects"):
+        mine = [p for p in parts if p.startswith(f"{sub}/")]
+        if len(mine) <= 1:
+            out += mine
             continue
-        if key == "student" and isinstance(old, dict):
-            out.append("the student: " + ", ".join(changes(old, new)))
-        elif key == "settings" and isinstance(old, dict):
-            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            flags = {f.name: flag_name(f) for c in (CurateConfig, ScoreConfig) for f in fields(c)}
-            out.append("settings " + ", ".join(f"--{flags.get(n, n)}" for n in names))
-        elif key == "inputs" and isinstance(old, list):
-            moved = [u for (u, v) in new if [u, v] not in old] + [
-                u for (u, v) in old if u not in {n for n, _ in new}
-            ]
-            out.append("inputs " + ", ".join(moved[:5]) + (" ..." if len(moved) > 5 else ""))
-        else:
-            out.append(key)
+        table = read_parquet_files([join(directory, p) for p in mine])
+        name = f"{sub}/f{chunk[0]:06d}-c{chunk[1]:06d}-{uuid.uuid4().hex[:12]}.parquet"
+        write(directory, name, table)
+        out.append(name)
     return out
+
+
+def _inside(directory: str, name: str) -> str:
+    """`directory`/`name`, refusing a name that would leave it (absolute, a URI, `..`)."""
+    if "://" in name or any(step in ("", ".", "..") for step in name.split("/")):
+        raise ValueError(f"{name!r} is not a path inside the run's directory")
+    return join(directory, name)
 
 
 def prepare_overwrite(run_dir: str) -> None:
@@ -148,12 +129,9 @@ def prepare_overwrite(run_dir: str) -> None:
         delete(uri)
 
 
-def marker(run_dir: str, file_index: int, chunk: int) -> str:
-    return join(run_dir, "_done", f"f{file_index:06d}-c{chunk:06d}.json")
-
-
 def commit_chunk(run_dir: str, file_index: int, chunk: int, uri: str, record: dict) -> None:
-    write_text(marker(run_dir, file_index, chunk), json.dumps({"uri": redact(uri), **record}))
+    body = json.dumps({"uri": redact(uri), **record})
+    write(run_dir, f"_done/f{file_index:06d}-c{chunk:06d}.json", body)
 
 
 def committed_chunks(run_dir: str, clean: bool = True) -> dict[tuple[int, int], dict]:
