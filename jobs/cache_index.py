@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 def synthetic(ns: Path, keys: int, seed: int = 0) -> None:
     """One part of `keys` random keys (and a score column), then a forced compaction."""
     from localnat.curate.cache.keys import KEY
-    from localnat.curate.cache.namespace import declare, keys_array
+    from localnat.curate.cache.namespace import keys_array
+    from localnat.curate.cache.writer import declare
 
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True)
@@ -87,9 +88,9 @@ def main(argv=None) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from localnat.curate.cache.compact import compact
     from localnat.curate.cache.lookup import build_index, shared_view
     from localnat.curate.cache.namespace import view
+    from localnat.curate.cache.writer import compact
 
     with tempfile.TemporaryDirectory() as tmp:
         ns = Path(tmp) / "v1-bench"

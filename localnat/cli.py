@@ -114,8 +114,8 @@ def plot(argv: list[str]) -> int:
 
 
 def cache(argv: list[str]) -> int:
-    from .curate.cache.compact import compact_all
     from .curate.cache.namespace import PART_BOUND
+    from .curate.cache.writer import compact_all
 
     p = _parser(
         "cache compact",

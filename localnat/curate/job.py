@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from ..fields import CHOICE
 from ..logs import LOG, scoped
-from .cache.compact import compact
+from .cache.writer import compact
 from .choose.dataset import write_selected
 from .choose.racing import raced_selection, races
 from .choose.ranking import ranked

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from localnat.curate.cache import namespace as cache
-from localnat.curate.cache.compact import compact, reading
 from localnat.curate.cache.keys import KEY
 from localnat.curate.cache.lookup import Lookup, build_index
 from localnat.curate.cache.namespace import keys_array, view
+from localnat.curate.cache.writer import append, compact, declare, reading
 from localnat.curate.storage import list_files
 
 COLUMNS = ["local_nat", "n_response_tokens", "step_logprobs"]
@@ -38,7 +38,7 @@ def write_parts(ns: Path, first: int, n_parts: int, rows: int, seed: int) -> dic
     Returns key -> values of the rows written (the earliest copy of a repeated key)."""
     rng = np.random.default_rng(seed)
     (ns / "parts").mkdir(parents=True, exist_ok=True)
-    cache.declare(str(ns), SCHEMA)
+    declare(str(ns), SCHEMA)
     written = {}
     start = len(list((ns / "parts").iterdir()))
     for p in range(n_parts):
@@ -228,7 +228,7 @@ def test_cache_compact_says_what_is_wrong_in_one_line(tmp_path):
 
 
 def cache_compact_all(uri):
-    from localnat.curate.cache.compact import compact_all
+    from localnat.curate.cache.writer import compact_all
 
     return compact_all(uri, bound=0)
 
@@ -239,7 +239,9 @@ def test_a_store_that_refuses_an_append_costs_the_cache_not_the_night(tmp_path, 
     def full(*args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache, "write_table", full)
+    from localnat.curate.cache import writer
+
+    monkeypatch.setattr(writer, "write_table", full)
     table = pa.table(
         {
             KEY: pa.array([b"k" * 16], pa.binary(16)),
@@ -249,5 +251,5 @@ def test_a_store_that_refuses_an_append_costs_the_cache_not_the_night(tmp_path, 
         }
     )
     for _ in range(3):
-        cache.append(str(tmp_path / "v1-x"), table, ["local_nat"])  # no exception
+        append(str(tmp_path / "v1-x"), table, ["local_nat"])  # no exception
     assert len(said) == 1 and "refused new scores" in said[0] and "goes on" in said[0]

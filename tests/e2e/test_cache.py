@@ -255,7 +255,7 @@ def test_compaction_racing_a_reading_night_keeps_every_key_once(nights, tmp_path
     view (a generation and parts) stays readable to its end, every key once."""
     import shutil
 
-    from localnat.curate.cache.compact import compact
+    from localnat.curate.cache.writer import compact
 
     cache = tmp_path / "cache"
     shutil.copytree(nights["cache"], cache)

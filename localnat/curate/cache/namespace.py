@@ -1,8 +1,10 @@
-"""The score cache (docs/method.md §10): a night scores only what is new.
+"""The score cache (docs/method.md §10): a night scores only what is new. Here: a
+namespace's name, schema and what a reader sees of it; everything in it is written by
+writer.py.
 
     CACHE/v1-<settings>/settings.json                what every score below depends on
     CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet   appended by runs: cache_key + scores
-    CACHE/v1-<settings>/generations/g000008.json     a compaction's commit (compact.py)
+    CACHE/v1-<settings>/generations/g000008.json     a compaction's commit
     CACHE/v1-<settings>/gen/g000008/                 its data files and sorted key index
     CACHE/v1-<settings>/readers/ _lease/             runs reading it now; the compaction
     CACHE/v1-<settings>/aside/                       what could not be used: set aside, kept
@@ -29,14 +31,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...fields import SCORES
@@ -46,7 +45,7 @@ from ...scoring.schema import ROUND_SCHEMA, SCORING_VERSION, result_schema
 from ..job_config import CurateConfig
 from ..run.identity import StudentIdentity
 from ..signals import result_columns
-from ..storage import filesystem, join, list_files, read_json, read_text, write_table, write_text
+from ..storage import filesystem, join, list_files, read_json
 from .keys import KEY, as_numpy, file_keys
 
 VERSION = "v1"
@@ -62,12 +61,12 @@ def namespace(
     out (the same bytes elsewhere hit); its identity is in. `columns`: what the namespace
     holds, the score columns unless said (a racing round holds its own, `ROUND_RESULTS`);
     `tag`: what else sets them apart (the round): other columns or tag, another namespace."""
-    text = json.dumps(_about(cfg, student, columns, tag), sort_keys=True, default=str)
+    text = json.dumps(about(cfg, student, columns, tag), sort_keys=True, default=str)
     digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
     return join(cfg.cache, f"{VERSION}-{digest}")
 
 
-def _about(cfg: CurateConfig, student: StudentIdentity, columns, tag: str = "") -> dict:
+def about(cfg: CurateConfig, student: StudentIdentity, columns, tag: str = "") -> dict:
     return {
         **({"tag": tag} if tag else {}),
         "scoring_version": SCORING_VERSION,
@@ -82,6 +81,15 @@ def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
     """The types a part of this namespace holds: the key and the scorer's own types."""
     types = {f.name: f for f in (*result_schema(cfg.score.windows), *ROUND_SCHEMA)}
     return pa.schema([pa.field(KEY, pa.binary(16)), *(types[c] for c in columns)])
+
+
+def located(
+    cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None, tag: str = ""
+) -> tuple[str, pa.Schema]:
+    """The namespace (of `columns` and `tag`, see `namespace`) and the schema its rows hold;
+    nothing written (writer.open_namespace declares it)."""
+    columns = columns or result_columns(cfg.score)
+    return namespace(cfg, student, columns, tag), expected_schema(cfg, columns)
 
 
 def schema_text(schema: pa.Schema) -> str:
@@ -116,32 +124,6 @@ class View:
         """Where rows live, numbered as the index numbers them: data files, then parts."""
         files = [join(self.namespace, f) for f, _ in (self.generation or {}).get("files", [])]
         return files + self.parts
-
-
-def open_namespace(
-    cfg: CurateConfig,
-    student: StudentIdentity,
-    write: bool = True,
-    columns: list[str] | None = None,
-    tag: str = "",
-) -> tuple[str, pa.Schema]:
-    """The namespace (of `columns` and `tag`, see `namespace`) and the columns its rows
-    hold; its settings.json written the first time. Take its `view` once registered as its
-    reader (`compact.reading`)."""
-    columns = columns or result_columns(cfg.score)
-    ns = namespace(cfg, student, columns, tag)
-    schema = expected_schema(cfg, columns)
-    if write and read_text(join(ns, "settings.json")) is None:
-        about = {**_about(cfg, student, columns, tag), "student": student.name}
-        declare(ns, schema, {**about, "identity": student.record()})
-    return ns, schema
-
-
-def declare(ns: str, schema: pa.Schema, about: dict | None = None) -> None:
-    """Write the namespace's settings.json: what its scores depend on (`about`) and the
-    schema every part and data file of it holds."""
-    body = {**(about or {}), "schema": schema_text(schema)}
-    write_text(join(ns, "settings.json"), redact(json.dumps(body, indent=2, default=str)))
 
 
 def view(ns: str, expected: pa.Schema | None = None) -> View:
@@ -289,27 +271,3 @@ def keys_array(keys: np.ndarray) -> pa.Array:
     return pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(16), len(keys), [None, pa.py_buffer(keys.tobytes())]
     )
-
-
-_append_failed: set[str] = set()  # namespaces this process could not append to
-
-
-def append(ns: str, table: pa.Table, columns: list[str]) -> None:
-    """Append the freshly scored rows of a call (not rejected, not reused) to the cache:
-    their key and `columns`, as a new part (the writer is `sink.Sink`). A store that refuses
-    it (full, read-only) costs the cache these rows, said once, never the night."""
-    fresh = table.filter(
-        pc.and_(pc.is_null(table.column("reject_reason")), pc.invert(table.column("reused")))
-    )
-    if not fresh.num_rows:
-        return
-    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
-    try:
-        write_table(fresh.select([KEY, *columns]), join(ns, "parts", name))
-    except OSError as err:
-        if ns not in _append_failed:
-            _append_failed.add(ns)
-            LOG.warning(
-                f"the score cache {redact(ns)} refused new scores ({type(err).__name__}: "
-                f"{str(err)[:200]}): the run goes on, these rows will be scored again next time"
-            )

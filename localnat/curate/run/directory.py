@@ -16,9 +16,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from ...logs import LOG, native_noise_dropped
-from ..cache.compact import reading
 from ..cache.lookup import shared_view
-from ..cache.namespace import open_namespace, view
+from ..cache.namespace import view
+from ..cache.writer import open_namespace, reading
 from ..inputs.plan import InputPlan
 from ..job_config import CurateConfig
 from ..storage import join

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..cache.namespace import append
+from ..cache.writer import append
 from ..signals import REJECT_COLUMNS
 from .nodes import check_this_node_sees
 from .outputs import write

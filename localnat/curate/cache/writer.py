@@ -1,6 +1,10 @@
-"""Compaction of a score cache namespace: a year of nights stays a bounded number of objects
-(docs/method.md §10).
+"""The one writer of a score cache namespace (docs/method.md §10): its settings.json, a
+night's parts (appended by the sink), the reader's registration, and compaction, which
+keeps a year of nights a bounded number of objects.
 
+    settings.json               what its scores depend on, and the schema its files hold
+    parts/<time>-<uuid>.parquet cache_key + scores of one call's freshly scored rows
+    readers/<owner>.json        the runs reading it now (leases, run/lease.py)
     generations/g000008.json    the commit: its data files (with rows), index, the parts it
                                 absorbed
     gen/g000008/data-*.parquet  cache_key + scores, in the order rows were written (a night's
@@ -27,16 +31,29 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ...logs import LOG
 from ...redact import redact
+from ..job_config import CurateConfig
+from ..run.identity import StudentIdentity
 from ..run.lease import Lease, RunBusy, holders
-from ..storage import delete, filesystem, join, list_files, move, write_text
+from ..storage import (
+    delete,
+    filesystem,
+    join,
+    list_files,
+    move,
+    read_text,
+    write_table,
+    write_text,
+)
 from . import namespace as cache
 from .keys import KEY, as_numpy, file_keys, member
 from .namespace import (
@@ -46,12 +63,61 @@ from .namespace import (
     keys_array,
     latest_generation,
     load_index,
+    located,
     part_problem,
+    schema_text,
     view,
 )
 
 ROW_GROUP = 4096  # rows a reader reads to serve a hit of a data file
 DROP_AFTER_S = 3600.0  # an unreadable part this old is not a write in flight: set aside
+
+
+def open_namespace(
+    cfg: CurateConfig,
+    student: StudentIdentity,
+    columns: list[str] | None = None,
+    tag: str = "",
+) -> tuple[str, pa.Schema]:
+    """The namespace (`namespace.located`) with its settings.json written the first time.
+    Take its `view` once registered as its reader (`reading`)."""
+    ns, schema = located(cfg, student, columns, tag)
+    if read_text(join(ns, "settings.json")) is None:
+        columns = schema.names[1:]
+        about = {**cache.about(cfg, student, columns, tag), "student": student.name}
+        declare(ns, schema, {**about, "identity": student.record()})
+    return ns, schema
+
+
+def declare(ns: str, schema: pa.Schema, about: dict | None = None) -> None:
+    """Write the namespace's settings.json: what its scores depend on (`about`) and the
+    schema every part and data file of it holds."""
+    body = {**(about or {}), "schema": schema_text(schema)}
+    write_text(join(ns, "settings.json"), redact(json.dumps(body, indent=2, default=str)))
+
+
+_append_failed: set[str] = set()  # namespaces this process could not append to
+
+
+def append(ns: str, table: pa.Table, columns: list[str]) -> None:
+    """Append the freshly scored rows of a call (not rejected, not reused) to the cache:
+    their key and `columns`, as a new part (the writer is `sink.Sink`). A store that refuses
+    it (full, read-only) costs the cache these rows, said once, never the night."""
+    fresh = table.filter(
+        pc.and_(pc.is_null(table.column("reject_reason")), pc.invert(table.column("reused")))
+    )
+    if not fresh.num_rows:
+        return
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}.parquet"
+    try:
+        write_table(fresh.select([KEY, *columns]), join(ns, "parts", name))
+    except OSError as err:
+        if ns not in _append_failed:
+            _append_failed.add(ns)
+            LOG.warning(
+                f"the score cache {redact(ns)} refused new scores ({type(err).__name__}: "
+                f"{str(err)[:200]}): the run goes on, these rows will be scored again next time"
+            )
 
 
 @contextmanager
