@@ -49,7 +49,7 @@ from ..storage import filesystem, join, list_files, read_json
 from .keys import KEY, as_numpy, file_keys
 
 VERSION = "v1"
-PART_BOUND = 64  # parts a namespace holds before the night's end folds them (compact.py)
+PART_BOUND = 64  # parts a namespace holds before the night's end folds them (writer.py)
 # A call of cache hits carries about this many response tokens: writing them is cheap.
 HIT_CALL_TOKENS = 2_000_000
 
