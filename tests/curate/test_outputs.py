@@ -90,3 +90,22 @@ def test_overwrite_deletes_the_manifest_first_and_run_json_last(tmp_path, monkey
     monkeypatch.setattr(outputs, "delete", lambda uri: order.append(Path(uri).name) or real(uri))
     outputs.prepare_overwrite(str(run))
     assert order[0] == "manifest.json" and order[-1] == "_run.json" and len(order) == 4
+
+
+def test_the_run_writes_only_inside_its_directory(tmp_path):
+    """Every write and delete of a run goes through outputs.py by a name inside one of the
+    run's directories: a name that would leave it is refused, and nothing is touched."""
+    from localnat.curate.run.outputs import remove, write
+
+    run = tmp_path / "out" / "r1"
+    (tmp_path / "out" / "other").mkdir(parents=True)
+    (tmp_path / "out" / "other" / "keep.json").write_text("{}")
+    assert write(str(run), "selected/f000000.json", "{}").endswith("r1/selected/f000000.json")
+    for name in ("../other/keep.json", "/etc/x", "s3://b/k", "a//b", "./x", "", "x/.."):
+        with pytest.raises(ValueError, match="not a path inside"):
+            write(str(run), name, "{}")
+        with pytest.raises(ValueError, match="not a path inside"):
+            remove(str(run), name)
+    assert (tmp_path / "out" / "other" / "keep.json").read_text() == "{}"
+    remove(str(run), "selected")  # a folder: every file under it
+    assert not list((run / "selected").glob("*"))
