@@ -73,13 +73,7 @@ def leaderboard(
         "warning": _warning(n_matched, n_prompts, min_share),
         "bootstrap": {"n": n_boot, "seed": seed, "level": 0.95},
         "signals_computed": keys,
-        "per_teacher": {
-            t: {
-                "n_responses": int((df["teacher"] == t).sum()),
-                "n_prompts": int(answered[t].sum()),
-            }
-            for t in teachers
-        },
+        "per_teacher": _counts(df, teachers, answered),
     }
     _accuracy(df, out)
 
@@ -108,6 +102,14 @@ def leaderboard(
         out["per_teacher"][t]["same_family_as_student"] = bool(family and family in t.lower())
     _rank_correlation(out, oriented)
     return out
+
+
+def _counts(df: pd.DataFrame, teachers: list[str], answered: pd.DataFrame) -> dict:
+    """Per teacher, its responses and the prompts it answered."""
+    return {
+        t: {"n_responses": int((df["teacher"] == t).sum()), "n_prompts": int(answered[t].sum())}
+        for t in teachers
+    }
 
 
 def _per_prompt(df: pd.DataFrame, keys) -> tuple[list[str], dict]:
