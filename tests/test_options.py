@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localnat.curate.job_config import CurateConfig
+from localnat.curate.job_config import DEMO, CurateConfig
 from localnat.curate.run.identity import StudentIdentity
 from localnat.curate.run.resume import run_identity
 from localnat.fields import OptionError
@@ -77,14 +77,23 @@ def test_python_callers_get_the_same_checks():
     assert ScoreConfig(windows=("k2", 0.5)).windows == (Window(k=2), Window(w=0.5))
 
 
-def test_policies_live_in_the_config():
-    # no GPUs for the actors: the students run on CPU, whoever builds the config
-    assert CurateConfig().score.device == "cpu"
-    assert CurateConfig().cpus_per_actor == 0.5
-    gpu = CurateConfig(gpus_per_actor=1.0)
+def test_policies_live_in_the_config_and_are_decided_once():
+    """`resolved` decides every policy default once (run_job calls it first): no GPUs for
+    the actors, the students run on CPU, whoever builds the config; building validates only."""
+    plain = CurateConfig()
+    assert plain.cpus_per_actor is None and plain.call_tokens is None  # validated, not decided
+    cfg = plain.resolved()
+    assert cfg.score.device == "cpu" and cfg.cpus_per_actor == 0.5 and cfg.call_tokens == 8192
+    assert cfg.inputs == (str(DEMO),) and cfg.correct_column == "is_correct"  # the first run
+    assert cfg.resolved() == cfg
+    gpu = CurateConfig(gpus_per_actor=1.0).resolved()
     assert gpu.score.device == "auto" and gpu.cpus_per_actor == 1.0
-    assert parse_config([]).score.device == "cpu"
-    assert parse_config(["--gpus-per-actor", "1"]).cpus_per_actor == 1.0
+    assert gpu.call_tokens == 1_000_000
+    assert parse_config([]).resolved().score.device == "cpu"
+    assert parse_config(["--gpus-per-actor", "1"]).resolved().cpus_per_actor == 1.0
+    given = CurateConfig(inputs=("a.parquet",), call_tokens=5, cpus_per_actor=2.0).resolved()
+    assert (given.inputs, given.correct_column, given.call_tokens) == (("a.parquet",), None, 5)
+    assert given.cpus_per_actor == 2.0
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".toml"])

@@ -22,9 +22,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -49,21 +47,16 @@ from .run.progress import check_cpus
 from .run.student_checks import identify_student
 from .storage import join, read_text
 
-DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
-
 
 def run_job(cfg: CurateConfig) -> dict:
     """Run (or resume, or report a complete) curation job; returns its manifest with the
     terminal summary under "report" (a dry run: what it would do)."""
     with _arrow_pool(), scoped(cfg.verbose):  # the caller's logging and environment after
-        return _run_job(cfg)
+        return _run_job(cfg.resolved())
 
 
 def _run_job(cfg: CurateConfig) -> dict:
     started = time.time()
-    if not cfg.inputs:
-        # The first run: the bundled demo slice, graded, with the offline student.
-        cfg = replace(cfg, inputs=(str(DEMO),), correct_column=cfg.correct_column or "is_correct")
     now = datetime.now(timezone.utc)
     output = cfg.output.replace("{date}", now.strftime("%Y-%m-%d"))
     run_dir = join(output, cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ"))

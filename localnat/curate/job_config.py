@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 from ..fields import CHOICE, ROWS, OptionError, check_fields, declared, flag_name, option
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
 from .inputs.formats import FORMATS
 from .signals import SIGNALS
+
+DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
 
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -232,24 +235,19 @@ class CurateConfig:
                 "built). Use 1 (a student that fits one GPU with --batch-tokens: README "
                 "'Big students'), or 0.5 to pack two small ones"
             )
-        if self.call_tokens is None:
-            object.__setattr__(self, "call_tokens", 1_000_000 if self.gpus_per_actor else 8192)
         if self.max_response_tokens is not None and self.max_response_tokens < 1:
             raise OptionError("max-response-tokens: must be >= 1")
-        if self.call_tokens < 1 or self.no_progress_timeout < 0 or self.gpu_wait < 0:
-            raise OptionError("call-tokens: must be >= 1; no-progress-timeout, gpu-wait: >= 0")
-        if self.cpus_per_actor is None:
-            object.__setattr__(self, "cpus_per_actor", 1.0 if self.gpus_per_actor else 0.5)
-        if self.cpus_per_actor <= 0:
+        if self.no_progress_timeout < 0 or self.gpu_wait < 0:
+            raise OptionError("no-progress-timeout, gpu-wait: must be >= 0")
+        if self.call_tokens is not None and self.call_tokens < 1:
+            raise OptionError("call-tokens: must be >= 1")
+        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
             raise OptionError("cpus-per-actor: must be > 0")
         if self.gpus_per_actor == 0 and self.score.device.startswith("cuda"):
             raise OptionError(
                 f"device: {self.score.device} needs GPUs, and the actors get none "
                 "(--gpus-per-actor 0); set --gpus-per-actor, or --device cpu"
             )
-        if self.gpus_per_actor == 0 and self.score.device == "auto":
-            # Actors without a GPU must not grab one that Ray did not give them.
-            object.__setattr__(self, "score", replace(self.score, device="cpu"))
         if self.run_id is not None and not _SAFE_ID.fullmatch(self.run_id):
             raise OptionError(
                 f"run-id: one path segment of letters, digits, '.', '_', '-' that starts with "
@@ -321,6 +319,26 @@ class CurateConfig:
             )
         if self.select_by == "random":
             raise OptionError("select-by random ranks nothing: rank by a signal (--rank-teachers)")
+
+    def resolved(self) -> CurateConfig:
+        """The configuration a run uses, every default a policy decides decided once, before
+        Ray starts (the CLI, a config file and a notebook all come through `run_job`): the
+        bundled demo slice, graded, when no input is given; the call size and the actors'
+        CPUs from whether they get GPUs; the CPU for actors without a GPU (they must not
+        grab one Ray did not give them)."""
+        gpu, demo = self.gpus_per_actor > 0, not self.inputs
+        score, decided = self.score, {}
+        if not gpu and score.device == "auto":
+            decided["score"] = replace(score, device="cpu")
+        if demo:
+            decided["inputs"] = (str(DEMO),)
+            if self.correct_column is None:
+                decided["correct_column"] = "is_correct"
+        if self.call_tokens is None:
+            decided["call_tokens"] = 1_000_000 if gpu else 8192
+        if self.cpus_per_actor is None:
+            decided["cpus_per_actor"] = 1.0 if gpu else 0.5
+        return replace(self, **decided)
 
     def settings(self, *kinds: str) -> dict:
         """The options declared to change `kinds` (SCORES, ROWS, CHOICE), the job's and the

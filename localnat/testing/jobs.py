@@ -14,8 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..curate.job import DEMO  # noqa: F401 - a fixture of the tests too
-from ..curate.job_config import CurateConfig
+from ..curate.job_config import (
+    DEMO,  # noqa: F401 - a fixture of the tests too
+    CurateConfig,
+)
 from ..curate.storage import read_parquet_dir
 from ..options import parse_config
 from .students import SAMPLE_DIR

@@ -53,8 +53,8 @@ def test_reading_actors_fit_a_small_machine(monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert reading_actors(CurateConfig(actors=2)) == 1  # two cores, two scoring actors
-    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0)) == 1
+    assert reading_actors(CurateConfig(actors=2).resolved()) == 1  # two cores, two scoring actors
+    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0).resolved()) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 32)
-    assert reading_actors(CurateConfig(actors=2)) == 4  # two per scoring actor
-    assert reading_actors(CurateConfig(actors=2, ray_address="auto")) == 4  # a cluster's
+    assert reading_actors(CurateConfig(actors=2).resolved()) == 4  # two per scoring actor
+    assert reading_actors(CurateConfig(actors=2, ray_address="auto").resolved()) == 4
