@@ -23,6 +23,33 @@ _IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
 
 
 @dataclass(frozen=True)
+class Reading:
+    """What reading a row takes, and all the reading functions get: the input columns by
+    role (`CurateConfig.columns`), the format, the rows per commit chunk, the column of
+    given steps and the longest text a field may hold."""
+
+    columns: dict[str, str]
+    input_format: str = "auto"
+    commit_rows: int = 1000
+    step_column: str | None = None
+    max_chars: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Calling:
+    """What the actors take to tokenize, pack and score calls, and all they get besides
+    the rows' `Reading`: the scorer's config, the call size, the cap on a response's tokens,
+    the scoring actors (a CPU actor's share of the cores), their GPUs and Ray's verbosity."""
+
+    score: ScoreConfig
+    call_tokens: int
+    max_response_tokens: int | None
+    actors: int
+    gpus_per_actor: float
+    verbose: bool
+
+
+@dataclass(frozen=True)
 class CurateConfig:
     """The curation job (README "Options"); see each field's help."""
 
@@ -349,6 +376,29 @@ class CurateConfig:
             cuda = self.gpus_per_actor > 0 or self.score.device.startswith("cuda")
             out["dtype"] = "bfloat16" if cuda else "float32"
         return out
+
+    @property
+    def reading(self) -> Reading:
+        return Reading(
+            self.columns,
+            self.input_format,
+            self.commit_rows,
+            self.score.step_column,
+            self.score.max_chars,
+        )
+
+    @property
+    def calling(self) -> Calling:
+        """Of a `resolved` config (the call size is decided there)."""
+        assert self.call_tokens is not None, "calling: resolve the config first"
+        return Calling(
+            self.score,
+            self.call_tokens,
+            self.max_response_tokens,
+            self.actors,
+            self.gpus_per_actor,
+            self.verbose,
+        )
 
     @property
     def columns(self) -> dict[str, str]:

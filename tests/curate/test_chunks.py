@@ -34,14 +34,14 @@ def test_rows_are_grouped_into_commit_chunks_in_file_order(tmp_path):
                 "skip": pa.array([[]], pa.list_(pa.int64())),
             }
         )
-        rows = chunks_of(read_files(item.to_pylist(), cfg))
+        rows = chunks_of(read_files(item.to_pylist(), cfg.reading))
         assert [r["chunk"] for r in rows] == [i // 3 for i in range(n)]
         ends = [(r["chunk"], r["chunk_rows"], r["last_chunk"]) for r in rows if r["chunk_rows"]]
         assert ends == [(c, k, c == len(expect) - 1) for c, k in enumerate(expect)]
         # chunks committed earlier are read past, not emitted
         item = item.set_column(3, "skip", pa.array([[0, len(expect) - 1]], pa.list_(pa.int64())))
         skipped = [1, 1, 1] if n == 7 else []
-        assert [r["chunk"] for r in chunks_of(read_files(item.to_pylist(), cfg))] == skipped
+        assert [r["chunk"] for r in chunks_of(read_files(item.to_pylist(), cfg.reading))] == skipped
 
 
 def test_a_truncated_gzip_keeps_the_rows_it_could_read(tmp_path):
@@ -58,7 +58,8 @@ def test_a_truncated_gzip_keeps_the_rows_it_could_read(tmp_path):
             "skip": pa.array([[]], pa.list_(pa.int64())),
         }
     )
-    rows = chunks_of(read_files(item.to_pylist(), CurateConfig(correct_column="is_correct")))
+    graded = CurateConfig(correct_column="is_correct").reading
+    rows = chunks_of(read_files(item.to_pylist(), graded))
     read = [r for r in rows if r["reject_reason"] is None]
     assert 1 <= len(read) < len(df)
     assert rows[-1]["reject_reason"].startswith(f"unreadable file: rows from {len(read)} on")
@@ -85,9 +86,9 @@ def test_a_storage_error_fails_the_read_and_a_corrupt_file_is_a_reject(tmp_path,
     )
     monkeypatch.setattr(chunks, "read_rows", rows_then(OSError("connection reset")))
     with pytest.raises(OSError, match="connection reset"):  # retried/resumed, never committed
-        list(read_files(item.to_pylist(), CurateConfig()))
+        list(read_files(item.to_pylist(), CurateConfig().reading))
     monkeypatch.setattr(chunks, "read_rows", rows_then(EOFError("gzip ends early")))
-    rows = chunks_of(read_files(item.to_pylist(), CurateConfig()))
+    rows = chunks_of(read_files(item.to_pylist(), CurateConfig().reading))
     assert rows[0]["reject_reason"] is None
     assert rows[1]["reject_reason"].startswith("unreadable file: rows from 1 on not read")
 
@@ -148,7 +149,8 @@ def test_files_are_read_by_their_bytes_not_their_names(tmp_path):
     (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(text.encode())[:1500])
     for name in ("cut.arrow", "cut.jsonl.gz"):
         uri = str(tmp_path / name)
-        rows = chunks_of(read_files([{"file_index": 0, "uri": uri, "root": uri}], CurateConfig()))
+        whole = [{"file_index": 0, "uri": uri, "root": uri}]
+        rows = chunks_of(read_files(whole, CurateConfig().reading))
         ok = [r for r in rows if r["reject_reason"] is None]
         assert 0 < len(ok) < 300 and len(rows) == len(ok) + 1, name
         reason = rows[-1]["reject_reason"]

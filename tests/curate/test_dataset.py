@@ -32,7 +32,7 @@ def test_a_row_read_back_must_be_the_row_scored(tmp_path):
     ]
     uri = str(tmp_path / "a.parquet")
     pq.write_table(pa.Table.from_pylist(rows), uri)
-    scored = [content(rows[i], {}, cfg) for i in (1, 3)]
+    scored = [content(rows[i], {}, cfg.reading) for i in (1, 3)]
     chosen = pa.Table.from_pylist(
         [
             {"_row": i, "_content": c, "_prompt": p, "prompt_id": str(i)}
@@ -69,7 +69,7 @@ def test_a_selected_row_is_also_its_conversation_verbatim(tmp_path):
     uri = str(tmp_path / "a.parquet")
     pq.write_table(pa.Table.from_pylist([row]), uri)
     cfg = CurateConfig()
-    c, p = content(row, {}, cfg)
+    c, p = content(row, {}, cfg.reading)
     chosen = pa.Table.from_pylist(
         [{"_row": 0, "_content": c, "_prompt": p} | {name: 0 for name in SELECTED_COLUMNS}]
     )

@@ -73,7 +73,8 @@ def rows_read(uri: str, cfg=None) -> list[dict]:
     from localnat.curate.inputs.chunks import read_files
     from localnat.curate.job_config import CurateConfig
 
-    pieces = list(read_files([{"file_index": 0, "uri": uri, "root": uri}], cfg or CurateConfig()))
+    reading = (cfg or CurateConfig()).reading
+    pieces = list(read_files([{"file_index": 0, "uri": uri, "root": uri}], reading))
     keep = ["row_number", "prompt_id", "teacher", "prompt", "response", "reject_reason"]
     return pa.concat_tables(pieces).select(keep).to_pylist()
 

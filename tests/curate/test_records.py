@@ -15,7 +15,7 @@ def test_missing_or_nan_prompt_ids_fall_back_to_the_prompt_hash():
         (3, {"prompt": "B?", "response": "w.", "teacher": "u", "prompt_id": " "}),
         (4, {"prompt": "C?", "response": "v.", "teacher": "u", "prompt_id": 7}),
     ]
-    ids = normalize(rows, "f.jsonl", 0, {}, cfg).column("prompt_id").to_pylist()
+    ids = normalize(rows, "f.jsonl", 0, {}, cfg.reading).column("prompt_id").to_pylist()
     assert ids[0] == ids[2] != ids[1] == ids[3] and ids[4] == "7"
     assert all(i.startswith("p-") for i in ids[:4]) and "nan" not in ids
 
@@ -68,7 +68,7 @@ def test_prompt_ids_are_one_id_by_value_across_parquet_arrow_and_jsonl(tmp_path,
     assert "integer in 1 files (e.g. " in text and "a.parquet" in text
     assert "float in 1 files" in text and "float/integer/text in 1 files" in text
     files = [{"file_index": i, "uri": u, "root": r} for i, u, r in planned.files]
-    table = pa.concat_tables(read_files(files, cfg)).to_pandas()
+    table = pa.concat_tables(read_files(files, cfg.reading)).to_pandas()
     assert table["reject_reason"].isna().all()
     ids = table.groupby("teacher")["prompt_id"].apply(list).to_dict()
     assert ids["a"] == ["1", "2", "3"] and ids["b"][:3] == ["1", "2", "3"]
@@ -87,5 +87,5 @@ def test_a_prompt_id_that_is_not_valid_utf8_rejects_its_row():
     from localnat.curate.job_config import CurateConfig
 
     rec = {"prompt_id": "bad\udc80id", "prompt": "Q?", "response": "A.", "teacher": "t"}
-    (row,) = normalize([(0, rec)], "x.jsonl", 0, {}, CurateConfig()).to_pylist()
+    (row,) = normalize([(0, rec)], "x.jsonl", 0, {}, CurateConfig().reading).to_pylist()
     assert row["reject_reason"] == "prompt_id is not valid UTF-8 (unpaired surrogate)"

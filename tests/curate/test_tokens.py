@@ -10,12 +10,13 @@ def test_max_response_tokens_rejects_longer_responses_with_a_reason(tiny_student
     from localnat.curate.run.tokens import Tokenize
 
     df = sample(300).head(3)
-    table = normalize(list(enumerate(df.to_dict("records"))), "f.parquet", 0, {}, CurateConfig())
+    rows = list(enumerate(df.to_dict("records")))
+    table = normalize(rows, "f.parquet", 0, {}, CurateConfig().reading)
     cfg = CurateConfig(score=ScoreConfig(student=tiny_student), max_response_tokens=40)
-    out = Tokenize(cfg)(table)
+    out = Tokenize(cfg.score, cfg.max_response_tokens)(table)
     n = [
         len(ids) if ids else 0
-        for ids in Tokenize(CurateConfig(score=ScoreConfig(student=tiny_student)))(table)
+        for ids in Tokenize(ScoreConfig(student=tiny_student), None)(table)
         .column("response_ids")
         .to_pylist()
     ]

@@ -155,7 +155,7 @@ def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
     for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS, only=rows):
         for index, rec in chunk:
             s = rows[index]
-            if not isinstance(rec, dict) or content(rec, hive, cfg) != (
+            if not isinstance(rec, dict) or content(rec, hive, cfg.reading) != (
                 s.pop("_content"),
                 s.pop("_prompt"),
             ):

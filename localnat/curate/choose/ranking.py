@@ -24,7 +24,7 @@ from ..inputs.chunks import content_error
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import InputPlan, hive_columns
 from ..inputs.records import prompt_id
-from ..job_config import CurateConfig
+from ..job_config import CurateConfig, Reading
 from ..run.directory import Executed, Run
 from ..run.passes import rank_pass
 from ..signals import SIGNALS
@@ -38,7 +38,7 @@ def ranked(run: Run) -> tuple[Executed, Reduced, dict]:
     """Score block after block until the stop; the blocks' passes as one, the reduce over
     every block scored, and what the ranking did (`ranking` in the manifest)."""
     cfg = run.cfg
-    rows = prompt_rows(run.plan, cfg)
+    rows = row_prompts(run.plan, cfg.reading)
     done, parts = [], []
 
     def scored(b: int, block: list[str]) -> Reduced:
@@ -84,19 +84,20 @@ def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple
     return reduced, record
 
 
-def prompt_rows(plan: InputPlan, cfg: CurateConfig) -> pd.DataFrame:
+def row_prompts(plan: InputPlan, reading: Reading) -> pd.DataFrame:
     """Every input row's (file_index, row_number, prompt_id): prompt_id None where the row
     has neither an id nor a prompt (the scores pass rejects it), row_number None for a file
     whose ids cannot be read (it is read whole, and rejected, with the first block)."""
 
     def one(item) -> list[tuple]:
         index, uri, root = item
-        hive, wanted = hive_columns(uri, root), [cfg.prompt_id_column, cfg.prompt_column]
+        cols = reading.columns
+        hive, wanted = hive_columns(uri, root), [cols["prompt_id"], cols["prompt"]]
         out = []
         try:
-            for piece in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS):
+            for piece in read_rows(uri, reading.input_format, wanted, READ_CHUNK_ROWS):
                 out += [
-                    (index, n, None if isinstance(rec, str) else prompt_id(rec, hive, cfg))
+                    (index, n, None if isinstance(rec, str) else prompt_id(rec, hive, reading))
                     for n, rec in piece
                 ]
         except Exception as err:  # noqa: BLE001 - its rows and reason come from the pass

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from ..job_config import CurateConfig
+from ..job_config import Reading
 from .formats import READ_CHUNK_ROWS, read_rows
 from .plan import hive_columns
 from .records import file_reject, normalize
@@ -30,26 +30,27 @@ def content_error(err: BaseException) -> bool:
     return isinstance(err, BAD_FILE)
 
 
-def read_files(files: list[dict], cfg: CurateConfig) -> Iterator[pa.Table]:
+def read_files(files: list[dict], reading: Reading) -> Iterator[pa.Table]:
     """Read + validate `files` (file_index, uri, root, skip, rows each), in order, in commit
-    chunks of `cfg.commit_rows` rows (see `Chunker`). Chunks in `skip` were committed by an
+    chunks of `reading.commit_rows` rows (see `Chunker`). Chunks in `skip` were committed by an
     earlier attempt: their rows are read past, not emitted. An unreadable file (or the
     unreadable rest of one) becomes one reject row after the rows read. With `rows` (racing's
     exact pass) only those rows are read, chunked among themselves."""
-    wanted = [*cfg.columns.values()] + ([cfg.score.step_column] if cfg.score.step_column else [])
+    step = [reading.step_column] if reading.step_column else []
+    wanted = [*reading.columns.values(), *step]
     for item in files:
         index, uri = item["file_index"], item["uri"]
         only = None if item.get("rows") is None else set(item["rows"])
         hive = hive_columns(uri, item["root"])
         chunker = Chunker(
-            cfg.commit_rows,
+            reading.commit_rows,
             set(item.get("skip") or ()),
             lambda rows, uri=uri, index=index, hive=hive: _normalize_piece(
-                rows, uri, index, hive, cfg
+                rows, uri, index, hive, reading
             ),
         )
         try:
-            for rows in read_rows(uri, cfg.input_format, wanted, READ_CHUNK_ROWS, only):
+            for rows in read_rows(uri, reading.input_format, wanted, READ_CHUNK_ROWS, only):
                 for row in rows:
                     yield from chunker.add(row)
         except (*BAD_FILE, OSError) as err:  # a corrupt file is a reject row; I/O is raised
@@ -94,19 +95,19 @@ class Chunker:
             self.pending = []  # rows of a committed chunk: read past
 
 
-def _normalize_piece(rows: list, uri: str, index: int, hive: dict, cfg) -> pa.Table:
+def _normalize_piece(rows: list, uri: str, index: int, hive: dict, reading) -> pa.Table:
     """Rows of one file -> WORK_SCHEMA; a row index of None is the file's reject row."""
     tables, run = [], []
     for row in rows:
         if row[0] is None:
             if run:
-                tables.append(normalize(run, uri, index, hive, cfg))
+                tables.append(normalize(run, uri, index, hive, reading))
                 run = []
             tables.append(file_reject(uri, index, row[1]))
         else:
             run.append(row)
     if run:
-        tables.append(normalize(run, uri, index, hive, cfg))
+        tables.append(normalize(run, uri, index, hive, reading))
     return pa.concat_tables(tables)
 
 

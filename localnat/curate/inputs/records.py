@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ...redact import redact
 from ...scoring.prepare import check_text
-from ..job_config import CurateConfig
+from ..job_config import Reading
 
 WORK_SCHEMA = pa.schema(
     [
@@ -64,7 +64,7 @@ def file_reject(uri: str, file_index: int, reason: str) -> pa.Table:
     return pa.Table.from_pylist([row], schema=WORK_SCHEMA)
 
 
-def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConfig) -> pa.Table:
+def normalize(rows: list, uri: str, file_index: int, hive: dict, reading: Reading) -> pa.Table:
     """(row index, record | error) pairs from `io.read_rows` -> a WORK_SCHEMA table."""
     out = []
     shown = redact(uri)
@@ -79,28 +79,28 @@ def normalize(rows: list, uri: str, file_index: int, hive: dict, cfg: CurateConf
             out.append({**row, "reject_reason": rec})
             continue
         try:
-            out.append({**row, **_fields({**hive, **rec}, cfg)})
+            out.append({**row, **_fields({**hive, **rec}, reading)})
         except Exception as err:  # noqa: BLE001 - an odd value rejects its row, not the file
             out.append({**row, "reject_reason": f"unreadable row: {type(err).__name__}: {err}"})
     return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
 
 
-def content(rec: dict, hive: dict, cfg: CurateConfig) -> tuple[int | None, str | None]:
+def content(rec: dict, hive: dict, reading: Reading) -> tuple[int | None, str | None]:
     """A raw record's (content_hash, prompt_key), as the scores pass computed them when it
     read the record (None for a row it would reject)."""
-    row = _fields({**hive, **rec}, cfg)
+    row = _fields({**hive, **rec}, reading)
     return row.get("content_hash"), row.get("prompt_key")
 
 
-def _fields(rec: dict, cfg: CurateConfig) -> dict:
-    cols = cfg.columns
-    step_col = cfg.score.step_column
+def _fields(rec: dict, reading: Reading) -> dict:
+    cols = reading.columns
+    step_col = reading.step_column
     reasons, texts = [], {}
     for role in ("prompt", "response"):
         if cols[role] not in rec:
             reasons.append(f"missing field {cols[role]!r}")
             continue
-        text, err = check_text(rec[cols[role]], role, cfg.score.max_chars)
+        text, err = check_text(rec[cols[role]], role, reading.max_chars)
         texts[role] = text if text is not None else _show(rec[cols[role]])
         if err:
             reasons.append(err)
@@ -139,12 +139,12 @@ def _fields(rec: dict, cfg: CurateConfig) -> dict:
     return row
 
 
-def prompt_id(rec: dict, hive: dict, cfg: CurateConfig) -> str | None:
+def prompt_id(rec: dict, hive: dict, reading: Reading) -> str | None:
     """A raw record's prompt id as the scores pass computes it (its id column by value, else
     the hash of its prompt text; None when it has neither): what groups its prompt's rows
     before any row is scored."""
-    rec, cols = {**hive, **rec}, cfg.columns
-    prompt, _ = check_text(rec.get(cols["prompt"]), "prompt", cfg.score.max_chars)
+    rec, cols = {**hive, **rec}, reading.columns
+    prompt, _ = check_text(rec.get(cols["prompt"]), "prompt", reading.max_chars)
     return _prompt_id(rec.get(cols["prompt_id"]), prompt)
 
 

@@ -34,7 +34,7 @@ SAMPLE_ROWS = 2000  # beyond it, a sample of this many rows is
 def dry_run(plan: InputPlan, cfg: CurateConfig, run_dir: str) -> dict:
     try:
         student = identify_student(cfg)
-        predictor = Predictor(cfg, student)
+        predictor = Predictor(cfg.calling, student)
     except (StudentError, InputError, OSError, ValueError) as err:  # no student: no tokens
         student = predictor = None
         cost = {"model_tokens": None, "model_tokens_unknown": str(err)}
@@ -45,7 +45,7 @@ def dry_run(plan: InputPlan, cfg: CurateConfig, run_dir: str) -> dict:
         valid = []
         for index, uri, root in plan.files[group]:
             n = 0
-            for piece in read_files([{"file_index": index, "uri": uri, "root": root}], cfg):
+            for piece in read_files([{"file_index": index, "uri": uri, "root": root}], cfg.reading):
                 n += piece.num_rows
                 if cfg.cache:
                     keys.append(as_numpy(row_keys(piece)))  # valid rows only

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from ...scoring.windows import Window
+from ..job_config import Calling
 
 
 def row_cost(n_prompt: int, n_response: int, n_steps: int, windows: Sequence[Window]) -> int:
@@ -40,7 +41,7 @@ class Predictor:
     packs them (`row_cost`, `--call-tokens`), each call's rows planned (`plan_row`), batched
     (`make_batches`) and counted (`call_cost`) as an actor does."""
 
-    def __init__(self, cfg, student):
+    def __init__(self, calling: Calling, student):
         from transformers import AutoConfig
 
         from ...scoring.api import resolved
@@ -48,14 +49,14 @@ class Predictor:
         from ...scoring.student import context_length, load_tokenizer
         from .identity import checked_load
 
-        score = student.pinned(cfg.score)
+        score = student.pinned(calling.score)
         tokenizer = checked_load(student, lambda: load_tokenizer(score))
         config = AutoConfig.from_pretrained(
             score.student, revision=score.revision, trust_remote_code=score.trust_remote_code
         )
-        self.score = resolved(score, context_length(config), cfg.gpus_per_actor > 0)
+        self.score = resolved(score, context_length(config), calling.gpus_per_actor > 0)
         self.prepare = Preparer(tokenizer, self.score)
-        self.call_tokens, self.max_response = cfg.call_tokens, cfg.max_response_tokens
+        self.call_tokens, self.max_response = calling.call_tokens, calling.max_response_tokens
 
     def group(self, rows: list[dict]) -> int:
         """Model tokens of one group of files' valid rows (prompt, response, steps), in

@@ -31,7 +31,7 @@ from ..cache.lookup import Lookup
 from ..cache.namespace import HIT_CALL_TOKENS
 from ..inputs.chunks import read_files
 from ..inputs.plan import file_groups
-from ..job_config import CurateConfig
+from ..job_config import Calling, CurateConfig, Reading
 from .cost import row_costs
 from .identity import StudentIdentity, checked_load
 from .passes import Pass
@@ -63,7 +63,13 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         Prepare,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={"cfg": cfg, "pass_": pass_, "student": student, "cache": cache},
+        fn_constructor_kwargs={
+            "reading": cfg.reading,
+            "calling": cfg.calling,
+            "pass_": pass_,
+            "student": student,
+            "cache": cache,
+        },
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg)),
@@ -76,7 +82,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={
-            "cfg": cfg,
+            "calling": cfg.calling,
             "pass_": pass_,
             "student": student,
             "cache": cache and cache[0].namespace,
@@ -97,20 +103,22 @@ class Prepare:
     through the sink, and only their counts flow on: a night of hits moves no rows between
     actors."""
 
-    def __init__(self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache=None):
-        setup_logs(cfg.verbose)
-        self.cfg, self.pass_, self.student = cfg, pass_, student
+    def __init__(
+        self, reading: Reading, calling: Calling, pass_: Pass, student: StudentIdentity, cache=None
+    ):
+        setup_logs(calling.verbose)
+        self.reading, self.calling, self.pass_, self.student = reading, calling, pass_, student
         self.sink = Sink(pass_)
         self._tokenize: Tokenize | None = None
         if cache is not None:
-            cache = Lookup.open(cache, list(pass_.results), cfg.max_response_tokens)
+            cache = Lookup.open(cache, list(pass_.results), calling.max_response_tokens)
         self.lookup = cache
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, tokens = [], 0
         hits, hit_tokens = [], 0
         files = [f for row in batch.column("files").to_pylist() for f in json.loads(row)]
-        for piece in read_files(files, self.cfg):
+        for piece in read_files(files, self.reading):
             if self.lookup is not None:
                 found, piece = self.lookup.split(piece)
                 if found.num_rows:
@@ -124,8 +132,8 @@ class Prepare:
             piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
             piece = self.tokenize(piece)
             start = 0
-            for i, cost in enumerate(row_costs(piece, self.cfg.score.windows)):
-                if tokens and tokens + cost > self.cfg.call_tokens:
+            for i, cost in enumerate(row_costs(piece, self.calling.score.windows)):
+                if tokens and tokens + cost > self.calling.call_tokens:
                     pending.append(piece.slice(start, i - start))
                     yield call_row(pending, tokens)
                     pending, tokens, start = [], 0, i
@@ -138,10 +146,9 @@ class Prepare:
 
     def tokenize(self, piece: pa.Table) -> pa.Table:
         if self._tokenize is None:  # transformers and the tokenizer take seconds to load
-            score = self.student.pinned(self.cfg.score)
-            self._tokenize = Tokenize(
-                self.cfg, checked_load(self.student, lambda: load_tokenizer(score))
-            )
+            score = self.student.pinned(self.calling.score)
+            tokenizer = checked_load(self.student, lambda: load_tokenizer(score))
+            self._tokenize = Tokenize(score, self.calling.max_response_tokens, tokenizer)
         return self._tokenize(piece)
 
     def _write_hits(self, hits: list[pa.Table]) -> pa.Table:
@@ -162,10 +169,10 @@ class Score:
     one call (`Calls`) and writes it through the sink, returning the per-chunk counts."""
 
     def __init__(
-        self, cfg: CurateConfig, pass_: Pass, student: StudentIdentity, cache: str | None = None
+        self, calling: Calling, pass_: Pass, student: StudentIdentity, cache: str | None = None
     ):
-        setup_logs(cfg.verbose)
-        self.cfg, self.pass_, self.student = cfg, pass_, student
+        setup_logs(calling.verbose)
+        self.calling, self.pass_, self.student = calling, pass_, student
         self.sink = Sink(pass_, cache)
         self._loading = ThreadPoolExecutor(1).submit(self._load)
         self.name = actor_name()  # which student scored a call (the manifest's rows_per_actor)
@@ -173,13 +180,13 @@ class Score:
     def _load(self) -> Calls:
         import torch
 
-        cfg = self.cfg
-        if cfg.gpus_per_actor == 0 and cfg.score.device in ("cpu", "auto"):
+        calling = self.calling
+        if calling.gpus_per_actor == 0 and calling.score.device in ("cpu", "auto"):
             # Ray sets OMP threads to the actor's (fractional) CPUs; use the machine's share.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.actors))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // calling.actors))
         from ...scoring.api import Scorer  # torch: only in the actors that score
 
-        score = self.student.pinned(cfg.score)
+        score = self.student.pinned(calling.score)
         return Calls(checked_load(self.student, lambda: Scorer(score)), self.pass_)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from ...scoring.config import ScoreConfig
 from ...scoring.prepare import Prepared, Preparer
 from ...scoring.student import load_tokenizer
-from ..job_config import CurateConfig
 
 # column -> Arrow type; step spans are character offsets, the rest token ids and offsets
 TOKEN_COLUMNS = {
@@ -64,10 +64,10 @@ class Tokenize:
     """Tokenize once with offsets, segment, apply the token-to-step rule (docs/method.md
     §1-§3); reject responses over --max-response-tokens."""
 
-    def __init__(self, cfg: CurateConfig, tokenizer=None):
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.score)
-        self.prepare = Preparer(tokenizer, cfg.score)
-        self.max_tokens = cfg.max_response_tokens
+    def __init__(self, score: ScoreConfig, max_tokens: int | None, tokenizer=None):
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(score)
+        self.prepare = Preparer(tokenizer, score)
+        self.max_tokens = max_tokens
 
     def __call__(self, table: pa.Table) -> pa.Table:
         reasons = table.column("reject_reason").to_pylist()
