@@ -40,15 +40,15 @@ def test_a_row_read_back_must_be_the_row_scored(tmp_path):
             for i, (c, p) in zip((1, 3), scored)
         ]
     )
-    records, _ = selected_records(uri, uri, chosen, cfg)
+    records, _ = selected_records(uri, uri, chosen, cfg.reading, cfg.score.system_prompt)
     assert [r["response"] for r in records] == ["A 1.", "A 3."]
     rows[3]["response"] = "A different answer."
     pq.write_table(pa.Table.from_pylist(rows), uri)
     with pytest.raises(InputChanged, match="a.parquet changed .*row 3 is not the row it scored"):
-        selected_records(uri, uri, chosen, cfg)
+        selected_records(uri, uri, chosen, cfg.reading, cfg.score.system_prompt)
     pq.write_table(pa.Table.from_pylist(rows[:2]), uri)
     with pytest.raises(InputChanged, match="1 rows it scored are gone"):
-        selected_records(uri, uri, chosen, cfg)
+        selected_records(uri, uri, chosen, cfg.reading, cfg.score.system_prompt)
 
 
 def test_a_selected_row_is_also_its_conversation_verbatim(tmp_path):
@@ -73,14 +73,14 @@ def test_a_selected_row_is_also_its_conversation_verbatim(tmp_path):
     chosen = pa.Table.from_pylist(
         [{"_row": 0, "_content": c, "_prompt": p} | {name: 0 for name in SELECTED_COLUMNS}]
     )
-    (rec,), renamed = selected_records(uri, uri, chosen, cfg)
+    (rec,), renamed = selected_records(uri, uri, chosen, cfg.reading, cfg.score.system_prompt)
     assert rec["messages"] == [
         {"role": "user", "content": " Q?\n"},
         {"role": "assistant", "content": "Step 1.\n\nSo 4. "},
     ]
     assert rec["input_messages"] == "theirs" and renamed == {"messages": "input_messages"}
     cfg = replace(cfg, score=replace(cfg.score, system_prompt="Think step by step."))
-    (rec,), _ = selected_records(uri, uri, chosen, cfg)
+    (rec,), _ = selected_records(uri, uri, chosen, cfg.reading, cfg.score.system_prompt)
     assert rec["messages"][0] == {"role": "system", "content": "Think step by step."}
     assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
 

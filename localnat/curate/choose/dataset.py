@@ -14,7 +14,7 @@ from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import file_groups, hive_columns
 from ..inputs.records import content, missing
-from ..job_config import CurateConfig
+from ..job_config import Reading
 from ..run.directory import Run
 from ..run.nodes import check_this_node_sees
 from ..run.outputs import remove, write
@@ -50,7 +50,8 @@ def write_selected(run: Run, chosen, reduced: Reduced):
     files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
     out = join(run_dir, "selected")
     groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
-    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, cfg, run.seen)}
+    settings = (cfg.reading, cfg.score.system_prompt)  # what the tasks read rows back with
+    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, settings, run.seen)}
     renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
     as_text = sorted({c for _, _, t in results.values() for c in t})
     schemas = {part: schema for part, (schema, _, _) in results.items()}
@@ -86,13 +87,13 @@ def _where_seen(fn, batch: list, cfg, seen: dict) -> list:
     return fn(batch, cfg)
 
 
-def _write_parts(groups: list, cfg: CurateConfig) -> list:
+def _write_parts(groups: list, settings: tuple[Reading, str | None]) -> list:
     """A part per group of files: [(part, schema, renamed, as_text)]."""
     out = []
     for directory, files in groups:
         records, renamed = [], {}
         for _, uri, root, chosen in files:
-            mine, names = selected_records(uri, root, chosen, cfg)
+            mine, names = selected_records(uri, root, chosen, *settings)
             records += mine
             renamed |= names
         table, as_text = _table(records)
@@ -143,29 +144,27 @@ def messages(prompt: str, response: str, system: str | None) -> list[dict]:
     ]
 
 
-def selected_records(uri: str, root: str, chosen: pa.Table, cfg: CurateConfig):
+def selected_records(uri: str, root: str, chosen: pa.Table, reading: Reading, system: str | None):
     """The input rows at the row numbers `chosen` lists (`_row`), all their columns plus the
     selection's scores and the row as `messages`, as records; and the input columns renamed
     because they carry one of our names (ours are the contract; theirs are kept as
     `input_<name>`). A row whose content
     is not what was scored (`_content`, `_prompt`), or that is gone, raises InputChanged."""
     rows = {r.pop("_row"): r for r in chosen.to_pylist()}
-    hive = hive_columns(uri, root)
+    hive, cols = hive_columns(uri, root), reading.columns
     records, renamed = [], {}
-    for chunk in read_rows(uri, cfg.input_format, None, READ_CHUNK_ROWS, only=rows):
+    for chunk in read_rows(uri, reading.input_format, None, READ_CHUNK_ROWS, only=rows):
         for index, rec in chunk:
             s = rows[index]
-            if not isinstance(rec, dict) or content(rec, hive, cfg.reading) != (
+            if not isinstance(rec, dict) or content(rec, hive, reading) != (
                 s.pop("_content"),
                 s.pop("_prompt"),
             ):
                 raise InputChanged(_changed(uri, f"row {index} is not the row it scored"))
             rec = {**hive, **rec}
-            if missing(rec.get(cfg.prompt_id_column)):
-                rec[cfg.prompt_id_column] = s["prompt_id"]
-            turns = messages(
-                rec[cfg.prompt_column], rec[cfg.response_column], cfg.score.system_prompt
-            )
+            if missing(rec.get(cols["prompt_id"])):
+                rec[cols["prompt_id"]] = s["prompt_id"]
+            turns = messages(rec[cols["prompt"]], rec[cols["response"]], system)
             for name in OURS:
                 if name in rec:
                     new = _free_name(f"input_{name}", rec)
