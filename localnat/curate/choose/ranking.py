@@ -80,8 +80,16 @@ def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple
         "tests": tests,
         "rows": len(rows),
         **test,
+        "settings": ranking_settings(cfg),
     }
     return reduced, record
+
+
+def ranking_settings(cfg: CurateConfig) -> dict:
+    """What the ranking answered (its guarantee: `rank_delta`); the manifest's `choice`
+    decides whether a rerun continues it."""
+    keys = ("select_by", "max_prompts", "rank_block", "rank_delta", "seed")
+    return {k: getattr(cfg, k) for k in keys}
 
 
 def row_prompts(plan: InputPlan, reading: Reading) -> pd.DataFrame:
