@@ -29,10 +29,10 @@ class Reading:
     given steps and the longest text a field may hold."""
 
     columns: dict[str, str]
-    input_format: str = "auto"
-    commit_rows: int = 1000
-    step_column: str | None = None
-    max_chars: int = 1_000_000
+    input_format: str
+    commit_rows: int
+    step_column: str | None
+    max_chars: int
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
@@ -21,7 +20,7 @@ from ..run.outputs import remove, write
 from ..run.progress import unwrapped
 from ..run.resume import InputChanged
 from ..signals import SELECTED_COLUMNS
-from ..storage import filesystem, join
+from ..storage import join, read_parquet_files
 from .reduce import Reduced
 
 
@@ -66,14 +65,14 @@ def write_selected(run: Run, chosen, reduced: Reduced):
 TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per batch
 
 
-def _in_tasks(fn, jobs: list, cfg, seen: dict) -> list:
-    """`fn(batch, cfg)` over `jobs` in at most TASKS Ray tasks, each on a node that sees the
-    run's directory (`seen`, `Run.seen`); the results in job order."""
+def _in_tasks(fn, jobs: list, settings, seen: dict) -> list:
+    """`fn(batch, settings)` over `jobs` in at most TASKS Ray tasks, each on a node that sees
+    the run's directory (`seen`, `Run.seen`); the results in job order."""
     import ray
 
     size = max(1, -(-len(jobs) // TASKS))
     task = ray.remote(num_cpus=1)(_where_seen)
-    refs = [task.remote(fn, jobs[k : k + size], cfg, seen) for k in range(0, len(jobs), size)]
+    refs = [task.remote(fn, jobs[k : k + size], settings, seen) for k in range(0, len(jobs), size)]
     try:
         return [r for batch in ray.get(refs) for r in batch]
     except Exception as err:
@@ -82,9 +81,9 @@ def _in_tasks(fn, jobs: list, cfg, seen: dict) -> list:
         raise
 
 
-def _where_seen(fn, batch: list, cfg, seen: dict) -> list:
+def _where_seen(fn, batch: list, settings, seen: dict) -> list:
     check_this_node_sees(seen)  # a node that joined after the passes checked every node
-    return fn(batch, cfg)
+    return fn(batch, settings)
 
 
 def _write_parts(groups: list, settings: tuple[Reading, str | None]) -> list:
@@ -102,10 +101,9 @@ def _write_parts(groups: list, settings: tuple[Reading, str | None]) -> list:
     return out
 
 
-def _conform_parts(jobs: list, _cfg) -> list:
+def _conform_parts(jobs: list, _settings) -> list:
     for part, schema in jobs:
-        fs, path = filesystem(part)
-        write(*part.rsplit("/", 1), conformed(pq.read_table(path, filesystem=fs), schema))
+        write(*part.rsplit("/", 1), conformed(read_parquet_files([part]), schema))
     return []
 
 
