@@ -7,6 +7,7 @@
 Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run/directory.py):
     scores/ rejects/       the scores pass's parts (f000012-c000003-<uuid>.parquet)
     _run.json _lease/ _done/   identity, lease, commit markers (run/outputs.py, run/lease.py)
+    _selected/             selected/'s markers: a part is written for the rows they name
     race/                  racing's rounds, when it runs (choose/racing.py)
     rank/                  a teacher ranking's blocks, in its place of scores/ (choose/ranking.py)
     selected/              one row per prompt: its columns, scores, messages (choose/dataset.py)
@@ -100,14 +101,14 @@ def _run_job(cfg: CurateConfig) -> dict:
 
 def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dict, dict]:
     """Each prompt's response (racing's when it races), written to selected/; a teacher
-    ranking chooses none. The choice, racing's counts and what writing selected/ did."""
+    ranking chooses none (selected/ keeps no part of another choice). The choice, racing's
+    counts and what writing selected/ did."""
     cfg = run.cfg
     raced = {}
     if cfg.rank_teachers:
-        chosen, written = reduced.df.iloc[:0], {"renamed": {}, "as_text": []}
+        chosen = reduced.df.iloc[:0]
         LOG.info(f"ranking: {reduced.board['n_prompts']} prompts ranked, none selected")
-        return chosen, raced, written
-    if races(cfg):  # sampled LN: more steps where the bounds cannot decide yet
+    elif races(cfg):  # sampled LN: more steps where the bounds cannot decide yet
         t = time.time()
         chosen, raced = raced_selection(run, reduced.df, scored)
         timings["race"] = time.time() - t
@@ -127,7 +128,10 @@ def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dic
     t = time.time()
     written = write_selected(run, chosen, reduced)
     timings["select"] = time.time() - t
-    LOG.info(f"selected/ written in {timings['select']:.1f} s")
+    LOG.info(
+        f"selected/: {written['parts_written']} parts written, {written['parts_resumed']} "
+        f"resumed, in {timings['select']:.1f} s"
+    )
     return chosen, raced, written
 
 

@@ -162,6 +162,12 @@ def read_parquet_dir(uri: str, columns: list[str] | None = None) -> pa.Table | N
     return read_parquet_files([f for f in list_files(uri) if f.endswith(".parquet")], columns)
 
 
+def read_parquet_schema(uri: str) -> pa.Schema:
+    """A Parquet file's schema, from its footer alone."""
+    fs, path = filesystem(uri)
+    return pq.read_schema(path, filesystem=fs)
+
+
 def read_parquet_files(
     uris: list[str], columns: list[str] | None = None, each: Callable | None = None
 ) -> pa.Table | None:

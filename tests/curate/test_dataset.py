@@ -108,3 +108,26 @@ def test_a_node_that_does_not_see_the_run_directory_writes_no_part(ray_local, tm
         _in_tasks(_parts, ["a"], None, blind)
     with pytest.raises(NotShared):  # another run's lease there: not this directory
         _in_tasks(_parts, ["a"], None, {"output": (str(lease), "o2")})
+
+
+def test_a_part_conformed_to_another_schema_is_stale_not_cast_again(tmp_path):
+    """A resumed part may have been brought to a former run's common schema (an int column
+    made text): casting it again could not give back its ints, so it is written anew."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from localnat.curate.choose.dataset import _conform_parts, common_schema, conformed
+
+    (tmp_path / "selected").mkdir()
+    ints, texts = pa.table({"v": [1, 2]}), pa.table({"v": ["x"]})
+    target, as_text = common_schema([ints.schema, texts.schema])
+    assert as_text == ["v"] and target.field("v").type == pa.string()
+    pq.write_table(ints, tmp_path / "selected" / "f000000.parquet")
+    assert _conform_parts([("f000000.parquet", ints.schema, target)], str(tmp_path)) == []
+    back = pq.read_table(tmp_path / "selected" / "f000000.parquet")
+    assert back.equals(conformed(ints, target)) and back.column("v").to_pylist() == ["1", "2"]
+    jobs = [("f000000.parquet", ints.schema, target)]
+    assert _conform_parts(jobs, str(tmp_path)) == []  # in the common schema: left as it is
+    assert _conform_parts([("f000000.parquet", ints.schema, ints.schema)], str(tmp_path)) == [
+        "f000000.parquet"
+    ]

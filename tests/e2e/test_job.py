@@ -1,6 +1,8 @@
 """The curation job end to end on a local Ray cluster, against a real S3 server (SeaweedFS)."""
 
+import base64
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,22 +166,31 @@ def test_missing_columns_fail_before_any_model_work(tmp_path):
 
 
 def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp_path):
+    """A complete run answers again; asked to choose otherwise it keeps every score and
+    rewrites only the selected/ parts whose rows changed; a run killed anywhere, selected/
+    included, resumes to the same outputs; --overwrite redoes it."""
     d = tmp_path / "in"
     d.mkdir()
     df = sample(600)
-    for i, (_, part) in enumerate(df.groupby("teacher")):
+    for i, (_, part) in enumerate(df.groupby("prompt_id")):  # > 64 KB: a part per prompt
+        pad = [base64.b64encode(os.urandom(24_000)).decode() for _ in part.index]
+        part = part.assign(pad=pad, extra=part["level"] if i % 2 else part["level"].astype(str))
         pq.write_table(pa.Table.from_pandas(part, preserve_index=False), d / f"s{i}.parquet")
     cfg = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1")
     first = run_job(cfg)
     run_dir = Path(first["run_dir"])
     ids = sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist())
+    parts = sorted(p.name for p in (run_dir / "selected").glob("*.parquet"))
+    assert len(parts) >= 2 and first["counts"]["selected_parts_written"] == len(parts)
+    assert "extra" in first["selected_text_columns"]  # an int here, a string there
 
     again = run_job(cfg)  # complete: not redone
     assert again["finished_utc"] == first["finished_utc"]
     assert again["report"] == first["report"]  # the short summary, not teachers.md
     assert "longest responses (tokens):" in again["report"]
 
-    # another signal asked of the complete run: chosen again from its scores, none rescored
+    # another signal asked of the complete run: chosen again from its scores, none rescored;
+    # every part rewritten (each names its choice, `selected_by`), none of LN's left
     rechosen = run_job(replace(cfg, select_by="global"))
     scores = pq.read_table(run_dir / "scores").to_pandas()
     correct = scores[scores["is_correct"]]
@@ -195,12 +206,28 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     assert (selected["selected_by"] == "global").all()
     assert rechosen["choice"]["select_by"] == "global" != first["choice"]["select_by"]
     assert rechosen["counts"]["files_resumed"] == len(first["inputs"])
+    assert rechosen["counts"]["selected_parts_resumed"] == 0
+    assert rechosen["counts"]["selected_parts_written"] == len(list(run_dir.glob("selected/*")))
     assert run_job(replace(cfg, select_by="global"))["finished_utc"] == rechosen["finished_utc"]
     # a complete run of other scoring settings is refused, as a resume is
     other = config(tiny_student, [str(d)], str(tmp_path / "out"), run_id="r1", window=2)
     with pytest.raises(RunMismatch, match="other inputs, student or scoring settings.*--window"):
         run_job(other)
     first = run_job(cfg)  # by LN again: the run as it first was
+    by_ln = read_parquet_dir(str(run_dir / "selected")).to_pandas().sort_values("row_id")
+
+    # killed while writing selected/: one part written, not committed; a stray part
+    (run_dir / "manifest.json").unlink()
+    (run_dir / "_selected" / parts[0].replace(".parquet", ".json")).unlink()
+    (run_dir / "selected" / "f000099.parquet").write_bytes(b"half a part")
+    kept = {p: (run_dir / "selected" / p).stat().st_mtime_ns for p in parts[1:]}
+    resumed = run_job(cfg)
+    assert resumed["counts"]["selected_parts_written"] == 1
+    assert resumed["counts"]["selected_parts_resumed"] == len(parts) - 1
+    assert sorted(p.name for p in (run_dir / "selected").glob("*")) == parts
+    assert {p: (run_dir / "selected" / p).stat().st_mtime_ns for p in parts[1:]} == kept
+    back = read_parquet_dir(str(run_dir / "selected")).to_pandas().sort_values("row_id")
+    assert back.reset_index(drop=True).equals(by_ln.reset_index(drop=True))
 
     # an interrupted run: manifest never written, one file not marked done, stray parts
     (run_dir / "manifest.json").unlink()
@@ -215,6 +242,11 @@ def test_rerun_resume_and_overwrite_never_duplicate(ray_local, tiny_student, tmp
     assert redone["finished_utc"] != first["finished_utc"]
     assert sorted(pq.read_table(run_dir / "scores").column("row_id").to_pylist()) == ids
     assert len(pq.read_table(run_dir / "selected")) == df.prompt_id.nunique()
+
+    # a ranking chooses none: no part of a former choice is left in selected/
+    ranked = run_job(replace(cfg, rank_teachers=True))
+    assert ranked["counts"]["selected"] == 0
+    assert list(run_dir.glob("selected/*")) == list(run_dir.glob("_selected/*")) == []
 
     # resuming with other settings would mix scores: refused, with the way out named
     (run_dir / "manifest.json").unlink()

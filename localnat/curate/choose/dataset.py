@@ -5,10 +5,13 @@ the directory loads as one dataset."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import pyarrow as pa
 
+from ... import __version__
 from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import file_groups, hive_columns
@@ -16,50 +19,97 @@ from ..inputs.records import content, missing
 from ..job_config import Reading
 from ..run.directory import Run
 from ..run.nodes import check_this_node_sees
-from ..run.outputs import remove, write
+from ..run.outputs import commit_selected, committed_selected, write
 from ..run.progress import unwrapped
 from ..run.resume import InputChanged
 from ..signals import SELECTED_COLUMNS
-from ..storage import join, read_parquet_files
+from ..storage import join, read_parquet_files, read_parquet_schema
 from .reduce import Reduced
 
 
-def write_selected(run: Run, chosen, reduced: Reduced):
+def write_selected(run: Run, chosen, reduced: Reduced) -> dict:
     """Read the selected rows back from the inputs with all their columns and the scores,
     one part per group of input files (`file_groups`: a file of its own unless it is small;
     10,000 small files are not 10,000 parts), selected/fNNNNNN.parquet named by the group's
     first file, by Ray tasks (TASKS of them at most); then bring every part to one schema
     so the directory loads as one dataset. A row read back must be the row scored (its
     content hash and prompt text's hash), else the run stops naming the file (InputChanged).
-    Returns the input columns renamed because they carry one of our names (`row_id` ->
-    `input_row_id`) and those written as text."""
-    inputs, cfg, run_dir = run.plan, run.cfg, run.dir
+
+    A committed stage: a part's marker (`_selected/`, outputs.py) holds the digest of what
+    it was written from (its rows, their scores, the settings, localnat's version), so a run
+    killed while writing, or asked to choose again, writes only the parts whose rows
+    changed. Returns the input columns renamed because they carry one of our names
+    (`row_id` -> `input_row_id`), those written as text, and the parts written and resumed."""
+    settings = (run.cfg.reading, run.cfg.score.system_prompt)  # what rows are read back with
+    groups = _groups(run.plan, _wanted(chosen, reduced))
+    digests = {name: _digest(group, settings) for name, group in groups.items()}
+    markers = committed_selected(run.dir, digests)
+    resumed = set(markers)
+    todo = [(name, groups[name], digests[name]) for name in groups if name not in resumed]
+    markers |= dict(_in_tasks(_write_parts, todo, (run.dir, *settings), run.seen))
+    originals = {name: _schema(m["schema"]) for name, m in markers.items()}
+    schema, conflicting = common_schema(list(originals.values()))
+    # a resumed part may have been conformed to another run's schema: its footer says
+    checks = [
+        (name, originals[name], schema)
+        for name in sorted(markers)
+        if name in resumed or not originals[name].equals(schema)
+    ]
+    stale = _in_tasks(_conform_parts, checks, run.dir, run.seen)
+    if stale:  # conformed to a schema these parts no longer share: written again
+        again = [(name, groups[name], digests[name]) for name in stale]
+        _in_tasks(_write_parts, again, (run.dir, *settings), run.seen)
+        checks = [(n, originals[n], schema) for n in stale if not originals[n].equals(schema)]
+        _in_tasks(_conform_parts, checks, run.dir, run.seen)
+    return {
+        "renamed": {k: v for m in markers.values() for k, v in m["renamed"].items()},
+        "as_text": sorted({c for m in markers.values() for c in m["as_text"]} | set(conflicting)),
+        "parts_written": len(todo),
+        "parts_resumed": len(resumed),
+    }
+
+
+def _wanted(chosen, reduced: Reduced) -> dict[int, pa.Table]:
+    """Per input file, the chosen rows: their row number, content and prompt hashes (what
+    a row read back must match) and the choice's columns."""
+    if chosen.empty:
+        return {}
     scored = reduced.df[["row_id", "file_index", "row_number", "content_hash", "prompt_key"]]
     where = chosen.merge(scored, on="row_id")
     where["prompt_key"] = reduced.prompt_keys[where["prompt_key"].to_numpy()]
     where = where.rename(
         columns={"row_number": "_row", "content_hash": "_content", "prompt_key": "_prompt"}
     )
-    wanted: dict[int, pa.Table] = {}  # per file, compact: one row per selected prompt
+    wanted = {}
     for file_index, rows in where.groupby("file_index"):
         wanted[int(file_index)] = pa.Table.from_pandas(
             rows[["_row", "_content", "_prompt", *chosen.columns]], preserve_index=False
-        )
-    remove(run_dir, "selected")
+        ).replace_schema_metadata(None)
+    return wanted
+
+
+def _groups(inputs, wanted: dict[int, pa.Table]) -> dict[str, list]:
+    """selected/'s part name -> the files it holds rows of: [(index, uri, root, rows)]."""
     files = [(i, uri, root, wanted[i]) for i, uri, root in inputs.files if i in wanted]
-    out = join(run_dir, "selected")
-    groups = [(out, files[g]) for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
-    settings = (cfg.reading, cfg.score.system_prompt)  # what the tasks read rows back with
-    results = {part: rest for part, *rest in _in_tasks(_write_parts, groups, settings, run.seen)}
-    renamed = {k: v for _, r, _ in results.values() for k, v in r.items()}
-    as_text = sorted({c for _, _, t in results.values() for c in t})
-    schemas = {part: schema for part, (schema, _, _) in results.items()}
-    if not schemas:
-        return {"renamed": renamed, "as_text": as_text}
-    schema, conflicting = common_schema(list(schemas.values()))
-    others = [(part, schema) for part, s in schemas.items() if s != schema]
-    _in_tasks(_conform_parts, others, None, run.seen)
-    return {"renamed": renamed, "as_text": sorted(set(as_text) | set(conflicting))}
+    groups = [files[g] for g in file_groups([inputs.sizes.get(f[0]) for f in files])]
+    return {f"f{group[0][0]:06d}.parquet": group for group in groups}
+
+
+def _digest(group: list, settings: tuple) -> str:
+    """What a part is written from: its files, their chosen rows with the choice's columns,
+    the settings rows are read back with, and the code that writes it."""
+    h = hashlib.blake2b(repr((__version__, settings)).encode(), digest_size=16)
+    for i, uri, root, rows in group:
+        h.update(repr((i, uri, root)).encode())
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as stream:
+            stream.write_table(rows)
+        h.update(sink.getvalue())
+    return h.hexdigest()
+
+
+def _schema(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per batch
@@ -68,6 +118,8 @@ TASKS = 32  # Ray tasks writing selected/ at most: a task's overhead is paid per
 def _in_tasks(fn, jobs: list, settings, seen: dict) -> list:
     """`fn(batch, settings)` over `jobs` in at most TASKS Ray tasks, each on a node that sees
     the run's directory (`seen`, `Run.seen`); the results in job order."""
+    if not jobs:
+        return []
     import ray
 
     size = max(1, -(-len(jobs) // TASKS))
@@ -86,25 +138,45 @@ def _where_seen(fn, batch: list, settings, seen: dict) -> list:
     return fn(batch, settings)
 
 
-def _write_parts(groups: list, settings: tuple[Reading, str | None]) -> list:
-    """A part per group of files: [(part, schema, renamed, as_text)]."""
+def _write_parts(jobs: list, settings: tuple[str, Reading, str | None]) -> list:
+    """A part per group of files, then its marker: [(part name, marker)]."""
+    run_dir, *reading = settings
     out = []
-    for directory, files in groups:
+    for name, files, digest in jobs:
         records, renamed = [], {}
         for _, uri, root, chosen in files:
-            mine, names = selected_records(uri, root, chosen, *settings)
+            mine, names = selected_records(uri, root, chosen, *reading)
             records += mine
             renamed |= names
         table, as_text = _table(records)
-        part = write(directory, f"f{files[0][0]:06d}.parquet", table)
-        out.append((part, table.schema, renamed, as_text))
+        part = write(run_dir, f"selected/{name}", table)
+        schema = read_parquet_schema(part).serialize().to_pybytes()  # as stored
+        marker = {
+            "digest": digest,
+            "rows": table.num_rows,
+            "schema": base64.b64encode(schema).decode(),
+            "renamed": renamed,
+            "as_text": as_text,
+        }
+        commit_selected(run_dir, name, marker)
+        out.append((name, marker))
     return out
 
 
-def _conform_parts(jobs: list, _settings) -> list:
-    for part, schema in jobs:
-        write(*part.rsplit("/", 1), conformed(read_parquet_files([part]), schema))
-    return []
+def _conform_parts(jobs: list, run_dir: str) -> list:
+    """Each part in the common schema: rewritten from its schema as written; left when it
+    is in the common schema already. The parts in neither (conformed to another): stale."""
+    stale = []
+    for name, original, schema in jobs:
+        part = join(run_dir, "selected", name)
+        stored = read_parquet_schema(part)
+        if stored.equals(schema):
+            continue
+        if not stored.equals(original):
+            stale.append(name)
+            continue
+        write(run_dir, f"selected/{name}", conformed(read_parquet_files([part]), schema))
+    return stale
 
 
 def common_schema(schemas: list[pa.Schema]) -> tuple[pa.Schema, list[str]]:

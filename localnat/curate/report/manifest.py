@@ -111,6 +111,8 @@ def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:
             "prompt_id_conflicts": reduced.prompt_id_conflicts,
             **outcome.raced,
             **scored.resumed,
+            "selected_parts_written": outcome.written["parts_written"],
+            "selected_parts_resumed": outcome.written["parts_resumed"],
         },
         **({"ranking": outcome.ranking} if outcome.ranking else {}),
         "report_errors": errors,

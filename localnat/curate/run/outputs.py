@@ -11,6 +11,8 @@ the run (`_inside`). Then the commit protocol that makes written rows outputs:
                                 it lists ("last": true on a file's final chunk; "shared":
                                 part -> how many markers list it, for a part several
                                 chunks share)
+    _selected/f000012.json      selected/f000012.parquet is written, for the rows whose digest
+                                it holds (choose/dataset.py), with the schema it was written in
 
 A chunk is `commit_rows` consecutive rows of one input file, in file order, so a large file
 commits as it goes and a resumed run skips the chunks already done. Parts (scores/,
@@ -190,6 +192,33 @@ def remove_uncommitted(run_dir: str, chunks: dict[tuple[int, int], dict]) -> Non
         for uri in list_files(join(run_dir, sub)):
             if f"{sub}/{uri.rsplit('/', 1)[-1]}" not in committed:
                 delete(uri)
+
+
+def commit_selected(run_dir: str, name: str, record: dict) -> None:
+    """selected/`name` is written: its marker, after the part."""
+    write(run_dir, f"_selected/{name[: -len('.parquet')]}.json", json.dumps(record))
+
+
+def committed_selected(run_dir: str, keep: dict[str, str]) -> dict[str, dict]:
+    """selected/'s parts that are outputs: part name -> marker, for the parts `keep` names
+    with the digest their marker holds. Every other part and marker (another choice's, or a
+    part written and not committed) is deleted, its marker first (call under the lease)."""
+    markers = {
+        uri.rsplit("/", 1)[-1][:-5] + ".parquet": uri
+        for uri in list_files(join(run_dir, "_selected"))
+        if uri.endswith(".json")
+    }
+    kept = {}
+    for name, uri in markers.items():
+        body = read_json(uri)
+        if isinstance(body, dict) and keep.get(name) == body.get("digest"):
+            kept[name] = body
+        else:
+            delete(uri)
+    for uri in list_files(join(run_dir, "selected")):
+        if uri.rsplit("/", 1)[-1] not in kept:
+            delete(uri)
+    return kept
 
 
 def counts(chunks: dict[tuple[int, int], dict], n_files: int) -> dict:
