@@ -95,7 +95,7 @@ def main(argv=None) -> None:
             )
             return Reduced(part, part.iloc[:0], board)
 
-        _, r = rank_until_separated(ids, job, upto)
+        _, r = rank_until_separated(ids, job.choosing, upto)
         share = tokens[taken].sum() / tokens.sum()
         print(
             f"| {seed} | {r['stopped']} | {r['prompts_scored']} | "

@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
     logging.getLogger("localnat").addHandler(Said())
     start_ray = progress.start_ray
 
-    def timed_start(cfg):
+    def timed_start(sizing):
         mark("Ray: starting")
-        start_ray(cfg)
+        start_ray(sizing)
         mark("Ray: up")
 
     run.start_ray = timed_start

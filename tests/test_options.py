@@ -243,7 +243,7 @@ def test_options_declare_what_they_change():
     """Each option's declared class decides the resume identity and the cache namespace:
     a SCORES option changes both, a ROWS option only the resume, the others neither."""
 
-    from localnat.curate.cache.namespace import namespace
+    from localnat.curate.cache.score_cache import ScoreCache
     from localnat.curate.job_config import CurateConfig
     from localnat.fields import ROWS, SCORES
     from localnat.options import all_options
@@ -304,7 +304,7 @@ def test_options_declare_what_they_change():
     # GPUs, so that a CUDA device is valid; a dtype, so that it does not follow the device
     base = CurateConfig(cache="c", gpus_per_actor=1.0, score=ScoreConfig(dtype="float32"))
     student = StudentIdentity("s", {"w": "a"})
-    ns = namespace(base, student)
+    ns = ScoreCache.of(base, student).namespace()
     resume = run_identity([], base, student)
     for o in options:
         if o.owner is ScoreConfig:
@@ -313,7 +313,8 @@ def test_options_declare_what_they_change():
             ranking = {"rank_teachers": True} if o.field in ("max_prompts", "rank_block") else {}
             cfg = replace(base, **ranking, **{o.field: other[o.field]})
         kind = o.meta["affects"]
-        assert (namespace(replace(cfg, cache="c"), student) != ns) == (kind == SCORES), o.key
+        cache = ScoreCache.of(replace(cfg, cache="c"), student)
+        assert (cache.namespace() != ns) == (kind == SCORES), o.key
         assert (run_identity([], cfg, student) != resume) == (kind in (SCORES, ROWS)), o.key
 
 
@@ -357,15 +358,16 @@ def test_actors_beyond_the_cluster_stop_before_ray_starts(tmp_path, monkeypatch)
 def test_a_new_scoring_version_is_a_new_namespace_and_a_new_run(monkeypatch):
     """An upgrade that changes what a number means never reuses a number of the version
     before: not from the cache, not by resuming a run."""
-    from localnat.curate.cache import namespace as cache
+    from localnat.curate.cache import score_cache
     from localnat.curate.run import resume
 
     cfg = CurateConfig(cache="c")
     student = StudentIdentity("s", {"w": "a"})
-    before = cache.namespace(cfg, student), run_identity([], cfg, student)
-    monkeypatch.setattr(cache, "SCORING_VERSION", cache.SCORING_VERSION + 1)
+    cache = score_cache.ScoreCache.of(cfg, student)
+    before = cache.namespace(), run_identity([], cfg, student)
+    monkeypatch.setattr(score_cache, "SCORING_VERSION", score_cache.SCORING_VERSION + 1)
     monkeypatch.setattr(resume, "SCORING_VERSION", resume.SCORING_VERSION + 1)
-    assert cache.namespace(cfg, student) != before[0]
+    assert cache.namespace() != before[0]
     assert run_identity([], cfg, student) != before[1]
 
 

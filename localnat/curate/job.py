@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ..fields import CHOICE
 from ..logs import LOG, scoped
-from .cache.writer import compact
+from .cache.score_cache import ScoreCache
 from .choose.dataset import write_selected
 from .choose.racing import raced_selection, races
 from .choose.ranking import ranked
@@ -63,14 +63,15 @@ def _run_job(cfg: CurateConfig) -> dict:
     run_dir = join(output, cfg.run_id or now.strftime("%Y%m%dT%H%M%SZ"))
     previous = None if cfg.overwrite or cfg.dry_run else _manifest(run_dir)
     if not cfg.dry_run:
-        check_cpus(cfg)  # before any work: actors Ray can never place would wait forever
+        check_cpus(cfg.sizing)  # before any work: actors Ray can never place would wait forever
     inputs = plan(cfg, output)
     if cfg.dry_run:
         return dry_run(inputs, cfg, run_dir)
     student = identify_student(cfg)  # the actors load exactly this (its real dir or commit)
     timings = {"plan": time.time() - started}
 
-    with Run(cfg, run_dir, inputs, student) as run:  # of other inputs or student: refused
+    cache = ScoreCache.of(cfg, student)
+    with Run(cfg, run_dir, inputs, student, cache) as run:  # other inputs or student: refused
         if previous:
             changed = _rechosen(previous, cfg)
             if not changed:
@@ -86,13 +87,13 @@ def _run_job(cfg: CurateConfig) -> dict:
             scored = run.execute(scores_pass(cfg, run.dir))
             timings["score"] = scored.seconds
             t = time.time()
-            reduced = reduce(cfg, run.dir, scored.parts, run.student.family)
+            reduced = reduce(cfg.choosing, run.dir, scored.parts, run.student.family)
             timings["reduce"] = time.time() - t
 
         chosen, raced, written = _choose(run, scored, reduced, timings)
 
         t = time.time()
-        folded = [_compact(ns) for ns in sorted(run.namespaces)]  # a year of nights stays small
+        folded = cache.compact() if cache else []  # a year of nights stays small
         timings["compact"] = time.time() - t
         timings["total"] = time.time() - started
         outcome = Outcome(scored, reduced, chosen, raced, written, timings, folded, ranking)
@@ -118,8 +119,9 @@ def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dic
             f"prompts settled per round {raced['prompts_settled_per_round']}"
         )
     else:
-        correct_only = cfg.correct_column is not None
-        chosen = select(reduced.df, cfg.select_by, cfg.seed, correct_only=correct_only)
+        choosing = cfg.choosing
+        correct_only = choosing.correct_column is not None
+        chosen = select(reduced.df, choosing.select_by, choosing.seed, correct_only=correct_only)
     board = reduced.board
     LOG.info(
         f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
@@ -151,16 +153,6 @@ def _arrow_pool():
         yield
     finally:
         pa.set_memory_pool(before)
-
-
-def _compact(ns: str) -> dict:
-    """The night's end: fold the namespace's parts once they pass the bound. A failure is a
-    warning: the run's outputs are written, and the next night compacts."""
-    try:
-        return compact(ns)
-    except Exception as err:  # noqa: BLE001
-        LOG.warning(f"cache compaction of {ns} failed: {type(err).__name__}: {err}")
-        return {"namespace": ns, "error": f"{type(err).__name__}: {err}"}
 
 
 def _rechosen(manifest: dict, cfg: CurateConfig) -> str:

@@ -50,6 +50,40 @@ class Calling:
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """Where the job runs and how large: the cluster to join (None: local or RAY_ADDRESS),
+    the scoring actors with their CPUs and GPUs, how long to wait for GPUs, Ray Data's
+    no-progress timeout and Ray's verbosity; what starting Ray and its checks get."""
+
+    ray_address: str | None
+    actors: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    gpu_wait: float
+    no_progress_timeout: float
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class Choosing:
+    """What the reduce and the choice take: the choice's settings (`CHOICE`: the signal,
+    racing's, the ranking's, the seed, the matched share), whether a correctness column is
+    given (then only correct responses are chosen) and the signals computed."""
+
+    select_by: str
+    race_epsilon: float
+    race_delta: float
+    rank_teachers: bool
+    max_prompts: int | None
+    rank_block: int | None
+    rank_delta: float
+    seed: int
+    min_matched_share: float
+    correct_column: str | None
+    signals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class CurateConfig:
     """The curation job (README "Options"); see each field's help."""
 
@@ -398,6 +432,26 @@ class CurateConfig:
             self.actors,
             self.gpus_per_actor,
             self.verbose,
+        )
+
+    @property
+    def sizing(self) -> Sizing:
+        """Of a `resolved` config (the actors' CPUs are decided there)."""
+        assert self.cpus_per_actor is not None, "sizing: resolve the config first"
+        return Sizing(
+            self.ray_address,
+            self.actors,
+            self.cpus_per_actor,
+            self.gpus_per_actor,
+            self.gpu_wait,
+            self.no_progress_timeout,
+            self.verbose,
+        )
+
+    @property
+    def choosing(self) -> Choosing:
+        return Choosing(
+            **self.settings(CHOICE), correct_column=self.correct_column, signals=self.score.signals
         )
 
     @property

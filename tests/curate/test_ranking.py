@@ -96,24 +96,26 @@ def ids(n: int, start: int = 0) -> pd.DataFrame:
 
 
 def test_the_prompt_order_is_seeded_and_new_prompts_never_reorder_the_others():
-    cfg = CurateConfig(rank_teachers=True, rank_block=7)
+    cfg = CurateConfig(rank_teachers=True, rank_block=7).choosing
     first = sum(prompt_blocks(ids(60), cfg), [])
     assert sorted(first) == sorted(map(str, range(60))) and first != sorted(first)
     more = sum(prompt_blocks(ids(90), cfg), [])
     assert [p for p in more if p in set(first)] == first
-    other = sum(prompt_blocks(ids(60), CurateConfig(rank_teachers=True, seed=1)), [])
+    other = sum(prompt_blocks(ids(60), CurateConfig(rank_teachers=True, seed=1).choosing), [])
     assert other != first and sorted(other) == sorted(first)
-    blocks = prompt_blocks(ids(60), CurateConfig(rank_teachers=True, rank_block=7, max_prompts=20))
+    blocks = prompt_blocks(
+        ids(60), CurateConfig(rank_teachers=True, rank_block=7, max_prompts=20).choosing
+    )
     assert [len(b) for b in blocks] == [7, 7, 6] and sum(blocks, []) == first[:20]
 
 
 def test_the_default_block_and_the_number_of_tests():
-    cfg = CurateConfig(rank_teachers=True)
+    cfg = CurateConfig(rank_teachers=True).choosing
     assert [len(b) for b in prompt_blocks(ids(12), cfg)] == [5, 5, 2]  # at least 5
     assert len(prompt_blocks(ids(1000), cfg)[0]) == 20  # 2%
     assert (
         looks(cfg, 1000) == 50
-        and looks(CurateConfig(rank_teachers=True, max_prompts=70), 1000) == 4
+        and looks(CurateConfig(rank_teachers=True, max_prompts=70).choosing, 1000) == 4
     )
 
 

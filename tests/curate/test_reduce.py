@@ -26,10 +26,10 @@ def test_a_correctness_column_unknown_everywhere_is_said(tmp_path, said):
     df = score_table(HAND_ROWS)
     df["is_correct"] = None
     parts = committed(tmp_path, df)
-    reduced = reduce(CurateConfig(correct_column="ok"), str(tmp_path), parts)
+    reduced = reduce(CurateConfig(correct_column="ok").choosing, str(tmp_path), parts)
     assert len(reduced.df) == len(HAND_ROWS)
     (line,) = said
     assert "'ok' is unknown (null) on every scored row: no response is selected" in line
     said.clear()
-    reduce(CurateConfig(), str(tmp_path), parts)  # no correctness column: nothing to say
+    reduce(CurateConfig().choosing, str(tmp_path), parts)  # no correctness column: nothing to say
     assert not said

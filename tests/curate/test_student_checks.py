@@ -53,8 +53,9 @@ def test_reading_actors_fit_a_small_machine(monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert reading_actors(CurateConfig(actors=2).resolved()) == 1  # two cores, two scoring actors
-    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0).resolved()) == 1
+    two = CurateConfig(actors=2).resolved().sizing
+    assert reading_actors(two) == 1  # two cores, two scoring actors
+    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0).resolved().sizing) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 32)
-    assert reading_actors(CurateConfig(actors=2).resolved()) == 4  # two per scoring actor
-    assert reading_actors(CurateConfig(actors=2, ray_address="auto").resolved()) == 4
+    assert reading_actors(CurateConfig(actors=2).resolved().sizing) == 4  # two per scoring actor
+    assert reading_actors(CurateConfig(actors=2, ray_address="auto").resolved().sizing) == 4

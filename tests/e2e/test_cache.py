@@ -12,7 +12,7 @@ import pytest
 from s3server import ACCESS_KEY, SECRET_KEY
 
 from localnat.curate.cache.keys import KEY
-from localnat.curate.cache.namespace import namespace
+from localnat.curate.cache.score_cache import ScoreCache
 from localnat.curate.job import run_job
 from localnat.curate.run.identity import StudentIdentity
 from localnat.curate.storage import list_files
@@ -88,6 +88,9 @@ def test_a_dry_run_says_how_many_rows_would_be_scored(nights, tmp_path):
 
 def test_changed_settings_or_student_never_reuse_a_score(nights, tmp_path):
     # each setting that changes a score is another namespace; speed settings are not
+    def namespace(cfg, student):
+        return ScoreCache.of(cfg, student).namespace()
+
     base = config(nights["student"], [], "o", cache="c")
     a, b = StudentIdentity("s", {"w": "a"}), StudentIdentity("s", {"w": "b"})
     ns = namespace(base, a)

@@ -1,2 +1,3 @@
-"""The score cache: a namespace per student and settings (namespace), the key index
-actors look rows up in (lookup), and the compaction that keeps a year of nights small."""
+"""The score cache: the run's `ScoreCache` (score_cache: its namespaces, each per student
+and settings), what a reader sees of one (namespace), the key index actors look rows up in
+(lookup), and its one writer (writer: settings, appended parts, readers, compaction)."""

@@ -1,6 +1,6 @@
 """The score cache (docs/method.md §10): a night scores only what is new. Here: a
-namespace's name, schema and what a reader sees of it; everything in it is written by
-writer.py.
+namespace's schema and what a reader sees of it; its name is the run's `ScoreCache`'s
+(score_cache.py), and everything in it is written by writer.py.
 
     CACHE/v1-<settings>/settings.json                what every score below depends on
     CACHE/v1-<settings>/parts/<utc>-<uuid>.parquet   appended by runs: cache_key + scores
@@ -38,13 +38,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...fields import SCORES
 from ...logs import LOG
 from ...redact import redact
-from ...scoring.schema import ROUND_SCHEMA, SCORING_VERSION, result_schema
-from ..job_config import CurateConfig
-from ..run.identity import StudentIdentity
-from ..signals import result_columns
+from ...scoring.config import ScoreConfig
+from ...scoring.schema import ROUND_SCHEMA, result_schema
 from ..storage import filesystem, join, list_files, read_json
 from .keys import KEY, as_numpy, file_keys
 
@@ -54,42 +51,10 @@ PART_BOUND = 64  # parts a namespace holds before the night's end folds them (wr
 HIT_CALL_TOKENS = 2_000_000
 
 
-def namespace(
-    cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None, tag: str = ""
-):
-    """The cache directory of this student and these settings. The student's path is left
-    out (the same bytes elsewhere hit); its identity is in. `columns`: what the namespace
-    holds, the score columns unless said (a racing round holds its own, `ROUND_RESULTS`);
-    `tag`: what else sets them apart (the round): other columns or tag, another namespace."""
-    text = json.dumps(about(cfg, student, columns, tag), sort_keys=True, default=str)
-    digest = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-    return join(cfg.cache, f"{VERSION}-{digest}")
-
-
-def about(cfg: CurateConfig, student: StudentIdentity, columns, tag: str = "") -> dict:
-    return {
-        **({"tag": tag} if tag else {}),
-        "scoring_version": SCORING_VERSION,
-        "settings": cfg.settings(SCORES),
-        "student": student.digest,
-        "prompt_probe": student.prompt_probe,
-        "columns": columns or result_columns(cfg.score),
-    }
-
-
-def expected_schema(cfg: CurateConfig, columns: list[str]) -> pa.Schema:
-    """The types a part of this namespace holds: the key and the scorer's own types."""
-    types = {f.name: f for f in (*result_schema(cfg.score.windows), *ROUND_SCHEMA)}
+def expected_schema(score: ScoreConfig, columns: list[str]) -> pa.Schema:
+    """The types a part of a namespace holds: the key and the scorer's own types."""
+    types = {f.name: f for f in (*result_schema(score.windows), *ROUND_SCHEMA)}
     return pa.schema([pa.field(KEY, pa.binary(16)), *(types[c] for c in columns)])
-
-
-def located(
-    cfg: CurateConfig, student: StudentIdentity, columns: list[str] | None = None, tag: str = ""
-) -> tuple[str, pa.Schema]:
-    """The namespace (of `columns` and `tag`, see `namespace`) and the schema its rows hold;
-    nothing written (writer.open_namespace declares it)."""
-    columns = columns or result_columns(cfg.score)
-    return namespace(cfg, student, columns, tag), expected_schema(cfg, columns)
 
 
 def schema_text(schema: pa.Schema) -> str:

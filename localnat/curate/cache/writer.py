@@ -41,8 +41,6 @@ import pyarrow.parquet as pq
 
 from ...logs import LOG
 from ...redact import redact
-from ..job_config import CurateConfig
-from ..run.identity import StudentIdentity
 from ..run.lease import Lease, RunBusy, holders
 from ..storage import (
     delete,
@@ -50,7 +48,6 @@ from ..storage import (
     join,
     list_files,
     move,
-    read_text,
     write_table,
     write_text,
 )
@@ -63,7 +60,6 @@ from .namespace import (
     keys_array,
     latest_generation,
     load_index,
-    located,
     part_problem,
     schema_text,
     view,
@@ -71,22 +67,6 @@ from .namespace import (
 
 ROW_GROUP = 4096  # rows a reader reads to serve a hit of a data file
 DROP_AFTER_S = 3600.0  # an unreadable part this old is not a write in flight: set aside
-
-
-def open_namespace(
-    cfg: CurateConfig,
-    student: StudentIdentity,
-    columns: list[str] | None = None,
-    tag: str = "",
-) -> tuple[str, pa.Schema]:
-    """The namespace (`namespace.located`) with its settings.json written the first time.
-    Take its `view` once registered as its reader (`reading`)."""
-    ns, schema = located(cfg, student, columns, tag)
-    if read_text(join(ns, "settings.json")) is None:
-        columns = schema.names[1:]
-        about = {**cache.about(cfg, student, columns, tag), "student": student.name}
-        declare(ns, schema, {**about, "identity": student.record()})
-    return ns, schema
 
 
 def declare(ns: str, schema: pa.Schema, about: dict | None = None) -> None:

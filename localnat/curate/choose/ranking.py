@@ -24,7 +24,7 @@ from ..inputs.chunks import content_error
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import InputPlan, hive_columns
 from ..inputs.records import prompt_id
-from ..job_config import CurateConfig, Reading
+from ..job_config import Choosing, Reading
 from ..run.directory import Executed, Run
 from ..run.passes import rank_pass
 from ..signals import SIGNALS
@@ -45,29 +45,30 @@ def ranked(run: Run) -> tuple[Executed, Reduced, dict]:
         executed = run.execute(rank_pass(cfg, run.dir, b, block_rows(rows, block, b == 0)))
         done.append(executed)
         parts.extend(executed.parts)
-        return reduce(cfg, run.dir, parts, run.student.family)
+        return reduce(cfg.choosing, run.dir, parts, run.student.family)
 
-    reduced, record = rank_until_separated(rows, cfg, scored)
+    reduced, record = rank_until_separated(rows, cfg.choosing, scored)
     return merged(done), reduced, record
 
 
-def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple[Reduced, dict]:
+def rank_until_separated(rows: pd.DataFrame, choosing: Choosing, scored) -> tuple[Reduced, dict]:
     """The stopping loop over `rows` (`prompt_rows`): `scored(b, block)` scores block b and
     returns the reduce over every block so far; after each, `separation` decides. The
     reduce at the stop and the `ranking` record."""
-    blocks = prompt_blocks(rows, cfg)
+    blocks = prompt_blocks(rows, choosing)
     n_prompts = rows["prompt_id"].nunique()  # every prompt of the inputs (ids, not nulls)
-    tests = looks(cfg, n_prompts)
+    tests = looks(choosing, n_prompts)
     for b, block in enumerate(blocks):
         reduced = scored(b, block)
         n = sum(len(x) for x in blocks[: b + 1])
-        board, signal = reduced.board, cfg.select_by
+        board, signal = reduced.board, choosing.select_by
         fraction = n / max(n_prompts, 1)
+        delta = choosing.rank_delta
         test = separation(
-            reduced.df, board, signal=signal, delta=cfg.rank_delta, tests=tests, fraction=fraction
+            reduced.df, board, signal=signal, delta=delta, tests=tests, fraction=fraction
         )
         LOG.info(f"ranking, block {b + 1} ({n} of {n_prompts} prompts): {_said(test)}")
-        limit = cfg.max_prompts is not None and n >= cfg.max_prompts
+        limit = choosing.max_prompts is not None and n >= choosing.max_prompts
         if test["separated"] or limit or b == len(blocks) - 1:
             stopped = "separated" if test["separated"] else "max_prompts" if limit else "all"
             break
@@ -76,20 +77,20 @@ def rank_until_separated(rows: pd.DataFrame, cfg: CurateConfig, scored) -> tuple
         "prompts": n_prompts,
         "prompts_scored": n,
         "blocks": b + 1,
-        "block_prompts": block_size(cfg, n_prompts),
+        "block_prompts": block_size(choosing, n_prompts),
         "tests": tests,
         "rows": len(rows),
         **test,
-        "settings": ranking_settings(cfg),
+        "settings": ranking_settings(choosing),
     }
     return reduced, record
 
 
-def ranking_settings(cfg: CurateConfig) -> dict:
+def ranking_settings(choosing: Choosing) -> dict:
     """What the ranking answered (its guarantee: `rank_delta`); the manifest's `choice`
     decides whether a rerun continues it."""
     keys = ("select_by", "max_prompts", "rank_block", "rank_delta", "seed")
-    return {k: getattr(cfg, k) for k in keys}
+    return {k: getattr(choosing, k) for k in keys}
 
 
 def row_prompts(plan: InputPlan, reading: Reading) -> pd.DataFrame:
@@ -119,13 +120,13 @@ def row_prompts(plan: InputPlan, reading: Reading) -> pd.DataFrame:
     return pd.DataFrame(found, columns=["file_index", "row_number", "prompt_id"])
 
 
-def prompt_blocks(rows: pd.DataFrame, cfg: CurateConfig) -> list[list[str]]:
+def prompt_blocks(rows: pd.DataFrame, choosing: Choosing) -> list[list[str]]:
     """The prompts in the seeded order, in blocks of `block_size`, up to --max-prompts."""
     ids = rows["prompt_id"].dropna().unique().tolist()
-    order = sorted(ids, key=lambda p: (_rank_key(cfg.seed, p), p))
-    if cfg.max_prompts is not None:
-        order = order[: cfg.max_prompts]
-    size = block_size(cfg, len(ids))
+    order = sorted(ids, key=lambda p: (_rank_key(choosing.seed, p), p))
+    if choosing.max_prompts is not None:
+        order = order[: choosing.max_prompts]
+    size = block_size(choosing, len(ids))
     return [order[i : i + size] for i in range(0, len(order), size)] or [[]]
 
 
@@ -141,15 +142,15 @@ def block_rows(rows: pd.DataFrame, block: list[str], first: bool) -> dict[int, l
     return out
 
 
-def block_size(cfg: CurateConfig, n_prompts: int) -> int:
-    return cfg.rank_block or max(MIN_BLOCK, math.ceil(BLOCK_SHARE * n_prompts))
+def block_size(choosing: Choosing, n_prompts: int) -> int:
+    return choosing.rank_block or max(MIN_BLOCK, math.ceil(BLOCK_SHARE * n_prompts))
 
 
-def looks(cfg: CurateConfig, n_prompts: int) -> int:
+def looks(choosing: Choosing, n_prompts: int) -> int:
     """The most tests a ranking can make: one per block up to --max-prompts (the union bound
     spreads --rank-delta over them)."""
-    most = n_prompts if cfg.max_prompts is None else min(cfg.max_prompts, n_prompts)
-    return max(1, math.ceil(most / block_size(cfg, n_prompts)))
+    most = n_prompts if choosing.max_prompts is None else min(choosing.max_prompts, n_prompts)
+    return max(1, math.ceil(most / block_size(choosing, n_prompts)))
 
 
 def separation(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...logs import LOG
 from ..inputs.plan import InputError
-from ..job_config import CurateConfig
+from ..job_config import Choosing
 from ..signals import REDUCE_COLUMNS
 from ..storage import join, read_parquet_files
 from .leaderboard import leaderboard
@@ -31,7 +31,9 @@ class Reduced:
     prompt_keys: np.ndarray | None = None
 
 
-def reduce(cfg: CurateConfig, run_dir: str, parts: list[str], family: str | None = None) -> Reduced:
+def reduce(
+    choosing: Choosing, run_dir: str, parts: list[str], family: str | None = None
+) -> Reduced:
     """From a pass's committed scores/ parts (`Executed.parts`); `family`: the student's
     model family, for the same-family flag."""
     scores = read_parquet_files(parts, REDUCE_COLUMNS)
@@ -48,13 +50,17 @@ def reduce(cfg: CurateConfig, run_dir: str, parts: list[str], family: str | None
     if len(dups):
         df = df[~df["row_id"].isin(dups["row_id"])]
     board = leaderboard(
-        df, seed=cfg.seed, min_share=cfg.min_matched_share, family=family, signals=cfg.score.signals
+        df,
+        seed=choosing.seed,
+        min_share=choosing.min_matched_share,
+        family=family,
+        signals=choosing.signals,
     )
-    if cfg.correct_column:
-        board["validation"] = validation(df, board, cfg.seed)
+    if choosing.correct_column:
+        board["validation"] = validation(df, board, choosing.seed)
         if df["is_correct"].isna().all():
             LOG.warning(
-                f"--correct-column {cfg.correct_column!r} is unknown (null) on every scored "
+                f"--correct-column {choosing.correct_column!r} is unknown (null) on every scored "
                 "row: no response is selected (only correct ones are); leave the option out to "
                 "select among all responses"
             )

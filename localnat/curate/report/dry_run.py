@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from ...redact import redact
 from ...scoring.student import DEFAULT_STUDENT
 from ..cache.keys import KEY, as_numpy, member
-from ..cache.namespace import index_whole, located, row_keys, view
+from ..cache.namespace import index_whole, row_keys, view
+from ..cache.score_cache import ScoreCache
 from ..choose.racing import races
 from ..choose.ranking import block_size
 from ..inputs.chunks import read_files
@@ -142,7 +143,7 @@ def _cache(cfg: CurateConfig, student, keys: list) -> dict:
     """Rows the cache holds and rows the student would score (rows read and validated as the
     run reads them). The driver holds the inputs' keys, never the cache's: each of the
     cache's key columns is streamed past them."""
-    ns, columns = located(cfg, student)
+    ns, columns = ScoreCache.of(cfg, student).located()
     current = view(ns, columns)
     wanted = np.concatenate(keys) if keys else np.empty(0, "S16")
     unique, inverse = np.unique(wanted, return_inverse=True)

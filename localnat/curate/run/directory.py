@@ -1,8 +1,8 @@
 """A run owns its directory, OUTPUT/RUN_ID/: it holds the lease, checks the identity a
 resume must match (resume.py), and executes scoring passes, committing each chunk of rows as
 soon as all its rows are written (the protocol and every write: outputs.py). Outside its
-directory it touches only the score cache, through the cache's own modules (cache/: its
-settings, the reader's lease, appends, the night's compaction).
+directory it touches only the score cache it is given (`ScoreCache`: the namespaces'
+settings, the reader's lease; the sink appends, and the job compacts at the end).
 
     _run.json _lease/ _done/   identity, lease, the scores pass's markers
     scores/ rejects/           the scores pass's parts
@@ -16,9 +16,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from ...logs import LOG, native_noise_dropped
-from ..cache.lookup import shared_view
-from ..cache.namespace import view
-from ..cache.writer import open_namespace, reading
+from ..cache.score_cache import ScoreCache
 from ..inputs.plan import InputPlan
 from ..job_config import CurateConfig
 from ..storage import join
@@ -59,13 +57,21 @@ class Executed:
 
 
 class Run:
-    """`with Run(cfg, run_dir, plan, student) as run: run.execute(pass_)`."""
+    """`with Run(cfg, run_dir, plan, student, cache) as run: run.execute(pass_)`; `cache`
+    the score cache its passes read and add to (None: none)."""
 
-    def __init__(self, cfg: CurateConfig, run_dir: str, plan: InputPlan, student: StudentIdentity):
+    def __init__(
+        self,
+        cfg: CurateConfig,
+        run_dir: str,
+        plan: InputPlan,
+        student: StudentIdentity,
+        cache: ScoreCache | None,
+    ):
         self.cfg, self.dir, self.plan, self.student = cfg, run_dir, plan, student
+        self.cache = cache
         self.id = run_dir.rstrip("/").rsplit("/", 1)[-1]
         self._lease = Lease(run_dir)
-        self.namespaces: set[str] = set()  # score cache namespaces its passes read
 
     def __enter__(self) -> Run:
         self._lease.__enter__()
@@ -123,17 +129,13 @@ class Run:
     def _stream(self, pass_: Pass, todo, chunks) -> tuple[int, dict]:
         """The pass's Ray graph over `todo`; each chunk committed once all its rows are in."""
         cfg = self.cfg
-        start_ray(cfg)
-        wait_for_gpus(cfg)
+        start_ray(cfg.sizing)
+        wait_for_gpus(cfg.sizing)
         with ExitStack() as stack:
             cache, leases = None, {"output": self._lease}
-            if cfg.cache:  # registered as its reader first: a compaction keeps what it reads
-                ns, columns = open_namespace(
-                    cfg, self.student, columns=list(pass_.results), tag=pass_.cache_tag
-                )
-                leases["cache"] = stack.enter_context(reading(ns))
-                cache = shared_view(view(ns, columns))
-                self.namespaces.add(ns)
+            if self.cache:  # registered as its reader first: a compaction keeps what it reads
+                reader = self.cache.reading(list(pass_.results), pass_.cache_tag)
+                _, leases["cache"], cache = stack.enter_context(reader)
             # Before any actor writes: every node sees where they write, and so must any
             # node that joins later (its actors check, graph.py).
             pass_ = replace(pass_, seen=witnesses(leases))

@@ -72,7 +72,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         },
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg.sizing)),
     )
     # One call per block: a Score task is one call, so its rows are written (and their
     # chunks committed) as soon as it returns, and the actors share the calls.

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from ...fields import OptionError
 from ...logs import QUIET_ENV
+from ..job_config import Sizing
 
 
 class Terminated(BaseException):
@@ -46,9 +47,9 @@ def uninterrupted():
             raise Terminated()
 
 
-def local_cluster(cfg) -> bool:
+def local_cluster(sizing: Sizing) -> bool:
     """Whether the job starts its own Ray (no --ray-address, no RAY_ADDRESS)."""
-    return cfg.ray_address is None and not os.environ.get("RAY_ADDRESS")
+    return sizing.ray_address is None and not os.environ.get("RAY_ADDRESS")
 
 
 def local_cpus() -> int:
@@ -61,47 +62,47 @@ def local_cpus() -> int:
 READING_CPUS = 0.5
 
 
-def reading_actors(cfg) -> int:
+def reading_actors(sizing: Sizing) -> int:
     """The most reading (Prepare) actors: two per scoring actor, but on the machine of a
     local Ray no more than its cores left to the scoring actors (each starts by loading a
     tokenizer, seconds of a core that small machines cannot spare)."""
-    most = max(2, 2 * cfg.actors)
-    if not local_cluster(cfg):
+    most = max(2, 2 * sizing.actors)
+    if not local_cluster(sizing):
         return most
-    return max(1, min(most, (os.cpu_count() or 1) - int(cfg.actors * cfg.cpus_per_actor)))
+    return max(1, min(most, (os.cpu_count() or 1) - int(sizing.actors * sizing.cpus_per_actor)))
 
 
-def check_cpus(cfg) -> None:
+def check_cpus(sizing: Sizing) -> None:
     """Scoring actors that ask for more CPUs than the Ray they run on has would wait
     forever: a one-line error before Ray starts (the Ray this job starts, or the one this
     process already joined; a remote cluster may still grow, and is not checked)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         have, where = ray.cluster_resources().get("CPU", 0), "the Ray cluster joined"
-    elif local_cluster(cfg):
+    elif local_cluster(sizing):
         have, where = local_cpus(), "the local Ray this job starts"
     else:
         return
-    need = cfg.actors * cfg.cpus_per_actor + READING_CPUS
+    need = sizing.actors * sizing.cpus_per_actor + READING_CPUS
     if need > have:
         raise OptionError(
-            f"cpus-per-actor: {cfg.actors} actors x {cfg.cpus_per_actor:g} CPUs "
+            f"cpus-per-actor: {sizing.actors} actors x {sizing.cpus_per_actor:g} CPUs "
             f"(+{READING_CPUS:g} for reading) is more than the {have:g} CPUs of {where}; "
             "lower --cpus-per-actor or --actors, or join a larger cluster (--ray-address)"
         )
 
 
-def start_ray(cfg) -> None:
-    """Join the configured cluster, or start a local one, quietly unless cfg.verbose."""
+def start_ray(sizing: Sizing) -> None:
+    """Join the configured cluster, or start a local one, quietly unless verbose."""
     import ray
     from ray.data import DataContext
 
-    quiet = not cfg.verbose
+    quiet = not sizing.verbose
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = not quiet
     ctx.print_on_execution_start = not quiet
     # Off (-1) by default: one long call (a 100k-token trace) is progress too.
-    ctx.execution_no_progress_timeout_s = cfg.no_progress_timeout or -1
+    ctx.execution_no_progress_timeout_s = sizing.no_progress_timeout or -1
     # Start scoring once every student is loaded, so the first calls spread over all of
     # them instead of queueing on the first one up (an hour: a student that cannot load in
     # that time is a broken cluster, and the error says so).
@@ -111,10 +112,10 @@ def start_ray(cfg) -> None:
     if ray.is_initialized():
         return
     # a local Ray needs no dashboard (its seconds of start-up on every run are saved)
-    extra = {"num_cpus": local_cpus(), "include_dashboard": False} if local_cluster(cfg) else {}
+    extra = {"num_cpus": local_cpus(), "include_dashboard": False} if local_cluster(sizing) else {}
     env = dict(QUIET_ENV) if quiet else {}
     ray.init(
-        address=cfg.ray_address,
+        address=sizing.ray_address,
         log_to_driver=True,  # worker errors must reach the user
         logging_level=logging.WARNING if quiet else logging.INFO,
         runtime_env={"env_vars": env} if env else None,

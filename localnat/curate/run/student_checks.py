@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...logs import LOG
 from ...scoring.config import ScoreConfig
-from ..job_config import CurateConfig
+from ..job_config import CurateConfig, Sizing
 from .identity import StudentError, StudentIdentity, identify, recall, remember, verify
 from .progress import local_cluster
 
@@ -109,25 +109,25 @@ class GpusUnavailable(RuntimeError):
     """The cluster lacks the GPUs --gpus-per-actor asks for (after --gpu-wait, remotely)."""
 
 
-def wait_for_gpus(cfg: CurateConfig, poll_s: float = 30.0) -> None:
+def wait_for_gpus(sizing: Sizing, poll_s: float = 30.0) -> None:
     """--gpus-per-actor on a cluster without them would wait forever for an actor: fail at
     once on a local cluster; on a remote one (GPU nodes may be autoscaling up) wait up to
     --gpu-wait seconds, saying so."""
     import ray
 
-    if not cfg.gpus_per_actor:
+    if not sizing.gpus_per_actor:
         return
-    deadline = time.time() + (0 if local_cluster(cfg) else cfg.gpu_wait)
+    deadline = time.time() + (0 if local_cluster(sizing) else sizing.gpu_wait)
     while True:
         have = ray.cluster_resources().get("GPU", 0)
-        if have >= cfg.gpus_per_actor:
+        if have >= sizing.gpus_per_actor:
             return
         if time.time() >= deadline:
             raise GpusUnavailable(
-                f"--gpus-per-actor {cfg.gpus_per_actor:g}: the Ray cluster has {have:g} GPUs "
+                f"--gpus-per-actor {sizing.gpus_per_actor:g}: the Ray cluster has {have:g} GPUs "
                 f"(resources: {ray.cluster_resources()}); use --gpus-per-actor 0 for CPU"
             )
         LOG.info(
-            f"waiting for GPUs: the cluster has {have:g}, an actor needs {cfg.gpus_per_actor:g}"
+            f"waiting for GPUs: the cluster has {have:g}, an actor needs {sizing.gpus_per_actor:g}"
         )
         time.sleep(min(poll_s, max(0.0, deadline - time.time())))
