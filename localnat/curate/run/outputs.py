@@ -208,9 +208,11 @@ def committed_selected(run_dir: str, keep: dict[str, str]) -> dict[str, dict]:
         for uri in list_files(join(run_dir, "_selected"))
         if uri.endswith(".json")
     }
+    with ThreadPoolExecutor(16) as pool:
+        bodies = dict(zip(markers, pool.map(read_json, markers.values())))
     kept = {}
     for name, uri in markers.items():
-        body = read_json(uri)
+        body = bodies[name]
         if isinstance(body, dict) and keep.get(name) == body.get("digest"):
             kept[name] = body
         else:
