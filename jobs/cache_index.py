@@ -48,7 +48,7 @@ def uss_mb() -> float:
 
 
 class Reader:
-    """A reading actor, as a Prepare actor is: its memory before and after its Lookup."""
+    """A reading actor, as a Pack actor is: its memory before and after its Lookup."""
 
     def __init__(self):
         import localnat.curate.cache.lookup  # noqa: F401 - modules loaded before memory is taken

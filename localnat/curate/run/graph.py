@@ -1,7 +1,7 @@
 """The Ray Data graph of one scoring pass, top to bottom in the order data flows:
 
     input files (one block each)
-      -> Prepare (CPU actors): read + validate in commit chunks, look rows up in the score
+      -> Pack (CPU actors): read + validate in commit chunks, look rows up in the score
          cache (hits are written at once, through the sink), tokenize + segment the rest,
          pack them into calls of at most --call-tokens estimated model tokens
       -> one call per block
@@ -60,7 +60,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         override_num_blocks=max(1, len(groups)),  # one block per group of files
     )
     ds = ds.map_batches(
-        Prepare,
+        Pack,
         batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={
@@ -95,7 +95,7 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
     )
 
 
-class Prepare:
+class Pack:
     """CPU stage, one group of input files per call: their rows read (`read_files`), looked
     up in the cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads
     nothing) and packed into calls by estimated tokens (a larger row goes alone). A call is
@@ -191,13 +191,13 @@ class Score:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
-            return read_call(batch)  # hits, written by Prepare: their counts
+            return read_call(batch)  # hits, written by Pack: their counts
         calls = self._loading.result()  # loaded (a load that failed raises here)
         return self.sink.write(calls(batch), self.name)
 
 
 class Calls:
-    """A call (see `Prepare`) -> its rows with the pass's results (`pass_.method` of the
+    """A call (see `Pack`) -> its rows with the pass's results (`pass_.method` of the
     scorer), or reasons: a call that fails whole is scored row by row, so one row that keeps
     failing is rejected, not its call."""
 

@@ -63,7 +63,7 @@ READING_CPUS = 0.5
 
 
 def reading_actors(sizing: Sizing) -> int:
-    """The most reading (Prepare) actors: two per scoring actor, but on the machine of a
+    """The most reading (Pack) actors: two per scoring actor, but on the machine of a
     local Ray no more than its cores left to the scoring actors (each starts by loading a
     tokenizer, seconds of a core that small machines cannot spare)."""
     most = max(2, 2 * sizing.actors)
