@@ -63,6 +63,11 @@ def flag_name(f) -> str:
     return f.metadata.get("flag") or f.name.replace("_", "-")
 
 
+def flag_names(*owners) -> dict[str, str]:
+    """Field name -> its flag's name, over the config dataclasses `owners`."""
+    return {f.name: flag_name(f) for owner in owners for f in fields(owner)}
+
+
 def check_fields(obj) -> None:
     """Type-check every field of a config dataclass against its annotation (no coercion
     except int -> float and a scalar -> a one-element tuple); normalize tuples in place."""

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import pyarrow as pa
 
-from ..fields import CHOICE
+from ..fields import CHOICE, flag_names
 from ..logs import LOG, scoped
 from .cache.score_cache import ScoreCache
 from .choose.dataset import write_selected
@@ -164,7 +164,8 @@ def _rechosen(manifest: dict, cfg: CurateConfig) -> str:
     if not isinstance(before, dict):
         return "a choice not recorded"
     changed = [k for k, v in now.items() if before.get(k) != v]
-    return ", ".join(f"--{k.replace('_', '-')} {before.get(k)!r} -> {now[k]!r}" for k in changed)
+    flags = flag_names(CurateConfig)
+    return ", ".join(f"--{flags[k]} {before.get(k)!r} -> {now[k]!r}" for k in changed)
 
 
 def _manifest(run_dir: str) -> dict | None:

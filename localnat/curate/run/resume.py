@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 
-from ...fields import ROWS, SCORES, flag_name
+from ...fields import ROWS, SCORES, flag_names
 from ...redact import redact
 from ...scoring.config import ScoreConfig
 from ...scoring.schema import SCORING_VERSION
@@ -96,7 +95,7 @@ def _changed(before: dict, now: dict) -> list[str]:
             out.append("the student: " + ", ".join(changes(old, new)))
         elif key == "settings" and isinstance(old, dict):
             names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            flags = {f.name: flag_name(f) for c in (CurateConfig, ScoreConfig) for f in fields(c)}
+            flags = flag_names(CurateConfig, ScoreConfig)
             out.append("settings " + ", ".join(f"--{flags.get(n, n)}" for n in names))
         elif key == "inputs" and isinstance(old, list):
             moved = [u for (u, v) in new if [u, v] not in old] + [
