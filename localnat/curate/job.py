@@ -64,7 +64,7 @@ def _run_job(cfg: CurateConfig) -> dict:
     previous = None if cfg.overwrite or cfg.dry_run else _manifest(run_dir)
     if not cfg.dry_run:
         check_cpus(cfg.sizing)  # before any work: actors Ray can never place would wait forever
-    inputs = plan(cfg, output)
+    inputs = plan(cfg.inputs, cfg.reading, output)
     if cfg.dry_run:
         return dry_run(inputs, cfg, run_dir)
     student = identify_student(cfg)  # the actors load exactly this (its real dir or commit)

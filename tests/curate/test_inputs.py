@@ -183,9 +183,9 @@ def test_a_correctness_column_that_is_not_one_stops_the_run_before_any_work(tmp_
     with pytest.raises(
         InputError, match="a.parquet: --correct-column 'ok' is not a corr.*'correct'"
     ):
-        plan(cfg, str(tmp_path / "out"))
+        plan(cfg.inputs, cfg.reading, str(tmp_path / "out"))
     labels = ["yes", "no", "true", "maybe", "1", "0"]
     pq.write_table(
         pa.Table.from_pylist([dict(r, ok=v) for r, v in zip(rows, labels)]), tmp_path / "a.parquet"
     )
-    assert len(plan(cfg, str(tmp_path / "out")).files) == 1
+    assert len(plan(cfg.inputs, cfg.reading, str(tmp_path / "out")).files) == 1

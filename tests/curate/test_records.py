@@ -62,7 +62,7 @@ def test_prompt_ids_are_one_id_by_value_across_parquet_arrow_and_jsonl(tmp_path,
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
 
     cfg = CurateConfig(inputs=(str(tmp_path),))
-    planned = plan(cfg, str(tmp_path / "out"))
+    planned = plan(cfg.inputs, cfg.reading, str(tmp_path / "out"))
     (text,) = said
     assert "prompt_id" in text and "compared by value" in text
     assert "integer in 1 files (e.g. " in text and "a.parquet" in text

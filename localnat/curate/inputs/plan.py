@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 
 from ...logs import LOG
 from ...redact import redact
-from ..job_config import CurateConfig
+from ..job_config import Reading
 from ..storage import filesystem
 from .formats import INPUT_SUFFIXES, file_format, input_columns
 from .records import as_bool, missing
@@ -62,23 +62,25 @@ def file_groups(sizes: list[int | None]) -> list[slice]:
     return groups
 
 
-def plan(cfg: CurateConfig, output: str) -> InputPlan:
+def plan(inputs: tuple[str, ...], reading: Reading, output: str) -> InputPlan:
     """The run's input files (outputs written inside an input directory are never read back
     as inputs), checked for the configured columns before any model work."""
-    found = list_inputs(list(cfg.inputs), exclude=output)
+    found = list_inputs(list(inputs), exclude=output)
     files = [(i, uri, root) for i, (uri, root) in enumerate(found)]
-    rows, exact, sizes = check_columns(files, cfg)
+    rows, exact, sizes = check_columns(files, reading)
     return InputPlan(files, rows, exact, sizes)
 
 
-def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
+def check_columns(files, reading: Reading) -> tuple[dict, bool, dict]:
     """Fail before any model work when a file lacks a configured column, or its correctness
     column's first values are not true/false, yes/no or 1/0. Returns each file's rows as read
     in the same pass (None for an unreadable file), whether all are exact, and each file's
     bytes. Warns when files give the prompt id different types (compared by value)."""
-    needed = [cfg.prompt_column, cfg.response_column, cfg.teacher_column]
-    needed += [c for c in (cfg.correct_column, cfg.score.step_column) if c]
-    sample = tuple(c for c in (cfg.correct_column, cfg.prompt_id_column) if c)
+    cols = reading.columns
+    correct, ids = cols.get("is_correct"), cols["prompt_id"]
+    needed = [cols["prompt"], cols["response"], cols["teacher"]]
+    needed += [c for c in (correct, reading.step_column) if c]
+    sample = tuple(c for c in (correct, ids) if c)
     rows: dict[int, int | None] = {}
     sizes: dict[int, int | None] = {}
     exact = [True]
@@ -90,7 +92,7 @@ def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
         try:
             fs, path = filesystem(uri)
             sizes[index] = fs.get_file_info(path).size
-            info = input_columns(uri, cfg.input_format, sample)
+            info = input_columns(uri, reading.input_format, sample)
         except Exception:  # noqa: BLE001 - unreadable: the pipeline rejects it with a reason
             return None
         rows[index] = info.rows
@@ -100,15 +102,15 @@ def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
             return None
         present = set(info.names) | set(hive_columns(uri, root))
         # JSONL writers may leave out null optional fields: those rows are rejected one by one.
-        typed = file_format(uri, cfg.input_format) in ("parquet", "arrow")  # a schema
+        typed = file_format(uri, reading.input_format) in ("parquet", "arrow")  # a schema
         required = needed if typed else needed[:3]
         missing = [c for c in required if c not in present]
         if missing:
             return f"{redact(uri)}: missing {missing}; present: {sorted(present)}"
-        kinds = _id_kinds(info.types.get(cfg.prompt_id_column))
+        kinds = _id_kinds(info.types.get(ids))
         if kinds:
             id_types.setdefault("/".join(sorted(kinds)), []).append(uri)
-        return _not_boolean(info.sample.get(cfg.correct_column), cfg.correct_column, uri)
+        return _not_boolean(info.sample.get(correct), correct, uri)
 
     with ThreadPoolExecutor(16) as pool:  # footers of many object-store files, in parallel
         problems = [p for p in pool.map(problem, files) if p]
@@ -123,7 +125,7 @@ def check_columns(files, cfg: CurateConfig) -> tuple[dict, bool, dict]:
             for kinds, uris in sorted(id_types.items())
         )
         LOG.warning(
-            f"{cfg.prompt_id_column!r} has different types across files: {found}; ids are "
+            f"{ids!r} has different types across files: {found}; ids are "
             "compared by value (1, 1.0 and '1' are one prompt)"
         )
     return rows, exact[0], sizes
