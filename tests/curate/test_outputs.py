@@ -109,3 +109,29 @@ def test_the_run_writes_only_inside_its_directory(tmp_path):
     assert (tmp_path / "out" / "other" / "keep.json").read_text() == "{}"
     remove(str(run), "selected")  # a folder: every file under it
     assert not list((run / "selected").glob("*"))
+
+
+def test_selected_parts_count_only_with_their_marker_and_their_rows_digest(tmp_path):
+    """A part is an output of selected/ when its marker holds the digest asked for and the
+    part is there; anything else (another choice's part, a part never committed, a marker
+    whose part is gone) is deleted, inside the run's directory only."""
+    import json
+
+    from localnat.curate.run.outputs import commit_selected, committed_selected
+
+    run = tmp_path / "r"
+    (run / "selected").mkdir(parents=True)
+    for name in ("f000000", "f000001", "f000002", "f000003"):
+        (run / "selected" / f"{name}.parquet").write_bytes(b"part")
+    for name, digest in (("f000000", "a"), ("f000001", "old"), ("f000004", "e")):
+        commit_selected(str(run), f"{name}.parquet", {"digest": digest})
+    outside = tmp_path / "selected"
+    outside.mkdir()
+    (outside / "f000009.parquet").write_bytes(b"not the run's")
+    keep = {"f000000.parquet": "a", "f000001.parquet": "b", "f000004.parquet": "e"}
+    kept = committed_selected(str(run), keep)
+    assert kept == {"f000000.parquet": {"digest": "a"}}
+    assert sorted(p.name for p in (run / "selected").iterdir()) == ["f000000.parquet"]
+    assert [p.name for p in (run / "_selected").iterdir()] == ["f000000.json"]
+    assert json.loads((run / "_selected" / "f000000.json").read_text()) == {"digest": "a"}
+    assert (outside / "f000009.parquet").exists()

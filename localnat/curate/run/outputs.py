@@ -201,24 +201,26 @@ def commit_selected(run_dir: str, name: str, record: dict) -> None:
 
 def committed_selected(run_dir: str, keep: dict[str, str]) -> dict[str, dict]:
     """selected/'s parts that are outputs: part name -> marker, for the parts `keep` names
-    with the digest their marker holds. Every other part and marker (another choice's, or a
-    part written and not committed) is deleted, its marker first (call under the lease)."""
+    with the digest their marker holds, and that are there. Every other part and marker
+    (another choice's, or a part written and not committed) is deleted, its marker first
+    (call under the lease)."""
     markers = {
         uri.rsplit("/", 1)[-1][:-5] + ".parquet": uri
         for uri in list_files(join(run_dir, "_selected"))
         if uri.endswith(".json")
     }
+    parts = {uri.rsplit("/", 1)[-1]: uri for uri in list_files(join(run_dir, "selected"))}
     with ThreadPoolExecutor(16) as pool:
         bodies = dict(zip(markers, pool.map(read_json, markers.values())))
     kept = {}
     for name, uri in markers.items():
         body = bodies[name]
-        if isinstance(body, dict) and keep.get(name) == body.get("digest"):
+        if name in parts and isinstance(body, dict) and keep.get(name) == body.get("digest"):
             kept[name] = body
         else:
             delete(uri)
-    for uri in list_files(join(run_dir, "selected")):
-        if uri.rsplit("/", 1)[-1] not in kept:
+    for name, uri in parts.items():
+        if name not in kept:
             delete(uri)
     return kept
 
