@@ -14,7 +14,7 @@ Layout of OUTPUT/RUN_ID/ (a `Run` owns it, run/directory.py):
     README.md              the dataset card (report/card.py): load_dataset(RUN_DIR) is selected/
     duplicates.parquet     rows repeating an earlier (prompt_id, teacher, response), if any
     teachers.json .md .png the leaderboard
-    manifest.json          written last: its presence marks a complete run (report/manifest.py)
+    manifest.json          written last by the Run: its presence marks a complete run
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from .choose.selection import select
 from .inputs.plan import plan
 from .job_config import CurateConfig
 from .report.dry_run import dry_run
-from .report.manifest import Outcome, finish
+from .report.manifest import Outcome, reports
+from .report.render import summary_table
 from .report.show import show_run
 from .run.directory import Run
-from .run.outputs import remove
 from .run.passes import scores_pass
 from .run.progress import check_cpus
 from .run.student_checks import identify_student
@@ -78,7 +78,7 @@ def _run_job(cfg: CurateConfig) -> dict:
                 LOG.info(f"run {run.id} is complete at {run_dir} (use --overwrite to redo it)")
                 return {**previous, "report": show_run(run_dir)}
             LOG.info(f"run {run.id} is complete, chosen otherwise ({changed}): choosing again")
-            remove(run.dir, "manifest.json")  # complete again once the choice is written
+            run.reopen()  # complete again once the choice is written
         ranking = {}
         if cfg.rank_teachers:  # prompts block by block until the top teacher stands apart
             scored, reduced, ranking = ranked(run)
@@ -97,7 +97,9 @@ def _run_job(cfg: CurateConfig) -> dict:
         timings["compact"] = time.time() - t
         timings["total"] = time.time() - started
         outcome = Outcome(scored, reduced, chosen, raced, written, timings, folded, ranking)
-        return finish(run, outcome)
+        files, manifest = reports(run, outcome)
+        run.complete(files, manifest)
+        return {**manifest, "report": summary_table(reduced.board, manifest)}
 
 
 def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dict, dict]:

@@ -1,6 +1,7 @@
 """What a complete run leaves for people and for the next run: teachers.json, teachers.md,
-teachers.png, the dataset card README.md (when it selected rows) and, written last,
-manifest.json (its presence marks the run complete)."""
+teachers.png, duplicates.parquet (when there are any), the dataset card README.md (when it
+selected rows) and the manifest, which the Run writes last (its presence marks the run
+complete). Nothing here writes."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from ...scoring.student import DEFAULT_STUDENT
 from ..choose.reduce import Reduced
 from ..inputs.records import row_source
 from ..run.directory import Executed, Run
-from ..run.outputs import counts, remove, write
+from ..run.outputs import counts
 from ..signals import SIGNALS
 from .card import dataset_card
-from .render import markdown, png, summary_table
+from .render import markdown, png
 
 
 @dataclass
@@ -44,38 +45,37 @@ class Outcome:
     ranking: dict = field(default_factory=dict)  # a teacher ranking's stop (choose/ranking.py)
 
 
-def finish(run: Run, outcome: Outcome) -> dict:
-    """Write the reports and the manifest; return the manifest and the terminal summary."""
+def reports(run: Run, outcome: Outcome) -> tuple[dict, dict]:
+    """What the run leaves besides its scores and selected/, nothing written: name ->
+    content (text, bytes, a table; None: a file of an earlier choice that must go) and the
+    manifest. A report that fails to render is listed in the manifest's `report_errors`,
+    never fails a run whose scores are written."""
     board = outcome.reduced.board
     name = run.cfg.score.student or DEFAULT_STUDENT
     board["student"] = name
     board["signals"] = {k: asdict(s) for k, s in SIGNALS.items()}  # what each number means
     board["sample_steps"] = run.cfg.score.sample_steps  # LN estimated from sampled steps
     board["select_by"] = run.cfg.select_by  # the signal whose trust the validation weighs
+    files: dict = {"teachers.json": json.dumps(board, indent=2)}
     dups = outcome.reduced.duplicates
     if len(dups):
-        write(run.dir, "duplicates.parquet", pa.Table.from_pandas(dups, preserve_index=False))
-    write(run.dir, "teachers.json", json.dumps(board, indent=2))
+        files["duplicates.parquet"] = pa.Table.from_pandas(dups, preserve_index=False)
     errors = []
     for report, render in (("teachers.md", markdown), ("teachers.png", png)):
-        try:  # a report that fails to render must not fail a run whose scores are written
-            write(run.dir, report, render(board, name))
+        try:
+            files[report] = render(board, name)
         except Exception as err:  # noqa: BLE001
             errors.append(f"{report}: {type(err).__name__}: {err}")
             LOG.warning(f"{report} not written: {type(err).__name__}: {err}")
     manifest = _manifest(run, outcome, name, errors)
-    try:  # selected/ as a dataset: what loads it and what chose it; like the reports above
-        if len(outcome.chosen):
-            card = dataset_card(manifest, markdown(board, name), as_command(run.cfg))
-            write(run.dir, "README.md", card)
-        else:
-            remove(run.dir, "README.md")  # a ranking continued over a run's directory
-    except Exception as err:  # noqa: BLE001
-        errors.append(f"README.md: {type(err).__name__}: {err}")  # the manifest's list
-        LOG.warning(f"README.md not written: {type(err).__name__}: {err}")
-    write(run.dir, "manifest.json", json.dumps(manifest, indent=2))
-    LOG.info(f"run {run.id} complete")
-    return {**manifest, "report": summary_table(board, manifest)}
+    files["README.md"] = None  # a ranking chooses none: no card of an earlier choice stays
+    if len(outcome.chosen):  # selected/ as a dataset: what loads it and what chose it
+        try:
+            files["README.md"] = dataset_card(manifest, markdown(board, name), as_command(run.cfg))
+        except Exception as err:  # noqa: BLE001
+            errors.append(f"README.md: {type(err).__name__}: {err}")  # the manifest's list
+            LOG.warning(f"README.md not written: {type(err).__name__}: {err}")
+    return files, manifest
 
 
 def _manifest(run: Run, outcome: Outcome, name: str, errors: list[str]) -> dict:

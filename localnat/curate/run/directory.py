@@ -1,16 +1,19 @@
 """A run owns its directory, OUTPUT/RUN_ID/: it holds the lease, checks the identity a
-resume must match (resume.py), and executes scoring passes, committing each chunk of rows as
-soon as all its rows are written (the protocol and every write: outputs.py). Outside its
+resume must match (resume.py), executes scoring passes, committing each chunk of rows as
+soon as all its rows are written (the protocol and every write: outputs.py), and completes
+with what the reports return, the manifest last. Outside its
 directory it touches only the score cache it is given (`ScoreCache`: the namespaces'
 settings, the reader's lease; the sink appends, and the job compacts at the end).
 
     _run.json _lease/ _done/   identity, lease, the scores pass's markers
     scores/ rejects/           the scores pass's parts
     race/                      racing's exact pass: its own scores/, rejects/, _done/, _pass.json
+    teachers.* README.md       the reports, and manifest.json last (report/manifest.py)
 """
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -30,9 +33,11 @@ from .outputs import (
     completed_files,
     merge_parts,
     prepare_overwrite,
+    remove,
     remove_uncommitted,
     start,
     start_pass,
+    write,
 )
 from .passes import Pass
 from .progress import Progress, interruptible, start_ray, uninterrupted, unwrapped
@@ -89,6 +94,21 @@ class Run:
 
     def __exit__(self, *exc):
         return self._lease.__exit__(*exc)
+
+    def complete(self, files: dict, manifest: dict) -> None:
+        """The reports (name -> content; None: delete it), then the manifest, last: its
+        presence marks the run complete."""
+        for name, content in files.items():
+            if content is None:
+                remove(self.dir, name)
+            else:
+                write(self.dir, name, content)
+        write(self.dir, "manifest.json", json.dumps(manifest, indent=2))
+        LOG.info(f"run {self.id} complete")
+
+    def reopen(self) -> None:
+        """A complete run to be completed again (chosen otherwise): not complete meanwhile."""
+        remove(self.dir, "manifest.json")
 
     @property
     def seen(self) -> dict:
