@@ -84,7 +84,7 @@ def _run_job(cfg: CurateConfig) -> dict:
             scored, reduced, ranking = ranked(run)
             timings["score"] = scored.seconds
         else:
-            scored = run.execute(scores_pass(cfg, run.dir))
+            scored = run.execute(scores_pass(cfg.score))
             timings["score"] = scored.seconds
             t = time.time()
             reduced = reduce(cfg.choosing, run.dir, scored.parts, run.student.family)

@@ -28,7 +28,7 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
 
     bad = Preparer(tok, cfg)("Q?", poison)
     scorer.score_prepared = fragile
-    stage = Calls(scorer, scores_pass(CurateConfig(), "unused"))
+    stage = Calls(scorer, scores_pass(CurateConfig().score))
     prep = [Preparer(tok, cfg)("Q?", r) for r in ("Fine answer. Yes.", poison, "Also fine.")]
     table = pa.table(
         {

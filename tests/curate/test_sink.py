@@ -48,7 +48,7 @@ def call(rows: range, rejected: set, call_id: str) -> pa.Table:
 
 
 def test_a_chunk_over_several_calls_commits_one_part_of_each_kind(tmp_path):
-    pass_ = race_pass(str(tmp_path), 1, {0: list(range(9))}, {"z": 1})
+    pass_ = race_pass(1, {0: list(range(9))}, {"z": 1}).inside(str(tmp_path))
     sink = Sink(pass_)
     parts = []
     for rows, call_id in ((range(0, 3), "a"), (range(3, 6), "b"), (range(6, 9), "c")):
@@ -69,7 +69,7 @@ def test_a_chunk_over_several_calls_commits_one_part_of_each_kind(tmp_path):
 def test_a_call_of_many_small_chunks_writes_each_its_own_rows(tmp_path):
     """A call of many one-file pieces, interleaved, one Arrow chunk each (as a call of small
     files arrives): every (file, chunk) gets exactly its rows, in call order, and its counts."""
-    pass_ = race_pass(str(tmp_path), 1, {f: list(range(9)) for f in range(4)}, {"z": 1})
+    pass_ = race_pass(1, {f: list(range(9)) for f in range(4)}, {"z": 1}).inside(str(tmp_path))
     pieces, expect = [], {}
     for k in range(24):
         f, c = k % 4, (k // 4) % 2  # files 0-3, chunks 0-1, in turn
@@ -101,7 +101,7 @@ def test_whole_chunks_of_a_call_share_a_part_that_counts_only_once_all_are_commi
     says how many markers list each part. A group cut short (a marker missing, as after a
     kill between markers) is not committed at all: its markers go, then its parts, and the
     chunks are redone; never a row twice, never a row without its marker."""
-    pass_ = race_pass(str(tmp_path), 1, {f: [0] for f in range(24)}, {"z": 1})
+    pass_ = race_pass(1, {f: [0] for f in range(24)}, {"z": 1}).inside(str(tmp_path))
     pieces = []
     for k in range(24):
         piece = call(range(8, 9), {8} if k in (5, 11) else set(), "x")  # each its chunk's end

@@ -117,7 +117,7 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
             np.sort(todo["row_id"].to_numpy()).astype("<i8").tobytes(), digest_size=16
         ).hexdigest(),
     }
-    pass_ = race_pass(run.dir, t, rows, ident)
+    pass_ = race_pass(t, rows, ident)
     done = run.execute(pass_)
     got = read_parquet_files(done.parts, ROUND_COLUMNS)
     got = pd.DataFrame(columns=ROUND_COLUMNS) if got is None else got.to_pandas()
@@ -139,9 +139,10 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
         estimates[row.row_id] = stratified(known, np.asarray(row.step_strata, int))
     failed = set(todo["row_id"]) - set(estimates)
     if failed:  # its reason is in race/rTT/rejects/; the race takes its estimate as final
+        rejects = join(pass_.inside(run.dir).directory, "rejects")
         LOG.warning(
             f"racing round {t} could not score {len(failed)} rows (see "
-            f"{join(pass_.directory, 'rejects')}): their prompts are decided on these rows' "
+            f"{rejects}): their prompts are decided on these rows' "
             "last estimates, without racing's guarantee"
         )
         last = todo.set_index("row_id")["local_nat"]

@@ -42,7 +42,7 @@ def ranked(run: Run) -> tuple[Executed, Reduced, dict]:
     done, parts = [], []
 
     def scored(b: int, block: list[str]) -> Reduced:
-        executed = run.execute(rank_pass(cfg, run.dir, b, block_rows(rows, block, b == 0)))
+        executed = run.execute(rank_pass(cfg.score, b, block_rows(rows, block, b == 0)))
         done.append(executed)
         parts.extend(executed.parts)
         return reduce(cfg.choosing, run.dir, parts, run.student.family)

@@ -116,8 +116,10 @@ class Run:
         return witnesses({"output": self._lease})
 
     def execute(self, pass_: Pass) -> Executed:
-        """Run `pass_` over the files it still lacks; every one complete when it returns."""
+        """Run `pass_` over the files it still lacks, in its place in the run's directory;
+        every one complete when it returns."""
         started = time.time()
+        pass_ = pass_.inside(self.dir)
         if pass_.identity is not None:
             start_pass(pass_.directory, pass_.identity)
         chunks = committed_chunks(pass_.directory)

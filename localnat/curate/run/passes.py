@@ -1,5 +1,6 @@
-"""Scoring passes, declared: which rows, which scorer method, which columns, which directory.
-The Ray graph (graph.py) runs a pass; the run (directory.py) commits and resumes it.
+"""Scoring passes, declared: which rows, which scorer method, which columns, which place in
+the run's directory. The Ray graph (graph.py) runs a pass; the run (directory.py) puts it
+in its directory, commits and resumes it.
 
     scores   every row of every input file, whole: the first pass of every run
     race-T   racing's round T (docs/method.md §5.2): the listed rows, only the steps their
@@ -17,8 +18,8 @@ from enum import Enum
 
 import pyarrow as pa
 
+from ...scoring.config import ScoreConfig
 from ...scoring.schema import ROUND_SCHEMA, result_schema
-from ..job_config import CurateConfig
 from ..signals import ID_COLUMNS, ROUND_COLUMNS, ROUND_RESULTS, result_columns
 from ..storage import join
 
@@ -39,7 +40,8 @@ class Pass:
 
     Attributes:
         name: "scores", "race-T" or "rank-B".
-        directory: where its scores/, rejects/ and _done/ live.
+        place: where its scores/, rejects/ and _done/ live inside the run's directory
+            ("": the run's directory itself).
         method: what scores a call (`Method`), called with `options` as keywords.
         schema: what that method returns per row (status, error, results).
         results: its value columns: what the score cache holds and a hit carries.
@@ -49,10 +51,11 @@ class Pass:
         identity: what a resume of this pass must match besides the run's identity (None:
             the run's alone).
         seen: what an actor must see before it writes (`nodes.witnesses`), set by the run.
+        directory: the place's URI, set by the run (`inside`).
     """
 
     name: str
-    directory: str
+    place: str
     method: Method
     schema: pa.Schema
     results: tuple[str, ...]
@@ -61,6 +64,11 @@ class Pass:
     identity: dict | None = None
     options: dict = field(default_factory=dict)
     seen: dict = field(default_factory=dict)
+    directory: str = ""
+
+    def inside(self, run_dir: str) -> Pass:
+        """The pass placed in the run directory `run_dir`."""
+        return replace(self, directory=join(run_dir, self.place) if self.place else run_dir)
 
     @property
     def cache_tag(self) -> str:
@@ -68,24 +76,24 @@ class Pass:
         return json.dumps(self.options, sort_keys=True) if self.options else ""
 
 
-def scores_pass(cfg: CurateConfig, run_dir: str) -> Pass:
-    results = tuple(result_columns(cfg.score))
+def scores_pass(score: ScoreConfig) -> Pass:
+    results = tuple(result_columns(score))
     return Pass(
         "scores",
-        run_dir,
+        "",
         Method.SCORE,
-        result_schema(cfg.score.windows),
+        result_schema(score.windows),
         results,
         (*ID_COLUMNS, *results),
     )
 
 
-def race_pass(run_dir: str, round_: int, rows: dict[int, list[int]], identity: dict) -> Pass:
+def race_pass(round_: int, rows: dict[int, list[int]], identity: dict) -> Pass:
     """Racing's round `round_`: `rows`, the rows still racing; `identity`: the round, the
     race's settings and rows (other ones start race/rTT/ again)."""
     return Pass(
         f"race-{round_}",
-        join(run_dir, "race", f"r{round_:02d}"),
+        f"race/r{round_:02d}",
         Method.ROUND,
         ROUND_SCHEMA,
         tuple(ROUND_RESULTS),
@@ -96,16 +104,16 @@ def race_pass(run_dir: str, round_: int, rows: dict[int, list[int]], identity: d
     )
 
 
-def rank_pass(cfg: CurateConfig, run_dir: str, block: int, rows: dict) -> Pass:
+def rank_pass(score: ScoreConfig, block: int, rows: dict) -> Pass:
     """Teacher ranking's block `block`: `rows` (file index -> row numbers, None: the whole
     file), its prompts' rows, scored as the scores pass scores them (so the score cache
     serves both alike). Its identity is its rows: another seed, block size or input starts
     its directory again."""
     digest = hashlib.blake2b(json.dumps(sorted(rows.items())).encode(), digest_size=16)
     return replace(
-        scores_pass(cfg, run_dir),
+        scores_pass(score),
         name=f"rank-{block}",
-        directory=join(run_dir, "rank", f"b{block:04d}"),
+        place=f"rank/b{block:04d}",
         rows=rows,
         identity={"block": block, "rows": digest.hexdigest()},
     )
