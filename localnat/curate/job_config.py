@@ -13,6 +13,7 @@ from ..fields import CHOICE, ROWS, OptionError, check_fields, declared, flag_nam
 from ..redact import has_credentials, redact
 from ..scoring.config import ScoreConfig
 from .inputs.formats import FORMATS
+from .settings import Calling, Choosing, Reading, Sizing
 from .signals import SIGNALS
 
 DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the first run
@@ -20,67 +21,6 @@ DEMO = Path(__file__).parent.parent / "sample" / "demo_gsm8k.parquet"  # the fir
 # One path segment: never '.', '..', a separator or a control character.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _IO, _COLS, _SEL, _RAY = "input and output", "columns", "selection", "ray"
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What reading a row takes, and all the reading functions get: the input columns by
-    role (`CurateConfig.columns`), the format, the rows per commit chunk, the column of
-    given steps and the longest text a field may hold."""
-
-    columns: dict[str, str]
-    input_format: str
-    commit_rows: int
-    step_column: str | None
-    max_chars: int
-
-
-@dataclass(frozen=True)
-class Calling:
-    """What the actors take to tokenize, pack and score calls, and all they get besides
-    the rows' `Reading`: the scorer's config, the call size, the cap on a response's tokens,
-    the scoring actors (a CPU actor's share of the cores), their GPUs and Ray's verbosity."""
-
-    score: ScoreConfig
-    call_tokens: int
-    max_response_tokens: int | None
-    actors: int
-    gpus_per_actor: float
-    verbose: bool
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """Where the job runs and how large: the cluster to join (None: local or RAY_ADDRESS),
-    the scoring actors with their CPUs and GPUs, how long to wait for GPUs, Ray Data's
-    no-progress timeout and Ray's verbosity; what starting Ray and its checks get."""
-
-    ray_address: str | None
-    actors: int
-    cpus_per_actor: float
-    gpus_per_actor: float
-    gpu_wait: float
-    no_progress_timeout: float
-    verbose: bool
-
-
-@dataclass(frozen=True)
-class Choosing:
-    """What the reduce and the choice take: the choice's settings (`CHOICE`: the signal,
-    racing's, the ranking's, the seed, the matched share), whether a correctness column is
-    given (then only correct responses are chosen) and the signals computed."""
-
-    select_by: str
-    race_epsilon: float
-    race_delta: float
-    rank_teachers: bool
-    max_prompts: int | None
-    rank_block: int | None
-    rank_delta: float
-    seed: int
-    min_matched_share: float
-    correct_column: str | None
-    signals: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -425,28 +365,17 @@ class CurateConfig:
     def calling(self) -> Calling:
         """Of a `resolved` config (the call size is decided there)."""
         assert self.call_tokens is not None, "calling: resolve the config first"
-        return Calling(
-            self.score,
-            self.call_tokens,
-            self.max_response_tokens,
-            self.actors,
-            self.gpus_per_actor,
-            self.verbose,
-        )
+        return self._named(Calling)
 
     @property
     def sizing(self) -> Sizing:
         """Of a `resolved` config (the actors' CPUs are decided there)."""
         assert self.cpus_per_actor is not None, "sizing: resolve the config first"
-        return Sizing(
-            self.ray_address,
-            self.actors,
-            self.cpus_per_actor,
-            self.gpus_per_actor,
-            self.gpu_wait,
-            self.no_progress_timeout,
-            self.verbose,
-        )
+        return self._named(Sizing)
+
+    def _named(self, settings: type):
+        """`settings` (a dataclass) of this config's values of its fields' names."""
+        return settings(**{f.name: getattr(self, f.name) for f in fields(settings)})
 
     @property
     def choosing(self) -> Choosing:

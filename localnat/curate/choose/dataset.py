@@ -17,12 +17,12 @@ from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import file_groups, hive_columns
 from ..inputs.records import content, missing
-from ..job_config import Reading
 from ..run.directory import Run
 from ..run.nodes import check_this_node_sees
 from ..run.outputs import commit_selected, committed_selected, write
 from ..run.progress import unwrapped
 from ..run.resume import InputChanged
+from ..settings import Reading
 from ..signals import SELECTED_COLUMNS
 from ..storage import join, read_parquet_files, read_parquet_schema
 from .reduce import Reduced

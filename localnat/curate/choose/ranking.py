@@ -24,9 +24,9 @@ from ..inputs.chunks import content_error
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import InputPlan, hive_columns
 from ..inputs.records import prompt_id
-from ..job_config import Choosing, Reading
 from ..run.directory import Executed, Run
 from ..run.passes import rank_pass
+from ..settings import Choosing, Reading
 from ..signals import SIGNALS
 from .reduce import Reduced, reduce
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...logs import LOG
 from ..inputs.plan import InputError
-from ..job_config import Choosing
+from ..settings import Choosing
 from ..signals import REDUCE_COLUMNS
 from ..storage import join, read_parquet_files
 from .leaderboard import leaderboard

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from ..job_config import Reading
+from ..settings import Reading
 from .formats import READ_CHUNK_ROWS, read_rows
 from .plan import hive_columns
 from .records import file_reject, normalize

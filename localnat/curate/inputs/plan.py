@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 
 from ...logs import LOG
 from ...redact import redact
-from ..job_config import Reading
+from ..settings import Reading
 from ..storage import filesystem
 from .formats import INPUT_SUFFIXES, file_format, input_columns
 from .records import as_bool, missing

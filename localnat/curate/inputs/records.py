@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ...redact import redact
 from ...scoring.prepare import check_text
-from ..job_config import Reading
+from ..settings import Reading
 
 WORK_SCHEMA = pa.schema(
     [

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from ...scoring.windows import Window
-from ..job_config import Calling
+from ..settings import Calling
 
 
 def row_cost(n_prompt: int, n_response: int, n_steps: int, windows: Sequence[Window]) -> int:

@@ -31,7 +31,8 @@ from ..cache.lookup import Lookup
 from ..cache.namespace import HIT_CALL_TOKENS
 from ..inputs.chunks import read_files
 from ..inputs.plan import file_groups
-from ..job_config import Calling, CurateConfig, Reading
+from ..job_config import CurateConfig
+from ..settings import Calling, Reading
 from .cost import row_costs
 from .identity import StudentIdentity, checked_load
 from .passes import Pass

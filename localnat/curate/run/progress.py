@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from ...fields import OptionError
 from ...logs import QUIET_ENV
-from ..job_config import Sizing
+from ..settings import Sizing
 
 
 class Terminated(BaseException):

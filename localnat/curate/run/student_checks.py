@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ...logs import LOG
 from ...scoring.config import ScoreConfig
-from ..job_config import CurateConfig, Sizing
+from ..job_config import CurateConfig
+from ..settings import Sizing
 from .identity import StudentError, StudentIdentity, identify, recall, remember, verify
 from .progress import local_cluster
 
