@@ -71,15 +71,15 @@ class ScoreCache:
     @contextmanager
     def reading(self, columns: list[str], tag: str = ""):
         """Registered as a reader of the namespace of `columns` and `tag` (declared the
-        first time), so a compaction keeps what it reads: yields the namespace, the
-        registration (a lease) and the view its actors share, taken once registered."""
+        first time), so a compaction keeps what it reads: yields the registration (a lease)
+        and the view its actors share, taken once registered."""
         ns, schema = self.located(columns, tag)
         if read_text(join(ns, "settings.json")) is None:
             about = {**self.about(columns, tag), "student": self.student.name}
             declare(ns, schema, {**about, "identity": self.student.record()})
         with reading(ns) as registration:
             self.opened.add(ns)
-            yield ns, registration, shared_view(view(ns, schema))
+            yield registration, shared_view(view(ns, schema))
 
     def compact(self) -> list[dict]:
         """The night's end: each namespace read folded once it passes the bound. A failure

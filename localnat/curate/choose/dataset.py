@@ -1,7 +1,7 @@
 """Writing `selected/`: the chosen input rows read back from the inputs, with all their
 original columns plus the selection's scores and the row as a chat (`messages`), a part per
-input file or group of small files, by Ray tasks; then every part brought to one schema so
-the directory loads as one dataset."""
+input file or group of small files, by Ray tasks, each committed by its marker; then every
+part brought to one schema so the directory loads as one dataset."""
 
 from __future__ import annotations
 

@@ -57,9 +57,9 @@ def reports(run: Run, outcome: Outcome) -> tuple[dict, dict]:
     board["sample_steps"] = run.cfg.score.sample_steps  # LN estimated from sampled steps
     board["select_by"] = run.cfg.select_by  # the signal whose trust the validation weighs
     files: dict = {"teachers.json": json.dumps(board, indent=2)}
-    dups = outcome.reduced.duplicates
-    if len(dups):
-        files["duplicates.parquet"] = pa.Table.from_pandas(dups, preserve_index=False)
+    dups = outcome.reduced.duplicates  # none: none of an earlier reduce stays either
+    table = pa.Table.from_pandas(dups, preserve_index=False) if len(dups) else None
+    files["duplicates.parquet"] = table
     errors = []
     for report, render in (("teachers.md", markdown), ("teachers.png", png)):
         try:

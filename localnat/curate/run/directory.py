@@ -1,9 +1,9 @@
 """A run owns its directory, OUTPUT/RUN_ID/: it holds the lease, checks the identity a
 resume must match (resume.py), executes scoring passes, committing each chunk of rows as
 soon as all its rows are written (the protocol and every write: outputs.py), and completes
-with what the reports return, the manifest last. Outside its
-directory it touches only the score cache it is given (`ScoreCache`: the namespaces'
-settings, the reader's lease; the sink appends, and the job compacts at the end).
+with what the reports return, the manifest last. Outside its directory it touches only the
+score cache it is given (`ScoreCache`: the namespaces' settings, the reader's lease; the
+sink appends, and the job compacts at the end).
 
     _run.json _lease/ _done/   identity, lease, the scores pass's markers
     scores/ rejects/           the scores pass's parts
@@ -157,7 +157,7 @@ class Run:
             cache, leases = None, {"output": self._lease}
             if self.cache:  # registered as its reader first: a compaction keeps what it reads
                 reader = self.cache.reading(list(pass_.results), pass_.cache_tag)
-                _, leases["cache"], cache = stack.enter_context(reader)
+                leases["cache"], cache = stack.enter_context(reader)
             # Before any actor writes: every node sees where they write, and so must any
             # node that joins later (its actors check, graph.py).
             pass_ = replace(pass_, seen=witnesses(leases))

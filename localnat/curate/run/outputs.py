@@ -63,8 +63,8 @@ def write(directory: str, name: str, content: str | bytes | pa.Table) -> str:
 
 
 def remove(directory: str, name: str) -> None:
-    """Delete the file `name` inside `directory`, or every file under it when it is a folder
-    (a stage written again: selected/, a pass restarted)."""
+    """Delete the file `name` inside `directory` (a report of an earlier choice, the manifest
+    of a run reopened), or every file under it when it is a folder."""
     uri = _inside(directory, name)
     delete(uri)
     for inner in list_files(uri):
