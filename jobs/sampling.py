@@ -100,7 +100,7 @@ def raced(rows, exact, sampled, scorer, epsilon: float, delta: float) -> dict:
 
     items = [scorer.prepare(r["prompt"], r["response"]) for r in rows]
     before = scorer.stats["tokens"]
-    advance = in_process(scorer, items, [r["step_logprobs"] for r in sampled])
+    advance = in_process(scorer, items, sampled)
     fraction = scorer.cfg.sample_steps
     looked, _, per_round = race(
         frame(rows, sampled), epsilon, delta, race_rounds(fraction), advance
@@ -115,6 +115,24 @@ def raced(rows, exact, sampled, scorer, epsilon: float, delta: float) -> dict:
         "per_round": per_round,
         "tokens": scorer.stats["tokens"] - before,
     }
+
+
+def control_spread(exact: list[dict]) -> str:
+    """How far the global pass's step means (step sampling's control, docs/method.md §5.2)
+    track the windows' step scores on these rows: the median over rows of their correlation
+    and of the variance of the difference against the step scores' own."""
+    corr, ratio = [], []
+    for row in exact:
+        local = np.array(row["step_logprobs"], float)
+        glob = np.array([np.nan if g is None else g for g in row["step_global_logprobs"]], float)
+        if len(local) > 2 and np.isfinite(glob).all() and local.var() > 0:
+            corr.append(np.corrcoef(local, glob)[0, 1])
+            ratio.append((local - glob).var() / local.var())
+    return (
+        f"control: step scores and global step means correlate at {np.median(corr):.2f} "
+        f"(median over {len(corr)} rows); the difference keeps {np.median(ratio):.2f} of "
+        "the step scores' variance"
+    )
 
 
 def run(
@@ -142,6 +160,7 @@ def run(
             f"LN within {drift:.1e} of every signal's"
         )
     print(said, flush=True)
+    print(control_spread(exact), flush=True)
     print(
         "| F | signals | model tokens vs exact | tau-b vs exact | calibration (2 se) | "
         "pick within epsilon | same pick |"

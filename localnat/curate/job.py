@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from ..fields import CHOICE, flag_names
 from ..logs import LOG, scoped
+from ..scoring.config import ScoreConfig
 from .cache.score_cache import ScoreCache
 from .choose.dataset import write_selected
 from .choose.racing import raced_selection, races
@@ -46,6 +47,7 @@ from .run.directory import Run
 from .run.passes import scores_pass
 from .run.progress import check_cpus
 from .run.student_checks import identify_student
+from .settings import Choosing
 from .storage import join, read_text
 
 
@@ -81,7 +83,7 @@ def _run_job(cfg: CurateConfig) -> dict:
             run.reopen()  # complete again once the choice is written
         ranking = {}
         if cfg.rank_teachers:  # prompts block by block until the top teacher stands apart
-            scored, reduced, ranking = ranked(run)
+            scored, reduced, ranking = ranked(run, cfg.reading, cfg.score, cfg.choosing)
             timings["score"] = scored.seconds
         else:
             scored = run.execute(scores_pass(cfg.score))
@@ -90,7 +92,7 @@ def _run_job(cfg: CurateConfig) -> dict:
             reduced = reduce(cfg.choosing, run.dir, scored.parts, run.student.family)
             timings["reduce"] = time.time() - t
 
-        chosen, raced, written = _choose(run, scored, reduced, timings)
+        chosen, raced, written = _choose(run, cfg.choosing, cfg.score, (scored, reduced), timings)
 
         t = time.time()
         folded = cache.compact() if cache else []  # a year of nights stays small
@@ -102,32 +104,33 @@ def _run_job(cfg: CurateConfig) -> dict:
         return {**manifest, "report": summary_table(reduced.board, manifest)}
 
 
-def _choose(run: Run, scored, reduced, timings: dict) -> tuple[pd.DataFrame, dict, dict]:
+def _choose(
+    run: Run, choosing: Choosing, score: ScoreConfig, passed: tuple, timings: dict
+) -> tuple[pd.DataFrame, dict, dict]:
     """Each prompt's response (racing's when it races), written to selected/; a teacher
-    ranking chooses none (selected/ keeps no part of another choice). The choice, racing's
-    counts and what writing selected/ did."""
-    cfg = run.cfg
+    ranking chooses none (selected/ keeps no part of another choice). `passed`: the scores
+    pass and its reduce. The choice, racing's counts and what writing selected/ did."""
+    scored, reduced = passed
     raced = {}
-    if cfg.rank_teachers:
+    if choosing.rank_teachers:
         chosen = reduced.df.iloc[:0]
         LOG.info(f"ranking: {reduced.board['n_prompts']} prompts ranked, none selected")
-    elif races(cfg):  # sampled LN: more steps where the bounds cannot decide yet
+    elif races(choosing, score):  # sampled LN: more steps where the bounds cannot decide yet
         t = time.time()
-        chosen, raced = raced_selection(run, reduced.df, scored)
+        chosen, raced = raced_selection(run, choosing, score.sample_steps, reduced.df, scored)
         timings["race"] = time.time() - t
         LOG.info(
-            f"racing (epsilon {cfg.race_epsilon:g}, delta {cfg.race_delta:g}): "
+            f"racing (epsilon {choosing.race_epsilon:g}, delta {choosing.race_delta:g}): "
             f"{raced['race_rounds']} rounds over {raced['race_rows_per_round']} rows; "
             f"prompts settled per round {raced['prompts_settled_per_round']}"
         )
     else:
-        choosing = cfg.choosing
         correct_only = choosing.correct_column is not None
         chosen = select(reduced.df, choosing.select_by, choosing.seed, correct_only=correct_only)
     board = reduced.board
     LOG.info(
         f"reduce: {board['n_prompts']} prompts ({board['n_matched_prompts']} matched), "
-        f"{len(chosen)} selected by {cfg.select_by}, {len(reduced.duplicates)} duplicates"
+        f"{len(chosen)} selected by {choosing.select_by}, {len(reduced.duplicates)} duplicates"
     )
     t = time.time()
     written = write_selected(run, chosen, reduced)

@@ -251,15 +251,17 @@ class Scorer:
             "global_truncated": plan.global_truncated,
             "window_truncated": plan.window_truncated,
         }
+        # the whole global pass's step means: step sampling's control (§5.2)
+        glob_steps = global_step_means(plan, lps[0], item.bounds) if cfg.needs("global") else None
         if cfg.needs("windows"):
-            out.update(_local(item, plan, samples, lps, cfg.windows))
+            out.update(_local(item, plan, samples, lps, cfg.windows, glob_steps))
         if cfg.needs("global"):
             glob = scored[0]
             assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
             out["global_nat"] = float(glob.logprobs.mean())
             out["global_nofirst"] = _finite(global_nofirst(plan, lps[0], item.bounds))
             out["surprisal_sum"] = float(-glob.logprobs.sum())
-            out["step_global_logprobs"] = global_step_means(plan, lps[0], item.bounds)
+            out["step_global_logprobs"] = glob_steps
         if cfg.needs("ranks"):
             out["rsr"] = rank_surprisal_ratio(glob.ranks, glob.logprobs)
             out["global_entropy"] = float(glob.entropy.mean())
@@ -291,14 +293,15 @@ class Scorer:
             errors[seg.key[0]] = f"out of memory on a window of {len(seg.tokens)} tokens"
 
 
-def _local(item: Prepared, plan: Plan, samples, lps: dict, windows) -> dict:
+def _local(item: Prepared, plan: Plan, samples, lps: dict, windows, control=None) -> dict:
     """The windows' columns of a row: LN per setting (estimated, with its standard error,
-    under step sampling), LN without first tokens, the step scores."""
+    under step sampling: `control`, the global pass's step means when it ran whole), LN
+    without first tokens, the step scores."""
     keep = [d.scored for d in samples] if samples else [None] * len(windows)
     means = [step_means(plan, lps, s, keep[s]) for s in range(len(windows))]
     if samples:  # (estimate, se) per setting
-        ests = [estimate(m, d) for m, d in zip(means, samples)]
-        df = freedom(means[0], samples[0])
+        ests = [estimate(m, d, control) for m, d in zip(means, samples)]
+        df = freedom(means[0], samples[0], control)
     else:  # exact: every step scored, no sampling error
         ests, df = [(float(m.mean()), 0.0) for m in means], float("nan")
     # without each step's first token (§5.3): over the steps of two tokens or more

@@ -72,25 +72,28 @@ def strata_ids(sample: StepSample) -> np.ndarray:
     return ids
 
 
-def stratified(step_scores: np.ndarray, ids: np.ndarray) -> tuple[float, float, float]:
+def stratified(
+    step_scores: np.ndarray, ids: np.ndarray, base: np.ndarray | None = None
+) -> tuple[float, float, float]:
     """(LN estimate, standard error, its degrees of freedom) from the steps scored so far
-    (NaN: not yet) and each step's stratum (`strata_ids`): `estimate` and `freedom` for a
-    sample grown round by round."""
+    (NaN: not yet), each step's stratum (`strata_ids`) and the control (`estimate`'s
+    `base`): `estimate` and `freedom` for a sample grown round by round."""
     census = ids < 0
     strata = [np.flatnonzero(ids == h) for h in range(int(ids.max(initial=-1)) + 1)]
     sample = StepSample(~np.isnan(step_scores), census, strata)
-    return (*estimate(step_scores, sample), freedom(step_scores, sample))
+    return (*estimate(step_scores, sample, base), freedom(step_scores, sample, base))
 
 
-def freedom(step_scores: np.ndarray, sample: StepSample) -> float:
+def freedom(step_scores: np.ndarray, sample: StepSample, base: np.ndarray | None = None) -> float:
     """The degrees of freedom of `estimate`'s standard error (Satterthwaite: the strata's
     variance terms v_h = N_h^2 (1 - n_h/N_h) s_h^2 / n_h, each on n_h - 1 of them):
     (sum v_h)^2 / sum(v_h^2 / (n_h - 1)). Two steps a stratum leave few: a bound on the
     estimate takes Student's t at these, not the normal (docs/method.md §5.2). NaN when the
-    estimate is exact."""
+    estimate is exact. `base`: as `estimate`'s."""
     terms = []
+    residual = step_scores - control(base, len(step_scores))
     for stratum in sample.strata:
-        drawn = step_scores[stratum[sample.scored[stratum]]]
+        drawn = residual[stratum[sample.scored[stratum]]]
         size, n = len(stratum), len(drawn)
         if n < size:
             terms.append((size**2 * (1 - n / size) * float(drawn.var(ddof=1)) / n, n - 1))
@@ -100,17 +103,32 @@ def freedom(step_scores: np.ndarray, sample: StepSample) -> float:
     return total**2 / sum(v**2 / d for v, d in terms)
 
 
-def estimate(step_scores: np.ndarray, sample: StepSample) -> tuple[float, float]:
-    """(LN estimate, standard error) from the scores of the scored steps (others ignored)."""
+def estimate(
+    step_scores: np.ndarray, sample: StepSample, base: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(LN estimate, standard error) from the scores of the scored steps (others ignored);
+    `base`: every step's control, the global pass's step means (None: the plain stratified
+    estimate)."""
     p = len(step_scores)
+    base = control(base, p)
+    residual = step_scores - base
     total, var = float(step_scores[sample.census].sum()), 0.0
     for stratum in sample.strata:
-        drawn = step_scores[stratum[sample.scored[stratum]]]
+        drawn = residual[stratum[sample.scored[stratum]]]
         size, n = len(stratum), len(drawn)
-        total += size * float(drawn.mean())
+        total += float(base[stratum].sum()) + size * float(drawn.mean())
         if n < size:
             var += size**2 * (1 - n / size) * float(drawn.var(ddof=1)) / n
     return total / p, math.sqrt(var) / p
+
+
+def control(base, p: int) -> np.ndarray:
+    """The difference estimator's control per step: the global pass's step means when it
+    has one for every step (a response it cut off has none past the cut), else zeros."""
+    if base is None:
+        return np.zeros(p)
+    base = np.array([np.nan if x is None else x for x in base], float)
+    return base if len(base) == p and np.isfinite(base).all() else np.zeros(p)
 
 
 def domain_estimate(values: np.ndarray, sample: StepSample, eligible: np.ndarray) -> float | None:

@@ -23,12 +23,18 @@ def scorer(model, tok, **kw):
 
 
 @pytest.fixture(scope="module")
-def exact_steps(tok):
-    """Exact per-step scores of LONG under k=1 from a fixed tiny model: the population."""
+def exact_row(tok):
+    """Exact per-step scores of LONG under k=1 from a fixed tiny model (the population) and
+    its global pass's step means (the control)."""
     from localnat.testing import tiny_model
 
     row = scorer(tiny_model("llama", len(tok)), tok).score(["Q?"], [LONG]).to_pylist()[0]
-    return np.array(row["step_logprobs"])
+    return np.array(row["step_logprobs"]), np.array(row["step_global_logprobs"])
+
+
+@pytest.fixture(scope="module")
+def exact_steps(exact_row):
+    return exact_row[0]
 
 
 def census_of(p, first):
@@ -91,6 +97,38 @@ def test_estimator_is_unbiased_over_seeds(exact_steps):
     assert np.mean(np.abs(runs[:, 0] - truth) <= 2 * runs[:, 1]) > 0.85
 
 
+def test_the_global_pass_as_control_keeps_the_estimate_unbiased_and_narrows_it(exact_row):
+    """The difference estimator (§5.2): with every step's global mean known, unbiased over
+    seeds whatever the control, its se^2 the spread^2 over seeds; narrower than without it
+    when the control moves with the step scores (a trained student's do: the tiny random
+    model's do not, so a tracking control stands in for one)."""
+    values, control = exact_row
+    census = census_of(len(values), 2)
+    draws = [sample_steps(census, 0.2, s) for s in range(3000)]
+    plain = np.array([estimate(values, d)[0] for d in draws])
+    tracking = values - 0.4 + np.random.default_rng(3).normal(0, 0.05, len(values))
+    truth = values.mean()
+    for base in (control, tracking):
+        runs = np.array([estimate(values, d, base) for d in draws])
+        spread = runs[:, 0].std()
+        assert spread > 0 and abs(runs[:, 0].mean() - truth) < 4 * spread / math.sqrt(len(runs))
+        assert np.mean(runs[:, 1] ** 2) == pytest.approx(spread**2, rel=0.15)
+        assert np.mean(np.abs(runs[:, 0] - truth) <= 2 * runs[:, 1]) > 0.85
+    assert spread < plain.std() / 3
+    # by hand: census as is; per stratum the control's total and N_h times the mean residual
+    drawn, total, var = draws[0], values[:2].sum(), 0.0
+    for stratum in drawn.strata:
+        d = (values - control)[stratum[drawn.scored[stratum]]]
+        size, n = len(stratum), len(d)
+        total += control[stratum].sum() + size * d.mean()
+        var += size**2 * (1 - n / size) * np.var(d, ddof=1) / n
+    est, se = estimate(values, drawn, control)
+    assert est == pytest.approx(total / len(values)) and se == pytest.approx(math.sqrt(var) / 40)
+    # a control missing a step (a global pass cut off) is no control: the plain estimate
+    cut = [*control[:-1], None]
+    assert estimate(values, drawn, cut) == pytest.approx(estimate(values, drawn))
+
+
 def test_the_first_token_free_ln_is_estimated_over_its_steps_without_bias(exact_steps):
     """§5.3 under sampling: the mean over steps of two tokens or more, from the sampled ones
     among them (a step's token count is known for every step)."""
@@ -133,9 +171,15 @@ def test_scorer_reads_sampled_steps_exactly(model, tok):
     seed = row_seed(item.prompt_ids.tobytes(), item.response_ids.tobytes())
     drawn = sample_steps(census_of(row["n_steps"], 2), 0.2, seed)
     assert np.flatnonzero(drawn.scored).tolist() == scored
-    est, se = estimate(np.array(ref["step_logprobs"]), drawn)
+    # (with the global pass run whole, its step means are the control)
+    est, se = estimate(np.array(ref["step_logprobs"]), drawn, ref["step_global_logprobs"])
     assert abs(row["local_nat"] - est) < 1e-4 and abs(row["local_nat_se"] - se) < 1e-4
     assert row["local_nat_se"] > 0
+    # LN alone runs no whole global pass: the plain estimate of the same draw
+    alone = scorer(model, tok, sample_steps=0.2, signals=("local",)).score(["Q?"], [LONG])
+    alone = alone.to_pylist()[0]
+    est, se = estimate(np.array(ref["step_logprobs"]), drawn)
+    assert abs(alone["local_nat"] - est) < 1e-4 and abs(alone["local_nat_se"] - se) < 1e-4
     # GN and the other signals come from the global pass: untouched by sampling
     for col in ("global_nat", "rsr", "global_entropy"):
         assert row[col] == pytest.approx(ref[col], abs=1e-6)
@@ -188,19 +232,24 @@ def test_racing_rounds_score_only_new_steps_and_end_exact(model, tok):
     rows = s.score(prompts, texts).to_pylist()
     known = [np.array([np.nan if x is None else x for x in r["step_logprobs"]]) for r in rows]
     items = [s.prepare(p, r) for p, r in zip(prompts, texts)]
+    strata = {}
     for t in range(1, 6):
         before = s.stats["tokens"]
-        for k, got in zip(known, s.score_round(items, t)):
+        for i, (k, got) in enumerate(zip(known, s.score_round(items, t))):
             assert got["status"] == "ok"
+            strata[i] = np.array(got["step_strata"])
             assert np.isnan(k[got["round_steps"]]).all()  # new steps only
             k[got["round_steps"]] = got["round_scores"]
             est, se, _ = stratified(k, np.array(got["step_strata"]))
             assert (se == 0) == (not np.isnan(k).any())
         assert s.stats["tokens"] >= before
-    for k, ref in zip(known, exact):
+    for i, (k, ref, row) in enumerate(zip(known, exact, rows)):
         assert not np.isnan(k).any()
         np.testing.assert_allclose(k, ref["step_logprobs"], atol=1e-4)
         assert stratified(k, np.full(len(k), -1))[0] == pytest.approx(ref["local_nat"], abs=1e-5)
+        # every step in, the control cancels: the exact LN with no error
+        got = stratified(k, strata[i], row["step_global_logprobs"])
+        assert got[:2] == pytest.approx((ref["local_nat"], 0.0), abs=1e-5)
     with pytest.raises(ValueError, match="needs sample_steps"):
         exact_scorer.score_round(items, 1)
 
@@ -221,10 +270,10 @@ def test_racing_picks_within_epsilon_of_the_exact_best(model, tok):
     df = df.assign(row_id=range(len(texts)), prompt_id=prompts, teacher="t", is_correct=True)
     items = [s.prepare(p, r) for p, r in zip(prompts, texts)]
     last = {}
-    for epsilon in (0.0, 0.5):
-        advance = in_process(s, items, df["step_logprobs"].tolist())
+    for epsilon in (0.0, 1.0):
+        advance = in_process(s, items, df.to_dict("records"))
         looked, settled, _ = race(df, epsilon, 0.01, race_rounds(0.2), advance)
         for p, r in zip(*race_pick(looked)[["prompt_id", "row_id"]].to_numpy().T):
             assert exact["local_nat"][r] >= best[p] - epsilon - 1e-6
         last[epsilon] = max(settled.values())
-    assert last[0.5] < last[0.0]
+    assert last[1.0] < last[0.0]

@@ -24,38 +24,40 @@ import pyarrow.compute as pc
 
 from ...logs import LOG
 from ...redact import redact
+from ...scoring.config import ScoreConfig
 from ...scoring.sampling import stratified
-from ..job_config import CurateConfig
 from ..run.directory import Executed, Run
 from ..run.outputs import counts
 from ..run.passes import race_pass
 from ..run.resume import InputChanged
+from ..settings import Choosing
 from ..signals import ROUND_COLUMNS
 from ..storage import join, read_parquet_files
 from .selection import candidates, race, race_pick, race_rounds
 
 
-def races(cfg: CurateConfig) -> bool:
+def races(choosing: Choosing, score: ScoreConfig) -> bool:
     """Whether this run races (sampled LN, selected by LN)."""
-    return cfg.score.sample_steps is not None and cfg.select_by == "local"
+    return score.sample_steps is not None and choosing.select_by == "local"
 
 
-def raced_selection(run: Run, df: pd.DataFrame, scored: Executed) -> tuple[pd.DataFrame, dict]:
+def raced_selection(
+    run: Run, choosing: Choosing, fraction: float, df: pd.DataFrame, scored: Executed
+) -> tuple[pd.DataFrame, dict]:
     """The racing choice per prompt (`select`'s columns; `settled_by`: `sample` when round
     0's bounds decided, else `round T`) and counts: rounds, rows rescored per round, prompts
     settled per round, the student's response and model tokens of the rounds (cache hits
-    not counted). `scored`: the scores pass."""
-    cfg = run.cfg
-    correct_only = cfg.correct_column is not None
+    not counted). `fraction`: the sample's (`--sample-steps`); `scored`: the scores pass."""
+    correct_only = choosing.correct_column is not None
     stats = dict.fromkeys(("race_response_tokens", "race_model_tokens"), 0)
     stats |= dict.fromkeys(("race_padded_tokens", "race_failed"), 0)
-    steps: dict[int, np.ndarray] = {}  # row -> its step scores so far (NaN: not sampled)
+    steps: dict[int, tuple] = {}  # row -> its step scores so far (NaN: not yet), its control
 
     def advance(t: int, todo: pd.DataFrame) -> dict:
         if not steps:  # round 0's sampled steps, of the rows that race on
             steps.update(_sampled_steps(scored.parts, todo["row_id"].to_numpy()))
         LOG.info(f"racing round {t}: {len(todo)} rows of {todo['prompt_id'].nunique()} prompts")
-        estimates, done, failed = _round(run, t, todo, steps)
+        estimates, done, failed = _round(run, t, todo, steps, choosing)
         spent = counts(done.chunks, 0)
         stats["race_response_tokens"] += done.tokens
         stats["race_model_tokens"] += spent["model_tokens"]
@@ -63,9 +65,9 @@ def raced_selection(run: Run, df: pd.DataFrame, scored: Executed) -> tuple[pd.Da
         stats["race_failed"] += failed
         return estimates
 
-    rounds = race_rounds(cfg.score.sample_steps)
+    epsilon, delta = choosing.race_epsilon, choosing.race_delta
     looked, settled_at, per_round = race(
-        candidates(df, correct_only), cfg.race_epsilon, cfg.race_delta, rounds, advance
+        candidates(df, correct_only), epsilon, delta, race_rounds(fraction), advance
     )
     chosen = race_pick(looked)
     chosen["settled_by"] = [
@@ -84,35 +86,36 @@ def raced_selection(run: Run, df: pd.DataFrame, scored: Executed) -> tuple[pd.Da
     return chosen, stats
 
 
-def in_process(scorer, items: list, step_logprobs: list):
+def in_process(scorer, items: list, scored: list[dict]):
     """Racing's `advance` without Ray: `scorer` (a sampling `Scorer`) scores round t's new
-    steps of `items` (row_id = index) in this process; `step_logprobs`: round 0's per row.
-    For benchmarks and tests: the job's rounds are `_round`'s passes."""
+    steps of `items` (row_id = index) in this process; `scored`: round 0's results per row
+    (`score_prepared`'s). For benchmarks and tests: the job's rounds are `_round`'s passes."""
     known = {
-        r: np.array([np.nan if x is None else x for x in v], float)
-        for r, v in enumerate(step_logprobs)
+        r: (_floats(row["step_logprobs"]), row.get("step_global_logprobs"))
+        for r, row in enumerate(scored)
     }
 
     def advance(t: int, todo: pd.DataFrame) -> dict:
         index = todo["row_id"].tolist()
         out = {}
         for r, got in zip(index, scorer.score_round([items[r] for r in index], t)):
-            known[r][np.asarray(got["round_steps"], int)] = got["round_scores"]
-            out[r] = stratified(known[r], np.asarray(got["step_strata"], int))
+            steps, control = known[r]
+            steps[np.asarray(got["round_steps"], int)] = got["round_scores"]
+            out[r] = stratified(steps, np.asarray(got["step_strata"], int), control)
         return out
 
     return advance
 
 
-def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
+def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict, choosing: Choosing):
     """Round `t`'s pass over `todo`'s rows (through the cache's namespace of its results when
     there is a cache: a night rescores only new rows); each row's (LN, se, df) with its steps
     new this round added to `steps`, what the pass did (`Executed`) and its failed rows."""
     rows = {int(f): sorted(r.tolist()) for f, r in todo["row_number"].groupby(todo["file_index"])}
     ident = {
         "round": t,
-        "epsilon": run.cfg.race_epsilon,
-        "delta": run.cfg.race_delta,
+        "epsilon": choosing.race_epsilon,
+        "delta": choosing.race_delta,
         "rows": hashlib.blake2b(
             np.sort(todo["row_id"].to_numpy()).astype("<i8").tobytes(), digest_size=16
         ).hexdigest(),
@@ -134,9 +137,9 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
         )
     estimates = {}
     for row in got.itertuples():
-        known = steps[row.row_id]
+        known, control = steps[row.row_id]
         known[np.asarray(row.round_steps, int)] = row.round_scores
-        estimates[row.row_id] = stratified(known, np.asarray(row.step_strata, int))
+        estimates[row.row_id] = stratified(known, np.asarray(row.step_strata, int), control)
     failed = set(todo["row_id"]) - set(estimates)
     if failed:  # its reason is in race/rTT/rejects/; the race takes its estimate as final
         rejects = join(pass_.inside(run.dir).directory, "rejects")
@@ -150,18 +153,19 @@ def _round(run: Run, t: int, todo: pd.DataFrame, steps: dict):
     return estimates, done, len(failed)
 
 
-def _sampled_steps(parts: list[str], row_ids: np.ndarray) -> dict[int, np.ndarray]:
+def _sampled_steps(parts: list[str], row_ids: np.ndarray) -> dict[int, tuple]:
     """Per row of `row_ids`, its step scores in scores/ (round 0's sample; NaN where a step
-    was not scored); each part filtered as it is read: memory is that of these rows."""
+    was not scored) and the global pass's step means (the estimate's control; None when it
+    did not run whole); each part filtered as it is read: memory is that of these rows."""
     wanted = pa.array(row_ids, pa.int64())
 
     def mine(table: pa.Table) -> pa.Table:
         return table.filter(pc.is_in(table.column("row_id"), value_set=wanted))
 
-    table = read_parquet_files(parts, ["row_id", "step_logprobs"], each=mine)
-    return {
-        int(r): np.array([np.nan if x is None else x for x in s], float)
-        for r, s in zip(
-            table.column("row_id").to_pylist(), table.column("step_logprobs").to_pylist()
-        )
-    }
+    columns = ["row_id", "step_logprobs", "step_global_logprobs"]
+    table = read_parquet_files(parts, columns, each=mine).to_pydict()
+    return {int(r): (_floats(s), g) for r, s, g in zip(*(table[c] for c in columns))}
+
+
+def _floats(values: list) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in values], float)

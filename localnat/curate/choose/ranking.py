@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ...logs import LOG
+from ...scoring.config import ScoreConfig
 from ..inputs.chunks import content_error
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import InputPlan, hive_columns
@@ -34,20 +35,22 @@ MIN_PROMPTS = 10  # matched prompts before the first test: a t bound on fewer is
 BLOCK_SHARE, MIN_BLOCK = 0.02, 5  # the default block: 2% of the prompts, at least 5
 
 
-def ranked(run: Run) -> tuple[Executed, Reduced, dict]:
-    """Score block after block until the stop; the blocks' passes as one, the reduce over
-    every block scored, and what the ranking did (`ranking` in the manifest)."""
-    cfg = run.cfg
-    rows = row_prompts(run.plan, cfg.reading)
+def ranked(
+    run: Run, reading: Reading, score: ScoreConfig, choosing: Choosing
+) -> tuple[Executed, Reduced, dict]:
+    """Score block after block (the rows as `reading` reads them, scored by `score`) until
+    the stop (`choosing`'s); the blocks' passes as one, the reduce over every block scored,
+    and what the ranking did (`ranking` in the manifest)."""
+    rows = row_prompts(run.plan, reading)
     done, parts = [], []
 
     def scored(b: int, block: list[str]) -> Reduced:
-        executed = run.execute(rank_pass(cfg.score, b, block_rows(rows, block, b == 0)))
+        executed = run.execute(rank_pass(score, b, block_rows(rows, block, b == 0)))
         done.append(executed)
         parts.extend(executed.parts)
-        return reduce(cfg.choosing, run.dir, parts, run.student.family)
+        return reduce(choosing, run.dir, parts, run.student.family)
 
-    reduced, record = rank_until_separated(rows, cfg.choosing, scored)
+    reduced, record = rank_until_separated(rows, choosing, scored)
     return merged(done), reduced, record
 
 

@@ -88,7 +88,11 @@ def _plan(cfg: CurateConfig, run_dir: str, n_prompts: int) -> dict:
         "select_by": cfg.select_by,
         "sample_steps": cfg.score.sample_steps,
         # racing's rounds after the sampled pass: their tokens depend on its outcome
-        "race": {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta} if races(cfg) else None,
+        "race": (
+            {"epsilon": cfg.race_epsilon, "delta": cfg.race_delta}
+            if races(cfg.choosing, cfg.score)
+            else None
+        ),
         # a ranking's blocks: the predicted model_tokens are every prompt's, a ranking's most
         "rank": {
             "prompts": n_prompts,

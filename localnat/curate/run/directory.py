@@ -171,7 +171,10 @@ class Run:
         skip: dict[int, list[int]] = {}
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
-        graph = build(pass_, todo, cfg, self.student, skip=skip, cache=cache, sizes=self.plan.sizes)
+        settings = (cfg.reading, cfg.calling, cfg.sizing)
+        graph = build(
+            pass_, todo, self.student, settings, skip=skip, cache=cache, sizes=self.plan.sizes
+        )
         batches = interruptible(graph.iter_batches(batch_size=None, batch_format="pyarrow"))
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or (

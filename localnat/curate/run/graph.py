@@ -31,7 +31,6 @@ from ..cache.lookup import Lookup
 from ..cache.namespace import HIT_CALL_TOKENS
 from ..inputs.chunks import read_files
 from ..inputs.plan import file_groups
-from ..job_config import CurateConfig
 from ..settings import Calling, Reading
 from .cost import row_costs
 from .identity import StudentIdentity, checked_load
@@ -41,11 +40,13 @@ from .sink import CALL_COSTS, Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 
-def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=None, sizes=None):
+def build(pass_: Pass, files, student, settings: tuple, *, skip: dict, cache=None, sizes=None):
     """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each) by
-    `student` (its StudentIdentity: what the actors load and check); `skip`: file index ->
-    chunks already committed; `cache`: the score cache's shared view (`lookup.shared_view`);
-    `sizes`: file index -> bytes, to read small files in groups."""
+    `student` (its StudentIdentity: what the actors load and check) under `settings`
+    (`Reading`, `Calling`, `Sizing`); `skip`: file index -> chunks already committed;
+    `cache`: the score cache's shared view (`lookup.shared_view`); `sizes`: file index ->
+    bytes, to read small files in groups."""
+    reading, calling, sizing = settings
     import ray.data
 
     items = []
@@ -65,15 +66,15 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={
-            "reading": cfg.reading,
-            "calling": cfg.calling,
+            "reading": reading,
+            "calling": calling,
             "pass_": pass_,
             "student": student,
             "cache": cache,
         },
         num_cpus=0.5,
         # Scale reading and tokenizing with the students so they never wait.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(cfg.sizing)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(sizing)),
     )
     # One call per block: a Score task is one call, so its rows are written (and their
     # chunks committed) as soon as it returns, and the actors share the calls.
@@ -83,16 +84,16 @@ def build(pass_: Pass, files, cfg: CurateConfig, student, *, skip: dict, cache=N
         batch_size=1,
         batch_format="pyarrow",
         fn_constructor_kwargs={
-            "calling": cfg.calling,
+            "calling": calling,
             "pass_": pass_,
             "student": student,
             "cache": cache and cache[0].namespace,
         },
         # One call in flight per actor: a long call never holds short ones in its queue.
-        compute=ray.data.ActorPoolStrategy(size=cfg.actors, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(size=sizing.actors, max_tasks_in_flight_per_actor=1),
         # Ray Data's actor defaults restart a killed actor and retry its call.
-        num_gpus=cfg.gpus_per_actor or None,
-        num_cpus=cfg.cpus_per_actor,
+        num_gpus=sizing.gpus_per_actor or None,
+        num_cpus=sizing.cpus_per_actor,
     )
 
 
