@@ -121,7 +121,8 @@ class ScoreConfig:
         None,
         "score a stratified random sample of this fraction F (0 < F <= 1) of the steps whose "
         "windows are not read off the global pass (at least 4); `local_nat` becomes an "
-        "unbiased estimate with `local_nat_se` (docs/method.md §5.2)",
+        "unbiased estimate with `local_nat_se`, the global pass's step means its control when "
+        "a global signal is computed (docs/method.md §5.2)",
         group=_S,
         affects=SCORES,
         default_text="off: every step, exact",
