@@ -111,7 +111,12 @@ def ray_local(s3, gcs, tmp_path_factory):
                 raise RuntimeError(f"the Ray head did not start; see {log.name}") from None
             time.sleep(0.5)
     ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
-    yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": env}
+    yield {
+        "address": f"127.0.0.1:{port}",
+        "dashboard": f"http://127.0.0.1:{dash}",
+        "env": env,
+        "temp": temp,  # its sessions' logs: session_latest/logs
+    }
     ray.shutdown()
     for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
         try:
