@@ -131,3 +131,35 @@ def test_a_part_conformed_to_another_schema_is_stale_not_cast_again(tmp_path):
     assert _conform_parts([("f000000.parquet", ints.schema, ints.schema)], str(tmp_path)) == [
         "f000000.parquet"
     ]
+
+
+def test_a_part_is_identified_by_the_bytes_of_the_code_that_writes_it(tmp_path, monkeypatch):
+    """An edit to any module that turns chosen rows into a part (reading them back, making
+    the records, writing them) changes every part's digest, version number or not: a resume
+    after it writes the parts again instead of keeping what the old code wrote."""
+    from pathlib import Path
+
+    import pyarrow as pa
+
+    from localnat.curate.choose import dataset
+    from localnat.curate.inputs import records
+
+    rows = pa.table({"_row": [1], "_content": [7], "_prompt": [8], "row_id": [3]})
+    group = [(0, str(tmp_path / "a.parquet"), str(tmp_path), rows)]
+    before, code = dataset._digest(group, ("s",)), dataset.code()
+    assert dataset._digest(group, ("s",)) == before  # the same code and rows: the same part
+
+    edited = Path(records.__file__).resolve()
+
+    class Edited(type(Path())):
+        def read_bytes(self):
+            data = super().read_bytes()
+            return data + b"\n# edited" if self.resolve() == edited else data
+
+    monkeypatch.setattr(dataset, "Path", Edited)
+    dataset.code.cache_clear()
+    try:
+        assert dataset.code() != code
+        assert dataset._digest(group, ("s",)) != before
+    finally:
+        dataset.code.cache_clear()

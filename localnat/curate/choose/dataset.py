@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
+from functools import cache
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
-from ... import __version__
 from ...redact import redact
 from ..inputs.formats import READ_CHUNK_ROWS, read_rows
 from ..inputs.plan import file_groups, hive_columns
@@ -98,12 +100,24 @@ def _groups(inputs, wanted: dict[int, pa.Table]) -> dict[str, list]:
 
 def _digest(group: list, settings: tuple) -> str:
     """What a part is written from: its files, their chosen rows with the choice's columns,
-    the settings rows are read back with, and the code that writes it."""
-    h = hashlib.blake2b(repr((__version__, settings)).encode(), digest_size=16)
+    the settings rows are read back with, and the code that writes it (`code`)."""
+    h = hashlib.blake2b(repr((code(), settings)).encode(), digest_size=16)
     for i, uri, root, rows in group:
         h.update(repr((i, uri, root, rows.schema.to_string())).encode())
         # by value: Arrow's buffers may differ in bytes no value depends on
         h.update(pd.util.hash_pandas_object(rows.to_pandas(), index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+@cache
+def code() -> str:
+    """The digest of the source that turns chosen rows into a part: this module, reading
+    rows back (formats, plan, records) and writing them (outputs). Its bytes, not a version
+    number: an upgrade, or a checkout between releases, that changes any of them writes the
+    parts again (selected/ costs no student token)."""
+    h = hashlib.blake2b(digest_size=16)
+    for used in (_write_parts, read_rows, hive_columns, content, write):
+        h.update(Path(sys.modules[used.__module__].__file__).read_bytes())
     return h.hexdigest()
 
 
