@@ -6,7 +6,7 @@
 
 The first `--prompts` prompts of the file with `--teachers` teachers each (long-CoT first),
 responses cut to `--max-chars`, scored once in this process by the bundled student with
-`--sample-steps` and `--signals local` (the job's blocks score a row as its scores pass
+`--sample-steps` and `--signals` (default `local`; the job's blocks score a row as its scores pass
 does: tests/e2e/test_ranking_job.py). The leaderboard over every prompt is the reference;
 then, per seed, the job's own stopping loop (`ranking.rank_until_separated`) over the
 same scores: where it stopped, its top teacher against the reference's, and the share of
@@ -52,11 +52,18 @@ def main(argv=None) -> None:
     ap.add_argument("--max-chars", type=int, default=1200)
     ap.add_argument("--sample-steps", type=float, default=0.1)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument(
+        "--signals",
+        default="local",
+        help="the signals scored, comma-separated; `all`: every one (the global pass runs "
+        "whole and steadies the sampled LN: docs/method.md §5.2)",
+    )
     ap.add_argument("--rank-delta", type=float, default=0.05)
     args = ap.parse_args(argv)
     df = corpus(args.data, args.prompts, args.teachers, args.max_chars)
     rows = df.to_dict("records")
-    cfg = ScoreConfig(sample_steps=args.sample_steps, signals=("local",), device="cpu")
+    signals = {} if args.signals == "all" else {"signals": (args.signals,)}
+    cfg = ScoreConfig(sample_steps=args.sample_steps, device="cpu", **signals)
     scorer = Scorer(cfg)
     scored = scorer.score(df["prompt"].tolist(), df["response"].tolist()).to_pylist()
     table = frame(rows, scored)
@@ -66,7 +73,8 @@ def main(argv=None) -> None:
     print(
         f"{df['prompt_id'].nunique()} prompts x {df['teacher'].nunique()} teachers, responses "
         f"<= {args.max_chars} chars, {table['n_response_tokens'].sum():,} response tokens, "
-        f"--sample-steps {args.sample_steps} --signals local: {scorer.stats['tokens']:,} model "
+        f"--sample-steps {args.sample_steps} --signals {args.signals}: "
+        f"{scorer.stats['tokens']:,} model "
         "tokens; every prompt's LN ranking: "
         + ", ".join(
             f"{t} {full['per_teacher'][t]['local']['mean']:.4f} "
