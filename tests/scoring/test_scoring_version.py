@@ -2,8 +2,10 @@
 run's identity, so it must move whenever the reference's outputs move. This test pins the
 reference (segmentation, token-to-step bounds, every signal) on fixed pairs, a fixed student
 (weights from a seeded numpy generator, the bundled SmolLM2 tokenizer) and fixed settings,
-in golden.json under the version that produced them. It is a tripwire, not a check of
-correctness (test_exact.py holds every fast path to the reference):
+in golden.json under the version that produced them; and step sampling's estimates (the
+draw, the estimator, the global pass as its control) on one long response. It is a
+tripwire, not a check of correctness (test_exact.py holds every fast path to the
+reference):
 
 - the reference's outputs moved, the version did not: fail (bump SCORING_VERSION in
   localnat/scoring/schema.py, then regenerate);
@@ -92,6 +94,41 @@ def outputs() -> list[dict]:
                 "surprisal_sum": surprisal_sum,
                 "local_nofirst": ln_nofirst,
                 "global_nofirst": gn_nofirst,
+            }
+        )
+    return out + sampled(model, tok)
+
+
+# A response of 40 sentence steps: long enough that a sample leaves steps out.
+WORDS = "we add the two numbers then check the sum and the product twice".split()
+LONG = " ".join(
+    " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(3 + i % 5)).capitalize() + "."
+    for i in range(40)
+)
+
+
+def sampled(model, tok) -> list[dict]:
+    """Step sampling's estimates (docs/method.md §5.2) on LONG: with every signal (the global
+    pass as control) and with LN alone (the plain estimate), a fixed draw (seeded by the
+    tokens): what the estimator, the draw and the control make of the same steps."""
+    from localnat import ScoreConfig, Scorer
+
+    out = []
+    for signals in (None, ("local",)):
+        cfg = ScoreConfig(
+            student="golden",
+            windows=(4, 0.25),
+            sample_steps=0.2,
+            device="cpu",
+            **({"signals": signals} if signals else {}),
+        )
+        row = Scorer(cfg, model=model, tokenizer=tok).score([PROMPTS[0]], [LONG]).to_pylist()[0]
+        out.append(
+            {
+                "sampled": "local" if signals else "every signal",
+                **{k: row[k] for k in ("local_nat", "local_nat_se", "local_nat_df")},
+                **{k: row[k] for k in ("local_nat_k4", "local_nat_w25", "steps_scored")},
+                "scored_steps": [i for i, x in enumerate(row["step_logprobs"]) if x is not None],
             }
         )
     return out
