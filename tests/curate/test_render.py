@@ -63,7 +63,9 @@ def test_reports_show_every_signal_and_the_correlations():
     assert "| rsr | -1.000 | -1.000 | 1 | -1.000 |" in text
     assert png(board, "x")[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Sampled" not in text
-    assert "sample of F = 0.2 " in markdown({**board, "sample_steps": 0.2}, "x")
+    sampled = markdown({**board, "sample_steps": 0.2}, "x")
+    assert "sample of F = 0.2 " in sampled
+    assert "the global pass's step means as its control" in sampled  # every signal: it ran
 
 
 def test_reports_say_which_signals_were_computed_and_show_only_those():
@@ -74,6 +76,8 @@ def test_reports_say_which_signals_were_computed_and_show_only_those():
         df[name] = float("nan")  # what `--signals local` leaves null
     lb = leaderboard(df, n_boot=20, signals=("local",))
     assert lb["signals_computed"] == ["local", "length"]
+    # LN alone ran no whole global pass: a sampled LN has no control
+    assert "as its control" not in markdown({**lb, "sample_steps": 0.2}, "s")
     assert lb["kendall_tau_b"] is None and {"local", "length"} == set(lb["per_teacher"]["A"]) & {
         *SIGNALS
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from ...scoring.config import SIGNAL_NEEDS
 from ..signals import SIGNALS, number
 
 # A signal the run did not compute (`--signals`), where a table has a column for it.
@@ -27,7 +28,7 @@ def markdown(board: dict, student: str) -> str:
     if computed_note(board):
         lines += [f"**Note:** {computed_note(board)}", ""]
     if board.get("sample_steps"):
-        lines += [f"**Sampled:** {sampled_note(board['sample_steps'])}", ""]
+        lines += [f"**Sampled:** {sampled_note(board)}", ""]
     if apart_note(board):
         lines += [f"**Note:** {cell(apart_note(board))}", ""]
     if family_note(board):
@@ -108,11 +109,17 @@ def family_note(board: dict) -> str | None:
     )
 
 
-def sampled_note(fraction: float) -> str:
+def sampled_note(board: dict) -> str:
+    """What a sampled LN is: its fraction, and whether the global pass ran whole and is its
+    control (a global signal computed) or not (`--signals` without one)."""
+    controlled = any(SIGNAL_NEEDS.get(name) in ("global", "ranks") for name in shown(board))
     return (
-        f"local naturalness is estimated from a stratified sample of F = {fraction:g} of each "
-        "response's steps beyond those read off the global pass (docs/method.md §5.2); the "
-        "bootstrap over prompts carries that noise too. GN, rsr and entropy are exact."
+        f"local naturalness is estimated from a stratified sample of F = "
+        f"{board['sample_steps']:g} of each response's steps beyond those read off the global "
+        "pass"
+        + (", with the global pass's step means as its control" if controlled else "")
+        + " (docs/method.md §5.2); the bootstrap over prompts carries that noise too. GN, rsr "
+        "and entropy are exact."
     )
 
 
@@ -299,9 +306,7 @@ def summary_table(board: dict, manifest: dict) -> str:
     lines += [f"note: {family_note(board)}"] if family_note(board) else []
     lines += [f"warning: {board['warning']}"] if board.get("warning") else []
     lines += [f"note: {computed_note(board)}"] if computed_note(board) else []
-    lines += (
-        [f"sampled: {sampled_note(board['sample_steps'])}"] if board.get("sample_steps") else []
-    )
+    lines += [f"sampled: {sampled_note(board)}"] if board.get("sample_steps") else []
     lines += [
         *_verdict_lines(board),
         f"Kendall tau-b (LN vs GN ranking): {number(board['kendall_tau_b'])}; "
