@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,10 +18,31 @@ ACCESS_KEY = "localnat-test-key"
 SECRET_KEY = "localnat-test-secret-3f9a2c"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, below the kernel's ephemeral range: a server stopped and
+    started again on the same port (an outage test) must not find it taken meanwhile by an
+    outgoing connection, which the kernel gives ports of that range. Never one this process
+    gave before."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10_000, max(10_001, low))
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def weed_binary() -> str:
@@ -72,9 +94,10 @@ class SeaweedS3:
             f"-filer.localSocket={self.dir}/filer.sock",
             f"-s3.localSocket={self.dir}/s3.sock",
         ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
+        with open(self.dir / "logs" / "weed.out", "ab") as out:  # why a start failed
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_ready()
         return self
 
@@ -82,6 +105,9 @@ class SeaweedS3:
         client = self.client()
         deadline = time.time() + timeout
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                code, self.proc = self.proc.returncode, None
+                raise RuntimeError(f"SeaweedFS exited ({code}); see {self.dir}/logs/weed.out")
             try:
                 if "probe" not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
                     client.create_bucket(Bucket="probe")
