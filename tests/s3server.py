@@ -22,17 +22,17 @@ _GIVEN: set[int] = set()
 
 
 def free_port() -> int:
-    """A port nothing listens on, below the kernel's ephemeral range: a server stopped and
-    started again on the same port (an outage test) must not find it taken meanwhile by an
-    outgoing connection, which the kernel gives ports of that range. Never one this process
-    gave before."""
+    """A port nothing listens on, between Ray's worker ports (10002-19999 by default) and
+    the kernel's ephemeral range: a server stopped and started again on the same port (an
+    outage test) must not find it taken meanwhile by an outgoing connection, which the kernel
+    gives ports of that range. Never one this process gave before."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(10_000, max(10_001, low))
+        port = rng.randrange(20_000, max(20_001, low))
         if port in _GIVEN:
             continue
         with socket.socket() as s:
