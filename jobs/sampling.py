@@ -124,7 +124,7 @@ def control_spread(exact: list[dict]) -> str:
     corr, ratio = [], []
     for row in exact:
         local = np.array(row["step_logprobs"], float)
-        glob = np.array([np.nan if g is None else g for g in row["step_global_logprobs"]], float)
+        glob = np.array(row["step_global_logprobs"], float)  # None -> NaN
         if len(local) > 2 and np.isfinite(glob).all() and local.var() > 0:
             corr.append(np.corrcoef(local, glob)[0, 1])
             ratio.append((local - glob).var() / local.var())

@@ -92,7 +92,9 @@ def _run_job(cfg: CurateConfig) -> dict:
             reduced = reduce(cfg.choosing, run.dir, scored.parts, run.student.family)
             timings["reduce"] = time.time() - t
 
-        chosen, raced, written = _choose(run, cfg.choosing, cfg.score, (scored, reduced), timings)
+        chosen, raced, written = _choose(
+            run, scored, reduced, timings, choosing=cfg.choosing, score=cfg.score
+        )
 
         t = time.time()
         folded = cache.compact() if cache else []  # a year of nights stays small
@@ -105,12 +107,11 @@ def _run_job(cfg: CurateConfig) -> dict:
 
 
 def _choose(
-    run: Run, choosing: Choosing, score: ScoreConfig, passed: tuple, timings: dict
+    run: Run, scored, reduced, timings: dict, *, choosing: Choosing, score: ScoreConfig
 ) -> tuple[pd.DataFrame, dict, dict]:
     """Each prompt's response (racing's when it races), written to selected/; a teacher
-    ranking chooses none (selected/ keeps no part of another choice). `passed`: the scores
-    pass and its reduce. The choice, racing's counts and what writing selected/ did."""
-    scored, reduced = passed
+    ranking chooses none (selected/ keeps no part of another choice). The choice, racing's
+    counts and what writing selected/ did."""
     raced = {}
     if choosing.rank_teachers:
         chosen = reduced.df.iloc[:0]

@@ -127,7 +127,7 @@ def control(base, p: int) -> np.ndarray:
     has one for every step (a response it cut off has none past the cut), else zeros."""
     if base is None:
         return np.zeros(p)
-    base = np.array([np.nan if x is None else x for x in base], float)
+    base = np.array(base, float)  # None (no step mean) -> NaN
     return base if len(base) == p and np.isfinite(base).all() else np.zeros(p)
 
 

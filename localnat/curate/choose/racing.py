@@ -91,7 +91,7 @@ def in_process(scorer, items: list, scored: list[dict]):
     steps of `items` (row_id = index) in this process; `scored`: round 0's results per row
     (`score_prepared`'s). For benchmarks and tests: the job's rounds are `_round`'s passes."""
     known = {
-        r: (_floats(row["step_logprobs"]), row.get("step_global_logprobs"))
+        r: (np.array(row["step_logprobs"], float), row.get("step_global_logprobs"))
         for r, row in enumerate(scored)
     }
 
@@ -164,8 +164,5 @@ def _sampled_steps(parts: list[str], row_ids: np.ndarray) -> dict[int, tuple]:
 
     columns = ["row_id", "step_logprobs", "step_global_logprobs"]
     table = read_parquet_files(parts, columns, each=mine).to_pydict()
-    return {int(r): (_floats(s), g) for r, s, g in zip(*(table[c] for c in columns))}
-
-
-def _floats(values: list) -> np.ndarray:
-    return np.array([np.nan if x is None else x for x in values], float)
+    # a step not sampled (None) -> NaN
+    return {int(r): (np.array(s, float), g) for r, s, g in zip(*(table[c] for c in columns))}

@@ -171,9 +171,16 @@ class Run:
         skip: dict[int, list[int]] = {}
         for f, c in chunks:
             skip.setdefault(f, []).append(c)
-        settings = (cfg.reading, cfg.calling, cfg.sizing)
         graph = build(
-            pass_, todo, self.student, settings, skip=skip, cache=cache, sizes=self.plan.sizes
+            pass_,
+            todo,
+            self.student,
+            reading=cfg.reading,
+            calling=cfg.calling,
+            sizing=cfg.sizing,
+            skip=skip,
+            cache=cache,
+            sizes=self.plan.sizes,
         )
         batches = interruptible(graph.iter_batches(batch_size=None, batch_format="pyarrow"))
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)

@@ -31,7 +31,7 @@ from ..cache.lookup import Lookup
 from ..cache.namespace import HIT_CALL_TOKENS
 from ..inputs.chunks import read_files
 from ..inputs.plan import file_groups
-from ..settings import Calling, Reading
+from ..settings import Calling, Reading, Sizing
 from .cost import row_costs
 from .identity import StudentIdentity, checked_load
 from .passes import Pass
@@ -40,13 +40,23 @@ from .sink import CALL_COSTS, Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
 
-def build(pass_: Pass, files, student, settings: tuple, *, skip: dict, cache=None, sizes=None):
+def build(
+    pass_: Pass,
+    files,
+    student,
+    *,
+    reading: Reading,
+    calling: Calling,
+    sizing: Sizing,
+    skip: dict,
+    cache=None,
+    sizes=None,
+):
     """The dataset of per-chunk counts of `pass_` over `files` ((index, uri, root) each) by
-    `student` (its StudentIdentity: what the actors load and check) under `settings`
-    (`Reading`, `Calling`, `Sizing`); `skip`: file index -> chunks already committed;
+    `student` (its StudentIdentity: what the actors load and check) under the stages'
+    settings; `skip`: file index -> chunks already committed;
     `cache`: the score cache's shared view (`lookup.shared_view`); `sizes`: file index ->
     bytes, to read small files in groups."""
-    reading, calling, sizing = settings
     import ray.data
 
     items = []
