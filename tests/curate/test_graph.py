@@ -44,3 +44,32 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
     assert out[0]["reject_reason"] is None and out[2]["reject_reason"] is None
     assert "scoring failed: RuntimeError: CUDA error" in out[1]["reject_reason"]
     assert out[0]["local_nat"] is not None
+
+
+def test_a_pass_left_early_leaves_no_thread_inside_ray(ray_local):
+    """Ray's core worker ends the whole process (status 1) when any thread calls it after
+    the driver has left Ray: a pass stopped by SIGTERM or an error must leave no thread
+    waiting on it."""
+    import threading
+    import time
+
+    import ray.data
+
+    from localnat.curate.run.graph import cancel
+    from localnat.curate.run.progress import STOP_WAIT_S, interruptible
+
+    graph = ray.data.range(2000, override_num_blocks=2000).map_batches(
+        lambda b: (time.sleep(0.5), b)[1], batch_size=1
+    )  # minutes of work, longer than the wait for a stopped stream
+    stream = graph.iter_batches(batch_size=None)
+    started = time.monotonic()
+    try:
+        with interruptible(stream, stop=lambda: cancel(graph)) as batches:
+            next(batches)
+            raise KeyError("stopped")  # as SIGTERM's Terminated would
+    except KeyError:
+        pass
+    assert time.monotonic() - started < STOP_WAIT_S, "the stream was run to its end"
+    alive = [t.name for t in threading.enumerate() if t.name == "localnat-pull"]
+    assert not alive, "the pulling thread still waits on Ray"
+    assert not graph._current_executor.is_alive(), "Ray Data's executor still runs"

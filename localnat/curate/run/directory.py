@@ -17,6 +17,7 @@ import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from ...logs import LOG, native_noise_dropped
 from ..cache.score_cache import ScoreCache
@@ -165,7 +166,7 @@ class Run:
             return self._graph(pass_, todo, chunks, cache)
 
     def _graph(self, pass_: Pass, todo, chunks, cache) -> tuple[int, dict]:
-        from .graph import build  # Ray Data: only in a run that scores
+        from .graph import build, cancel  # Ray Data: only in a run that scores
 
         cfg = self.cfg
         skip: dict[int, list[int]] = {}
@@ -182,13 +183,17 @@ class Run:
             cache=cache,
             sizes=self.plan.sizes,
         )
-        batches = interruptible(graph.iter_batches(batch_size=None, batch_format="pyarrow"))
         progress = Progress(len(todo), self._rows_left(pass_, todo, chunks), LOG.info)
         progress.exact = self.plan.exact or (
             pass_.rows is not None and None not in pass_.rows.values()
         )
         commits = _Commits(pass_.directory, todo, skip, progress, self.versions)
-        with native_noise_dropped(cfg.verbose), progress:
+        stream = graph.iter_batches(batch_size=None, batch_format="pyarrow")
+        with (
+            native_noise_dropped(cfg.verbose),
+            progress,
+            interruptible(stream, stop=partial(cancel, graph)) as batches,
+        ):
             try:
                 for batch in batches:
                     commits.add(batch.to_pylist())

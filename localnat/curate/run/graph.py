@@ -107,6 +107,16 @@ def build(
     )
 
 
+def cancel(graph) -> None:
+    """Stop a pass being iterated: its actors killed, its stream ended, so that the thread
+    iterating it returns. Ray Data has no public cancel for a stream in progress; the
+    executor a Dataset keeps for its iterators is the one handle (tested in
+    tests/curate/test_graph.py, which fails if a Ray upgrade moves it)."""
+    executor = getattr(graph, "_current_executor", None)
+    if executor is not None:
+        executor.shutdown(force=True)
+
+
 class Pack:
     """CPU stage, one group of input files per call: their rows read (`read_files`), looked
     up in the cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ...fields import OptionError
@@ -126,11 +126,21 @@ def start_ray(sizing: Sizing) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def interruptible(items: Iterator) -> Iterator:
+# How long a stopped stream may take to end before the driver goes on leaving
+STOP_WAIT_S = 60
+
+
+@contextmanager
+def interruptible(items: Iterator, stop: Callable[[], None]) -> Iterator[Iterator]:
     """`items`, pulled in a thread of their own: the calling thread waits in short steps, so
     SIGTERM (whose handler Python runs only in the main thread, between its own steps) is
     heard at once, where Ray waiting in its C++ core (for actors it cannot place) would hold
-    it off for an hour. An error in the pulling thread is raised here."""
+    it off for an hour. An error in the pulling thread is raised here.
+
+    Left early (SIGTERM, an error), `stop()` ends what the thread waits on and the thread is
+    waited for: a thread still inside Ray when the driver leaves Ray ends the whole process
+    with status 1 (Ray's core worker exits on any call after its shutdown), and a scheduler
+    would read a clean, resumable stop as a failure."""
     handoff: queue.Queue = queue.Queue(maxsize=2)
     end = object()
 
@@ -142,17 +152,34 @@ def interruptible(items: Iterator) -> Iterator:
         except BaseException as err:  # noqa: BLE001 - handed over, raised by the caller
             handoff.put(err)
 
-    threading.Thread(target=pull, daemon=True, name="localnat-pull").start()
-    while True:
-        try:
-            item = handoff.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        if item is end:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    def received() -> Iterator:
+        while True:
+            try:
+                item = handoff.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    thread = threading.Thread(target=pull, daemon=True, name="localnat-pull")
+    thread.start()
+    try:
+        yield received()
+    finally:
+        if thread.is_alive():
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - the error that made the run leave is the one raised
+                pass
+            deadline = time.monotonic() + STOP_WAIT_S
+            while thread.is_alive() and time.monotonic() < deadline:
+                try:  # room for the thread's last put
+                    handoff.get(timeout=0.1)
+                except queue.Empty:
+                    pass
 
 
 def unwrapped(err: BaseException) -> BaseException:
