@@ -1,6 +1,7 @@
 """The Score stage's calls keep every row of a call they cannot score whole."""
 
 import pyarrow as pa
+import pytest
 
 from localnat import ScoreConfig, Scorer
 from localnat.curate.job_config import CurateConfig
@@ -46,10 +47,11 @@ def test_a_row_that_keeps_failing_is_rejected_not_the_batch(tok, model):
     assert out[0]["local_nat"] is not None
 
 
-def test_a_pass_left_early_leaves_no_thread_inside_ray(ray_local):
+@pytest.mark.parametrize("first", [True, False], ids=["after-a-batch", "before-any"])
+def test_a_pass_left_early_leaves_no_thread_inside_ray(ray_local, first):
     """Ray's core worker ends the whole process (status 1) when any thread calls it after
-    the driver has left Ray: a pass stopped by SIGTERM or an error must leave no thread
-    waiting on it."""
+    the driver has left Ray: a pass stopped by SIGTERM or an error, after its first batch or
+    while the first is still being made, leaves no thread waiting on Ray."""
     import threading
     import time
 
@@ -58,18 +60,17 @@ def test_a_pass_left_early_leaves_no_thread_inside_ray(ray_local):
     from localnat.curate.run.graph import cancel
     from localnat.curate.run.progress import STOP_WAIT_S, interruptible
 
-    graph = ray.data.range(2000, override_num_blocks=2000).map_batches(
-        lambda b: (time.sleep(0.5), b)[1], batch_size=1
+    graph = ray.data.range(1000, override_num_blocks=1000).map_batches(
+        lambda b: (time.sleep(2), b)[1], batch_size=1
     )  # minutes of work, longer than the wait for a stopped stream
     stream = graph.iter_batches(batch_size=None)
     started = time.monotonic()
-    try:
+    with pytest.raises(KeyError):
         with interruptible(stream, stop=lambda: cancel(graph)) as batches:
-            next(batches)
+            next(batches) if first else time.sleep(1)
             raise KeyError("stopped")  # as SIGTERM's Terminated would
-    except KeyError:
-        pass
     assert time.monotonic() - started < STOP_WAIT_S, "the stream was run to its end"
     alive = [t.name for t in threading.enumerate() if t.name == "localnat-pull"]
     assert not alive, "the pulling thread still waits on Ray"
-    assert not graph._current_executor.is_alive(), "Ray Data's executor still runs"
+    running = [t for t in threading.enumerate() if type(t).__name__ == "StreamingExecutor"]
+    assert not running, "Ray Data's executor still runs"

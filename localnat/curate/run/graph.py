@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -107,14 +108,23 @@ def build(
     )
 
 
-def cancel(graph) -> None:
-    """Stop a pass being iterated: its actors killed, its stream ended, so that the thread
-    iterating it returns. Ray Data has no public cancel for a stream in progress; the
-    executor a Dataset keeps for its iterators is the one handle (tested in
-    tests/curate/test_graph.py, which fails if a Ray upgrade moves it)."""
-    executor = getattr(graph, "_current_executor", None)
-    if executor is not None:
+def cancel(graph) -> bool:
+    """Stop a pass being iterated, its actors killed and its stream ended, so that the thread
+    iterating it returns; whether there was a running execution to stop (before its actors
+    are up there is none: the thread waits on them and nothing ends that wait). Ray Data has
+    no public cancel for a stream in progress: its executor is the thread that runs the
+    dataset's execution (tests/curate/test_graph.py fails if a Ray upgrade moves it)."""
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    mine = graph.get_dataset_id()
+    running = [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, StreamingExecutor) and getattr(t, "_dataset_id", None) == mine
+    ]
+    for executor in running:
         executor.shutdown(force=True)
+    return bool(running)
 
 
 class Pack:

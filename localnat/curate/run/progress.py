@@ -126,21 +126,23 @@ def start_ray(sizing: Sizing) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-# How long a stopped stream may take to end before the driver goes on leaving
-STOP_WAIT_S = 60
+# How long a stream left early may take to stop and end before the driver goes on leaving
+# (a thread waiting for actors Ray cannot place never ends; a scheduler's grace is ~30 s)
+STOP_WAIT_S = 10
 
 
 @contextmanager
-def interruptible(items: Iterator, stop: Callable[[], None]) -> Iterator[Iterator]:
+def interruptible(items: Iterator, stop: Callable[[], bool]) -> Iterator[Iterator]:
     """`items`, pulled in a thread of their own: the calling thread waits in short steps, so
     SIGTERM (whose handler Python runs only in the main thread, between its own steps) is
     heard at once, where Ray waiting in its C++ core (for actors it cannot place) would hold
     it off for an hour. An error in the pulling thread is raised here.
 
-    Left early (SIGTERM, an error), `stop()` ends what the thread waits on and the thread is
-    waited for: a thread still inside Ray when the driver leaves Ray ends the whole process
-    with status 1 (Ray's core worker exits on any call after its shutdown), and a scheduler
-    would read a clean, resumable stop as a failure."""
+    Left early (SIGTERM, an error), `stop()` ends what the thread waits on (-> whether it
+    could; asked again until it can) and the thread is waited for: a thread still inside
+    Ray when the driver leaves Ray ends the whole process with status 1 (Ray's core worker
+    exits on any call after its shutdown), and a scheduler would read a clean, resumable
+    stop as a failure."""
     handoff: queue.Queue = queue.Queue(maxsize=2)
     end = object()
 
@@ -169,17 +171,17 @@ def interruptible(items: Iterator, stop: Callable[[], None]) -> Iterator[Iterato
     try:
         yield received()
     finally:
-        if thread.is_alive():
+        # until the stream is stopped (its execution may not have started yet) and ends
+        deadline, stopped = time.monotonic() + STOP_WAIT_S, False
+        while thread.is_alive() and time.monotonic() < deadline:
             try:
-                stop()
-            except Exception:  # noqa: BLE001 - the error that made the run leave is the one raised
+                stopped = stopped or stop()
+            except Exception:  # noqa: BLE001 - the error that made the run leave is raised
+                stopped = True
+            try:  # room for the thread's last put
+                handoff.get(timeout=0.1)
+            except queue.Empty:
                 pass
-            deadline = time.monotonic() + STOP_WAIT_S
-            while thread.is_alive() and time.monotonic() < deadline:
-                try:  # room for the thread's last put
-                    handoff.get(timeout=0.1)
-                except queue.Empty:
-                    pass
 
 
 def unwrapped(err: BaseException) -> BaseException:
