@@ -1,5 +1,5 @@
 """The score cache at scale: N synthetic keys (default 10M) folded into one generation, then
-the memory a reading actor holds for the lookup, shared index against a private copy (the
+the memory a reading process holds for the lookup, shared index against a private copy (the
 design before: every actor read every key itself), side by side, and lookups per second.
 
     python -m jobs.cache_index --keys 10000000 --actors 2
@@ -48,7 +48,7 @@ def uss_mb() -> float:
 
 
 class Reader:
-    """A reading actor, as a Pack actor is: its memory before and after its Lookup."""
+    """A reading process, as a pack task's is: its memory before and after its Lookup."""
 
     def __init__(self):
         import localnat.curate.cache.lookup  # noqa: F401 - modules loaded before memory is taken

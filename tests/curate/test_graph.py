@@ -74,3 +74,32 @@ def test_a_pass_left_early_leaves_no_thread_inside_ray(ray_local, first):
     assert not alive, "the pulling thread still waits on Ray"
     running = [t for t in threading.enumerate() if type(t).__name__ == "StreamingExecutor"]
     assert not running, "Ray Data's executor still runs"
+
+
+def test_a_reading_process_keeps_its_tokenizer_and_checks_the_student_again(
+    tiny_student, tmp_path, monkeypatch
+):
+    """`pack` runs as Ray tasks whose process the next pass reuses: the tokenizer loaded once
+    serves the next task of the same student and settings, after the student's files are
+    checked again; another student or setting loads its own."""
+    import shutil
+    from dataclasses import replace
+
+    from localnat.curate.run import graph
+    from localnat.curate.run.identity import StudentChanged, identify
+
+    copy = tmp_path / "student"
+    shutil.copytree(tiny_student, copy)
+    student = identify(str(copy), None, {})
+    calling = CurateConfig.from_options(student=str(copy), input=["x.parquet"]).resolved().calling
+    loads = []
+    real = graph.load_tokenizer
+    monkeypatch.setattr(graph, "load_tokenizer", lambda score: loads.append(1) or real(score))
+    monkeypatch.setattr(graph, "_HELD", {})
+    first = graph._tokenize(student, calling)
+    assert graph._tokenize(student, calling) is first and len(loads) == 1
+    other = replace(calling, max_response_tokens=(calling.max_response_tokens or 10**6) - 1)
+    assert graph._tokenize(student, other) is not first and len(loads) == 2
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text() + " ")
+    with pytest.raises(StudentChanged):
+        graph._tokenize(student, other)  # held, yet its files are no longer those identified

@@ -48,14 +48,14 @@ def test_a_known_student_is_not_loaded_again_to_render_its_probe(tmp_path, monke
     assert students.identify_student(cfg).prompt_probe["rendered"] == "What is 2+3?!"
 
 
-def test_reading_actors_fit_a_small_machine(monkeypatch):
-    from localnat.curate.run.progress import reading_actors
+def test_reading_tasks_fit_a_small_machine(monkeypatch):
+    from localnat.curate.run.progress import reading_tasks
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     two = CurateConfig(actors=2).resolved().sizing
-    assert reading_actors(two) == 1  # two cores, two scoring actors
-    assert reading_actors(CurateConfig(actors=1, cpus_per_actor=1.0).resolved().sizing) == 1
+    assert reading_tasks(two) == 1  # two cores, two scoring actors
+    assert reading_tasks(CurateConfig(actors=1, cpus_per_actor=1.0).resolved().sizing) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 32)
-    assert reading_actors(CurateConfig(actors=2).resolved().sizing) == 4  # two per scoring actor
-    assert reading_actors(CurateConfig(actors=2, ray_address="auto").resolved().sizing) == 4
+    assert reading_tasks(CurateConfig(actors=2).resolved().sizing) == 4  # two per scoring actor
+    assert reading_tasks(CurateConfig(actors=2, ray_address="auto").resolved().sizing) == 4

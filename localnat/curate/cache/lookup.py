@@ -2,8 +2,8 @@
 
 One sorted key index per view of a namespace (`build_index`: the generation's index, then the
 parts' keys, every key once), built by one Ray task into the object store and mapped
-read-only by every reading actor on a node: an actor holds no private copy of the keys, so a
-node holds 28 bytes a key once, whatever the number of actors. A hit's values are read when
+read-only by every reading process on a node: a process holds no private copy of the keys, so a
+node holds 28 bytes a key once, whatever the number of processes. A hit's values are read when
 it is found, by row group of a data file (a night's hits come in runs: data keeps the order
 rows were written in) or by part, a bounded number held at a time.
 """
@@ -80,7 +80,7 @@ def build_index(view: View) -> Index:
 
 
 class Lookup:
-    """A reading actor's view of the cache: the shared `Index` and the sources' values,
+    """A reading process's view of the cache: the shared `Index` and the sources' values,
     read as hits need them (`split`)."""
 
     def __init__(self, view: View, index: Index, columns: list[str], max_response_tokens=None):
@@ -94,7 +94,7 @@ class Lookup:
 
     @classmethod
     def open(cls, shared, columns: list[str], max_response_tokens=None) -> Lookup:
-        """A reading actor's Lookup of `shared_view`'s (view, index ref): the index mapped
+        """A reading process's Lookup of `shared_view`'s (view, index ref): the index mapped
         from the object store, not copied."""
         import ray
 
@@ -183,7 +183,7 @@ class Lookup:
 
 def shared_view(view: View):
     """(view, the ObjectRef of its index): the index built by one Ray task into the object
-    store, which every reading actor maps (`Lookup.open`)."""
+    store, which every reading process maps (`Lookup.open`)."""
     import ray
 
     LOG.info(

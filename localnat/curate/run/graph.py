@@ -1,7 +1,7 @@
 """The Ray Data graph of one scoring pass, top to bottom in the order data flows:
 
     input files (one block each)
-      -> Pack (CPU actors): read + validate in commit chunks, look rows up in the score
+      -> pack (CPU tasks): read + validate in commit chunks, look rows up in the score
          cache (hits are written at once, through the sink), tokenize + segment the rest,
          pack them into calls of at most --call-tokens estimated model tokens
       -> one call per block
@@ -34,9 +34,9 @@ from ..inputs.chunks import read_files
 from ..inputs.plan import file_groups
 from ..settings import Calling, Reading, Sizing
 from .cost import row_costs
-from .identity import StudentIdentity, checked_load
+from .identity import StudentIdentity, checked_load, verify
 from .passes import Pass
-from .progress import reading_actors
+from .progress import READING_CPUS, reading_tasks
 from .sink import CALL_COSTS, Sink
 from .tokens import TOKEN_COLUMNS, Tokenize, prepared_items, set_reasons
 
@@ -73,19 +73,21 @@ def build(
         override_num_blocks=max(1, len(groups)),  # one block per group of files
     )
     ds = ds.map_batches(
-        Pack,
+        pack,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_kwargs={
+        fn_kwargs={
             "reading": reading,
             "calling": calling,
             "pass_": pass_,
             "student": student,
             "cache": cache,
         },
-        num_cpus=0.5,
+        num_cpus=READING_CPUS,
+        # Tasks, not actors: Ray reuses a task's process, so the next pass of a run (a
+        # racing round, a ranking block) finds transformers and its tokenizer loaded.
         # Scale reading and tokenizing with the students so they never wait.
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=reading_actors(sizing)),
+        compute=ray.data.TaskPoolStrategy(size=reading_tasks(sizing)),
     )
     # One call per block: a Score task is one call, so its rows are written (and their
     # chunks committed) as soon as it returns, and the actors share the calls.
@@ -127,72 +129,86 @@ def cancel(graph) -> bool:
     return bool(running)
 
 
-class Pack:
-    """CPU stage, one group of input files per call: their rows read (`read_files`), looked
+def pack(
+    batch: pa.Table, *, reading: Reading, calling: Calling, pass_: Pass, student, cache=None
+) -> Iterator[pa.Table]:
+    """CPU stage, one group of input files per task: their rows read (`read_files`), looked
     up in the cache, tokenized (`Tokenize`, loaded at the first miss: a night of hits loads
     nothing) and packed into calls by estimated tokens (a larger row goes alone). A call is
     emitted as one row holding its rows as Arrow IPC bytes; cache hits are written here,
     through the sink, and only their counts flow on: a night of hits moves no rows between
-    actors."""
+    processes."""
+    setup_logs(calling.verbose)
+    sink, lookup = Sink(pass_), _lookup(pass_, calling, cache)
+    pending, tokens = [], 0
+    hits, hit_tokens = [], 0
+    files = [f for row in batch.column("files").to_pylist() for f in json.loads(row)]
+    for piece in read_files(files, reading):
+        if lookup is not None:
+            found, piece = lookup.split(piece)
+            if found.num_rows:
+                hits.append(found.append_column("reused", pa.array([True] * found.num_rows)))
+                hit_tokens += pc.sum(found.column("n_response_tokens")).as_py()
+            if hit_tokens >= HIT_CALL_TOKENS:
+                yield _write_hits(sink, hits)
+                hits, hit_tokens = [], 0
+            if not piece.num_rows:
+                continue
+        piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
+        piece = _tokenize(student, calling)(piece)
+        start = 0
+        for i, cost in enumerate(row_costs(piece, calling.score.windows)):
+            if tokens and tokens + cost > calling.call_tokens:
+                pending.append(piece.slice(start, i - start))
+                yield call_row(pending, tokens)
+                pending, tokens, start = [], 0, i
+            tokens += cost
+        pending.append(piece.slice(start))
+    if any(t.num_rows for t in pending):
+        yield call_row(pending, tokens)
+    if hits:
+        yield _write_hits(sink, hits)
 
-    def __init__(
-        self, reading: Reading, calling: Calling, pass_: Pass, student: StudentIdentity, cache=None
-    ):
-        setup_logs(calling.verbose)
-        self.reading, self.calling, self.pass_, self.student = reading, calling, pass_, student
-        self.sink = Sink(pass_)
-        self._tokenize: Tokenize | None = None
-        if cache is not None:
-            cache = Lookup.open(cache, list(pass_.results), calling.max_response_tokens)
-        self.lookup = cache
 
-    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        pending, tokens = [], 0
-        hits, hit_tokens = [], 0
-        files = [f for row in batch.column("files").to_pylist() for f in json.loads(row)]
-        for piece in read_files(files, self.reading):
-            if self.lookup is not None:
-                found, piece = self.lookup.split(piece)
-                if found.num_rows:
-                    hits.append(found.append_column("reused", pa.array([True] * found.num_rows)))
-                    hit_tokens += pc.sum(found.column("n_response_tokens")).as_py()
-                if hit_tokens >= HIT_CALL_TOKENS:
-                    yield self._write_hits(hits)
-                    hits, hit_tokens = [], 0
-                if not piece.num_rows:
-                    continue
-            piece = piece.append_column("reused", pa.array([False] * piece.num_rows))
-            piece = self.tokenize(piece)
-            start = 0
-            for i, cost in enumerate(row_costs(piece, self.calling.score.windows)):
-                if tokens and tokens + cost > self.calling.call_tokens:
-                    pending.append(piece.slice(start, i - start))
-                    yield call_row(pending, tokens)
-                    pending, tokens, start = [], 0, i
-                tokens += cost
-            pending.append(piece.slice(start))
-        if any(t.num_rows for t in pending):
-            yield call_row(pending, tokens)
-        if hits:
-            yield self._write_hits(hits)
+# What a reading process keeps between its tasks, the last of each kind: kind -> (what it
+# was made from, it). A process Ray reuses for the next task finds it there.
+_HELD: dict[str, tuple] = {}
 
-    def tokenize(self, piece: pa.Table) -> pa.Table:
-        if self._tokenize is None:  # transformers and the tokenizer take seconds to load
-            score = self.student.pinned(self.calling.score)
-            tokenizer = checked_load(self.student, lambda: load_tokenizer(score))
-            self._tokenize = Tokenize(score, self.calling.max_response_tokens, tokenizer)
-        return self._tokenize(piece)
 
-    def _write_hits(self, hits: list[pa.Table]) -> pa.Table:
-        table = pa.concat_tables(hits)
-        call_id = uuid.uuid4().hex[:12]
-        n = table.num_rows
-        for name in CALL_COSTS:  # hits cost the student nothing
-            table = table.append_column(name, pa.array([0] * n, pa.int64()))
-        table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
-        table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
-        counts = self.sink.write(table, f"cache {actor_name()}")  # hits: which node served them
-        return call_row([counts], 0, cached=True, call_id=call_id)
+def _lookup(pass_: Pass, calling: Calling, cache) -> Lookup | None:
+    """The cache's Lookup for this pass (`cache`: the view and its index's object ref, new
+    with every pass): what it has read for one task serves the next."""
+    if cache is None:
+        return None
+    key = (cache, list(pass_.results), calling.max_response_tokens)
+    if _HELD.get("lookup", (None,))[0] != key:
+        _HELD["lookup"] = (key, Lookup.open(cache, key[1], key[2]))
+    return _HELD["lookup"][1]
+
+
+def _tokenize(student: StudentIdentity, calling: Calling) -> Tokenize:
+    """The tokenizer of `student`, loaded once per process (transformers and a tokenizer
+    take seconds); reused, the student's files are checked again: still those identified."""
+    key = (student, calling.score, calling.max_response_tokens)
+    if _HELD.get("tokenize", (None,))[0] == key:
+        verify(student)
+    else:
+        score = student.pinned(calling.score)
+        tokenizer = checked_load(student, lambda: load_tokenizer(score))
+        _HELD["tokenize"] = (key, Tokenize(score, calling.max_response_tokens, tokenizer))
+    return _HELD["tokenize"][1]
+
+
+def _write_hits(sink: Sink, hits: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(hits)
+    call_id = uuid.uuid4().hex[:12]
+    n = table.num_rows
+    for name in CALL_COSTS:  # hits cost the student nothing
+        table = table.append_column(name, pa.array([0] * n, pa.int64()))
+    table = table.append_column("call_id", pa.array([call_id] * n, pa.string()))
+    table = table.append_column("est_tokens", pa.array([0] * n, pa.int64()))
+    counts = sink.write(table, f"cache {actor_name()}")  # hits: which node served them
+    return call_row([counts], 0, cached=True, call_id=call_id)
 
 
 class Score:
@@ -223,13 +239,13 @@ class Score:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if batch.column("cached")[0].as_py():
-            return read_call(batch)  # hits, written by Pack: their counts
+            return read_call(batch)  # hits, written by `pack`: their counts
         calls = self._loading.result()  # loaded (a load that failed raises here)
         return self.sink.write(calls(batch), self.name)
 
 
 class Calls:
-    """A call (see `Pack`) -> its rows with the pass's results (`pass_.method` of the
+    """A call (see `pack`) -> its rows with the pass's results (`pass_.method` of the
     scorer), or reasons: a call that fails whole is scored row by row, so one row that keeps
     failing is rejected, not its call."""
 

@@ -58,14 +58,14 @@ def local_cpus() -> int:
     return max(4, os.cpu_count() or 1)
 
 
-# What runs beside the scoring actors and needs a CPU share: one reading actor at least
+# What runs beside the scoring actors and needs a CPU share: one reading task at least
 READING_CPUS = 0.5
 
 
-def reading_actors(sizing: Sizing) -> int:
-    """The most reading (Pack) actors: two per scoring actor, but on the machine of a
-    local Ray no more than its cores left to the scoring actors (each starts by loading a
-    tokenizer, seconds of a core that small machines cannot spare)."""
+def reading_tasks(sizing: Sizing) -> int:
+    """The most reading (`pack`) tasks at once: two per scoring actor, but on the machine
+    of a local Ray no more than its cores left to the scoring actors (a process's first
+    loads a tokenizer, seconds of a core that small machines cannot spare)."""
     most = max(2, 2 * sizing.actors)
     if not local_cluster(sizing):
         return most

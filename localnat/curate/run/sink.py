@@ -1,6 +1,6 @@
 """Where a call's rows go: scores/ and rejects/ parts (per call, one part for the chunks
 whole in it and one per chunk that spans calls, named by file and chunk; written by
-outputs.py), and the score cache's appends. Both stages write through it (the Pack stage
+outputs.py), and the score cache's appends. Both stages write through it (the pack stage
 its cache hits, the Score stage what it scored), so part names, columns and sizes are
 decided here; the driver commits them (outputs.py)."""
 

@@ -1,4 +1,4 @@
-"""Tokenized rows as Arrow columns: the Pack stage writes them (`Tokenize`), the Score
+"""Tokenized rows as Arrow columns: the pack stage writes them (`Tokenize`), the Score
 stage reads them back (`prepared_items`); one definition of the columns for both."""
 
 from __future__ import annotations
