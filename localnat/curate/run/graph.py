@@ -86,8 +86,9 @@ def build(
         num_cpus=READING_CPUS,
         # Tasks, not actors: Ray reuses a task's process, so the next pass of a run (a
         # racing round, a ranking block) finds transformers and its tokenizer loaded.
-        # Scale reading and tokenizing with the students so they never wait.
-        compute=ray.data.TaskPoolStrategy(size=reading_tasks(sizing)),
+        # Scale reading and tokenizing with the students so they never wait (a task per
+        # group of files at most: Ray Data warns of a pool larger than its inputs).
+        compute=ray.data.TaskPoolStrategy(size=min(reading_tasks(sizing), max(1, len(groups)))),
     )
     # One call per block: a Score task is one call, so its rows are written (and their
     # chunks committed) as soon as it returns, and the actors share the calls.
