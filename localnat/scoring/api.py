@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .batching import Segment, forward_cost, make_batches, shared_prompts
+from .batching import GLOBAL, Segment, forward_cost, make_batches, shared_prompts
 from .config import ScoreConfig
 from .forward import Scored, encode_prompt_state, forward_segments
 from .prepare import Prepared, Preparer
@@ -64,9 +64,9 @@ def resolved(cfg: ScoreConfig, context: int, cuda: bool) -> ScoreConfig:
 
 def plan_row(item: Prepared, cfg: ScoreConfig) -> tuple[Plan, list[StepSample] | None]:
     """A prepared row's windows (`cfg` resolved), cut to what its signals need (no window
-    for global signals alone; the global pass only as far as the windows read it for local
-    ones alone); under step sampling, the steps drawn per setting (seeded by the row's
-    tokens) and the plan cut down to them. Raises ValueError (no room)."""
+    for global signals alone, no global pass for local ones alone); under step sampling, the
+    steps drawn per setting (seeded by the row's tokens) and the plan cut down to them.
+    Raises ValueError (no room)."""
     plan = plan_windows(
         item.bounds, len(item.prompt_ids), cfg.windows, cfg.max_tokens, cfg.max_window_tokens
     )
@@ -86,17 +86,19 @@ def plan_row(item: Prepared, cfg: ScoreConfig) -> tuple[Plan, list[StepSample] |
 
 
 def plan_segments(items: list[Prepared], plans: dict, signals: bool) -> list[Segment]:
-    """Every forward segment of the plans (item index -> Plan): keyed (item, context start),
-    grouped by prompt; `signals`: the global pass also gives rank and entropy."""
+    """Every forward segment of the plans (item index -> Plan): the windows' keyed (item,
+    context start), the global pass's (item, GLOBAL), grouped by prompt; `signals`: the global
+    pass also gives rank and entropy."""
     segments = []
     for r, plan in plans.items():
         item = items[r]
         group = item.prompt_ids.tobytes()
         for a, (lo, end) in plan.segments.items():
             tokens = item.response_ids[a:end]
-            segments.append(
-                Segment((r, a), group, item.prompt_ids, tokens, lo - a, signals and a == 0)
-            )
+            segments.append(Segment((r, a), group, item.prompt_ids, tokens, lo - a))
+        if plan.global_pass:
+            tokens = item.response_ids[: plan.n_keep]
+            segments.append(Segment((r, GLOBAL), group, item.prompt_ids, tokens, 0, signals, True))
     return segments
 
 
@@ -142,7 +144,7 @@ class Scorer:
             if r in errors
             # KeyError below = a slot never filled: a bug, not bad data
             else self._result(
-                item, plans[r], samples[r], {a: scored[(r, a)] for a in plans[r].segments}
+                item, plans[r], samples[r], {a: scored[(r, a)] for a in _keys(plans[r])}
             )
             for r, item in enumerate(items)
         ]
@@ -197,8 +199,6 @@ class Scorer:
         now = sample_steps(steps, cfg.sample_steps, seed, round_)
         new = now.scored & ~sample_steps(steps, cfg.sample_steps, seed, round_ - 1).scored
         rest = restrict(plan, [new] + [np.zeros_like(new)] * (len(cfg.windows) - 1), False)
-        if not any(a == 0 for p, w in zip(plan.pieces[0], new) if w for a, _, _ in p):
-            del rest.segments[0]  # no new step reads the global pass
         return rest, new, strata_ids(now)
 
     def _plans(self, items: list[Prepared]):
@@ -234,7 +234,7 @@ class Scorer:
     def _plan(self, item: Prepared) -> tuple[Plan, list[StepSample] | None]:
         return plan_row(item, self.cfg)
 
-    def _result(self, item: Prepared, plan, samples, scored: dict[int, Scored]) -> dict:
+    def _result(self, item: Prepared, plan, samples, scored: dict) -> dict:
         """One row's result columns; the signals not asked for (`cfg.signals`) are null."""
         cfg = self.cfg
         lps = {a: s.logprobs for a, s in scored.items()}
@@ -252,14 +252,13 @@ class Scorer:
             "window_truncated": plan.window_truncated,
         }
         # the whole global pass's step means: step sampling's control (§5.2)
-        glob_steps = global_step_means(plan, lps[0], item.bounds) if cfg.needs("global") else None
+        glob = scored[GLOBAL] if cfg.needs("global") else None
+        glob_steps = global_step_means(plan, glob.logprobs, item.bounds) if glob else None
         if cfg.needs("windows"):
             out.update(_local(item, plan, samples, lps, cfg.windows, glob_steps))
-        if cfg.needs("global"):
-            glob = scored[0]
-            assert len(glob.logprobs) == plan.n_keep, "segment 0 is the whole global pass"
+        if glob:
             out["global_nat"] = float(glob.logprobs.mean())
-            out["global_nofirst"] = _finite(global_nofirst(plan, lps[0], item.bounds))
+            out["global_nofirst"] = _finite(global_nofirst(plan, glob.logprobs, item.bounds))
             out["surprisal_sum"] = float(-glob.logprobs.sum())
             out["step_global_logprobs"] = glob_steps
         if cfg.needs("ranks"):
@@ -291,6 +290,11 @@ class Scorer:
                 return
             seg = batch[0]
             errors[seg.key[0]] = f"out of memory on a window of {len(seg.tokens)} tokens"
+
+
+def _keys(plan: Plan) -> list:
+    """A plan's segment keys: the windows' context starts, and GLOBAL when the pass runs."""
+    return [*plan.segments, *([GLOBAL] if plan.global_pass else [])]
 
 
 def _local(item: Prepared, plan: Plan, samples, lps: dict, windows, control=None) -> dict:

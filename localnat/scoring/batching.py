@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+GLOBAL = "global"  # the global pass's key in a row's segments, beside the windows' context starts
+
 
 @dataclass
 class Segment:
@@ -19,7 +21,8 @@ class Segment:
     prompt: np.ndarray  # [P] int64
     tokens: np.ndarray  # [n] int64
     score_from: int
-    signals: bool = False  # the global pass: rank and entropy per token as well
+    signals: bool = False  # rank and entropy per token as well (the global pass's)
+    global_pass: bool = False  # batched apart from the windows
 
     @property
     def n_scored(self) -> int:
@@ -27,9 +30,18 @@ class Segment:
 
 
 def make_batches(segments: list[Segment], batch_tokens: int) -> list[list[Segment]]:
-    """Longest first (an out-of-memory shows at once), each batch padded to its first
-    segment's length and holding at most batch_tokens padded tokens (one segment at least).
-    Sorting by length keeps the padding small."""
+    """The global passes, then the windows, each batched apart: a window's batch, and with
+    it the float sums of its numbers, is the same whether the global pass runs or not (LN is
+    bit-identical across signals: docs/method.md §9). Longest first (an out-of-memory shows
+    at once), each batch padded to its first segment's length and holding at most
+    batch_tokens padded tokens (one segment at least). Sorting by length keeps the padding
+    small."""
+    whole = [s for s in segments if s.global_pass]
+    windows = [s for s in segments if not s.global_pass]
+    return _by_length(whole, batch_tokens) + _by_length(windows, batch_tokens)
+
+
+def _by_length(segments: list[Segment], batch_tokens: int) -> list[list[Segment]]:
     segments = sorted(segments, key=lambda s: len(s.tokens), reverse=True)
     batches, current = [], []
     for seg in segments:

@@ -12,7 +12,7 @@ from .windows import Window
 
 SEGMENTERS = ("sentence", "line", "paragraph")
 # The signals a run may ask for, and what each needs the student to run: the windows (LN and
-# LN without first tokens; they read the global pass only where a window starts at step 1),
+# LN without first tokens; their steps near the start are one short forward, the head),
 # the whole global pass (GN, RSR, entropy, GN without first tokens; RSR and entropy its ranks
 # and entropies too), or nothing (length: the token count).
 SIGNAL_NEEDS = {
@@ -120,7 +120,7 @@ class ScoreConfig:
     sample_steps: float | None = option(
         None,
         "score a stratified random sample of this fraction F (0 < F <= 1) of the steps whose "
-        "windows are not read off the global pass (at least 4); `local_nat` becomes an "
+        "windows are not a prefix of the response (at least 4); `local_nat` becomes an "
         "unbiased estimate with `local_nat_se`, the global pass's step means its control when "
         "a global signal is computed (docs/method.md §5.2)",
         group=_S,
@@ -135,8 +135,8 @@ class ScoreConfig:
         tuple(SIGNAL_NEEDS),
         "the signals to compute, comma-separated or repeated: `local`, `local_nofirst`, "
         "`global`, `global_nofirst`, `rsr`, `entropy`, `length`. The student runs only what "
-        "they need: `local` alone reads the global pass only as far as a window starts at "
-        "step 1; `global` alone runs no window. The others are null",
+        "they need: `local` alone runs no global pass (its LN is bit-identical to an every-signal "
+        "run's); `global` alone runs no window. The others are null",
         group=_S,
         affects=SCORES,
         default_text="all",

@@ -1,8 +1,9 @@
 """Step sampling (docs/method.md §5.2): an unbiased estimate of LN, with a standard error,
 from a stratified random sample of the steps.
 
-Steps whose windows are read off the global pass (every piece has context start 0) cost
-nothing extra, so they are always scored: the *census* stratum. The other N steps are cut into
+Steps whose windows are a prefix of the response (every piece has context start 0) are
+scored together by one short forward, the head, so they are always scored: the *census*
+stratum. The other N steps are cut into
 H contiguous blocks along the response (strata) and a simple random sample without
 replacement is drawn in each, n = min(N, max(MIN_STEPS, ceil(F * N))) in all, about two per
 stratum, so early and late steps are both represented and each stratum's variance can be

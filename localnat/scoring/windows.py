@@ -12,15 +12,21 @@ and its score needs log p(t | prompt, tokens a..t-1) for t in [b, c): a *piece* 
 Causality makes pieces that share a context start `a` answerable by one forward over
 prompt + tokens[a:e] with e the largest end among them: the log-prob of token t in that
 sequence sees exactly prompt + tokens[a:t]. So pieces are grouped into *segments* keyed by
-`a`. Every piece with a == 0 lies inside the global pass (prompt + tokens[0:n_keep]), so the
-global pass is segment 0. This is exact, not an approximation; the tests hold it against a
-one-forward-per-window reference.
+`a`. This is exact, not an approximation; the tests hold it against a one-forward-per-window
+reference.
+
+The pieces with a == 0 (a step near the start, whose window is a prefix of the response) lie
+inside the global pass too, but are not read off it: they are segment 0, the *head*, its own
+forward. A window's numbers then come from the same forwards whichever signals run (the
+global pass runs whole, as far as the windows need, or not at all), so LN is bit-identical
+across `--signals` (docs/method.md §9); it costs the head's tokens again when the global pass
+runs whole.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,9 +95,11 @@ class Plan:
 
     Attributes:
         n_keep: response tokens in the global pass (all of them unless truncated).
-        segments: context start a -> (first scored token, end): the forward over
-            prompt + tokens[a:end] scores tokens [first, end). Key 0 is the global pass.
+        segments: the windows' forwards, context start a -> (first scored token, end): the
+            forward over prompt + tokens[a:end] scores tokens [first, end). Key 0 is the head.
         pieces: pieces[s][i] lists the pieces whose tokens make up step i+1 under setting s.
+        global_pass: whether the global pass (prompt + tokens[:n_keep], every token scored)
+            runs.
     """
 
     n_keep: int
@@ -99,6 +107,7 @@ class Plan:
     window_truncated: bool
     segments: dict[int, tuple[int, int]]
     pieces: list[list[list[Piece]]]
+    global_pass: bool = True
 
 
 def plan_windows(
@@ -146,36 +155,25 @@ def plan_windows(
 
 
 def restrict(plan: Plan, keep: list[np.ndarray], global_pass: bool = True) -> Plan:
-    """The plan's segments for only the steps `keep[s]` (bool per step) of each setting s;
-    the global pass (segment 0) whole, or with `global_pass` False only as far as a kept
-    step's window reads from it. Pieces stay, so `step_means` can read kept steps."""
-    segments: dict[int, tuple[int, int]] = {0: (0, plan.n_keep if global_pass else 0)}
+    """The plan's segments for only the steps `keep[s]` (bool per step) of each setting s,
+    and the global pass if `global_pass`. Pieces stay, so `step_means` can read kept steps."""
+    segments: dict[int, tuple[int, int]] = {}
     for per_step, kept in zip(plan.pieces, keep):
         for step_pieces in (p for p, k in zip(per_step, kept) if k):
             for a, b, c in step_pieces:
-                if a == 0:
-                    # room <= max_tokens - n_prompt, so c <= n_keep: the global pass has it.
-                    assert c <= plan.n_keep
-                    segments[0] = (0, max(segments[0][1], c))
-                    continue
                 lo, hi = segments.get(a, (b, c))
                 segments[a] = (min(lo, b), max(hi, c))
-    return Plan(plan.n_keep, plan.global_truncated, plan.window_truncated, segments, plan.pieces)
+    return replace(plan, segments=segments, global_pass=global_pass)
 
 
 def global_only(plan: Plan) -> Plan:
     """The plan's global pass alone: no window (its pieces stay unread)."""
-    return Plan(
-        plan.n_keep,
-        plan.global_truncated,
-        plan.window_truncated,
-        {0: (0, plan.n_keep)},
-        plan.pieces,
-    )
+    return replace(plan, segments={}, global_pass=True)
 
 
 def census(plan: Plan, setting: int) -> np.ndarray:
-    """Per step, whether all its pieces start at context 0: read off the global pass, free."""
+    """Per step, whether all its pieces start at context 0: the head scores them all in one
+    forward, a few steps' tokens."""
     return np.array([all(a == 0 for a, _, _ in p) for p in plan.pieces[setting]], dtype=bool)
 
 

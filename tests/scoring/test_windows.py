@@ -15,7 +15,7 @@ def covered(pieces, b, c):
 @pytest.mark.parametrize("window", [Window(k=10), Window(w=1.0)])
 def test_every_window_sees_all_previous_steps(window):
     plan = plan_windows(BOUNDS, 7, (window,), 1000, 1000)
-    assert plan.segments == {0: (0, 41)}  # all windows start at 0: the global pass has them
+    assert plan.segments == {0: (0, 41)}  # all windows start at 0: one forward, the head
     assert [p for p in plan.pieces[0]] == [[(0, BOUNDS[i], BOUNDS[i + 1])] for i in range(6)]
 
 
@@ -73,3 +73,19 @@ def test_window_parsing_and_names():
         ScoreConfig(windows=(4, "k4"))
     with pytest.raises(ValueError, match="segmenter"):
         ScoreConfig(segmenter="words")
+
+
+def test_a_plan_cut_to_some_steps_keeps_the_head_only_as_far_as_they_read_it():
+    from localnat.scoring.windows import global_only, restrict
+
+    plan = plan_windows(BOUNDS, 7, (Window(k=2),), 1000, 1000)
+    steps = len(BOUNDS) - 1
+    first = np.zeros(steps, bool)
+    first[1] = True  # step 2 (tokens 5:9) reads from context 0
+    cut = restrict(plan, [first], global_pass=False)
+    assert cut.segments == {0: (5, 9)} and not cut.global_pass
+    last = np.zeros(steps, bool)
+    last[-1] = True  # step 6 reads from step 4's start on: no head
+    assert 0 not in restrict(plan, [last], global_pass=False).segments
+    assert restrict(plan, [last]).global_pass
+    assert global_only(plan).segments == {} and global_only(plan).global_pass
