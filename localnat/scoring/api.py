@@ -152,7 +152,7 @@ class Scorer:
     def score_round(self, items: list[Prepared], round_: int) -> list[dict]:
         """Racing's round `round_` >= 1 (docs/method.md §5.2): per item, the first setting's
         steps its sample holds at this round and did not at the one before (the seeded order
-        of `score_prepared`'s draw, round 0), and nothing else: the global pass only where
+        of `score_prepared`'s draw, round 0), and nothing else: the head only where
         such a step reads from it. Returns per item `round_steps` (their indices),
         `round_scores`, `step_strata` (each step's stratum, -1 census: with every round's
         scores, what `sampling.stratified` estimates from) and `n_response_tokens`. Schema:

@@ -162,7 +162,7 @@ def test_scorer_reads_sampled_steps_exactly(model, tok):
     got = row["step_logprobs"]
     scored = [i for i, x in enumerate(got) if x is not None]
     assert len(scored) == row["steps_scored"] < row["n_steps"] == ref["n_steps"]
-    assert scored[:2] == [0, 1]  # k=1: steps 1 and 2 are read off the global pass (census)
+    assert scored[:2] == [0, 1]  # k=1: steps 1 and 2 are the head's (census)
     np.testing.assert_allclose(
         [got[i] for i in scored], [ref["step_logprobs"][i] for i in scored], atol=1e-4
     )
