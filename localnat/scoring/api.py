@@ -253,10 +253,10 @@ class Scorer:
         }
         # the whole global pass's step means: step sampling's control (§5.2)
         glob = scored[GLOBAL] if cfg.needs("global") else None
-        glob_steps = global_step_means(plan, glob.logprobs, item.bounds) if glob else None
+        glob_steps = None if glob is None else global_step_means(plan, glob.logprobs, item.bounds)
         if cfg.needs("windows"):
             out.update(_local(item, plan, samples, lps, cfg.windows, glob_steps))
-        if glob:
+        if glob is not None:
             out["global_nat"] = float(glob.logprobs.mean())
             out["global_nofirst"] = _finite(global_nofirst(plan, glob.logprobs, item.bounds))
             out["surprisal_sum"] = float(-glob.logprobs.sum())
