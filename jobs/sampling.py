@@ -164,8 +164,7 @@ def oracle_raced(rows, exact, scorer, epsilon: float, delta: float) -> dict:
 
     def cost(i: int, keep, whole: bool) -> int:
         plan = plans[i] if keep is None else restrict(plans[i], [keep] * len(cfg.windows))
-        windows = sum(end - a for a, (_, end) in plan.segments.items())
-        return len(items[i].prompt_ids) + (plan.n_keep if whole else 0) + windows
+        return len(items[i].prompt_ids) + replace(plan, global_pass=whole).tokens
 
     spent = sum(cost(i, reached[i], cfg.needs("global")) for i in range(len(rows)))
     exact_cost = sum(cost(i, None, True) for i in range(len(rows)))  # every signal, exact

@@ -109,6 +109,12 @@ class Plan:
     pieces: list[list[list[Piece]]]
     global_pass: bool = True
 
+    @property
+    def tokens(self) -> int:
+        """Response tokens its forwards run: every window segment's, and the global pass's."""
+        windows = sum(end - a for a, (_, end) in self.segments.items())
+        return windows + (self.n_keep if self.global_pass else 0)
+
 
 def plan_windows(
     bounds: np.ndarray,

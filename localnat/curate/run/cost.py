@@ -98,8 +98,7 @@ class Predictor:
             plan, _ = plan_row(item, self.score)
         except ValueError:
             return 0, 0
-        whole = plan.n_keep if plan.global_pass else 0
-        return whole + sum(end - a for a, (_, end) in plan.segments.items()), len(item.prompt_ids)
+        return plan.tokens, len(item.prompt_ids)
 
     def _cost(self, item) -> int:
         """`row_cost` of a prepared row, 0 for one the reading stage rejects."""
